@@ -1,0 +1,112 @@
+// RMSNorm and fused residual-add RMSNorm over rows of a [rows, hidden] view.
+//   rmsnorm:            out[r] = x[r] * rsqrt(mean(x[r]^2) + eps) * w
+//   fused_add_rmsnorm:  residual[r] += x[r];  x[r] = rmsnorm(residual[r])   (in place)
+// T in {float, __half, __nv_bfloat16}; rows strided (last dim contiguous); fp32 math.
+// hf_exact follows transformers' LlamaRMSNorm/Qwen3RMSNorm rounding: the sum x + residual is
+// rounded to T before the norm, and the normalized value is rounded to T before the weight multiply.
+// Otherwise FlashInfer's order: one rounding at the end, the norm uses the fp32 sum.
+// One block per row; each thread keeps VPT vectors of VEC elements in registers (one global read).
+#pragma once
+#include "ssdk/common.cuh"
+
+namespace ssdk::norm {
+
+template <typename T>
+struct RMSNormArgs {
+  T* out;              // [rows, hidden] (== input for the fused op)
+  const T* input;      // [rows, hidden]
+  T* residual;         // nullptr for plain rmsnorm
+  const T* weight;     // [hidden]
+  int64_t out_stride, input_stride, residual_stride;
+  int rows, hidden;
+  float eps;
+  bool hf_exact;
+};
+
+template <typename T, int VEC, int VPT>
+__global__ void __launch_bounds__(1024) rmsnorm_kernel(RMSNormArgs<T> a) {
+  using V = Vec<T, VEC>;
+  const int row = blockIdx.x;
+  const int num_vec = a.hidden / VEC;
+  const T* in_row = a.input + row * a.input_stride;
+  T* res_row = a.residual ? a.residual + row * a.residual_stride : nullptr;
+  T* out_row = a.out + row * a.out_stride;
+
+  float vals[VPT][VEC];
+  float sum_sq = 0.f;
+#pragma unroll
+  for (int i = 0; i < VPT; ++i) {
+    const int v = threadIdx.x + i * blockDim.x;
+    if (v >= num_vec) break;
+    V x;
+    x.load(in_row + v * VEC);
+    if (res_row) {
+      V r;
+      r.load(res_row + v * VEC);
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) {
+        const float s = to_float(x.data[j]) + to_float(r.data[j]);
+        r.data[j] = from_float<T>(s);
+        vals[i][j] = a.hf_exact ? to_float(r.data[j]) : s;
+      }
+      r.store(res_row + v * VEC);
+    } else {
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) vals[i][j] = to_float(x.data[j]);
+    }
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) sum_sq += vals[i][j] * vals[i][j];
+  }
+  const float rstd = rsqrtf(block_sum(sum_sq) / a.hidden + a.eps);
+#pragma unroll
+  for (int i = 0; i < VPT; ++i) {
+    const int v = threadIdx.x + i * blockDim.x;
+    if (v >= num_vec) break;
+    V w, y;
+    w.load(a.weight + v * VEC);
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) {
+      const float normed = a.hf_exact ? round_to<T>(vals[i][j] * rstd) : vals[i][j] * rstd;
+      y.data[j] = from_float<T>(normed * to_float(w.data[j]));
+    }
+    y.store(out_row + v * VEC);
+  }
+}
+
+// Largest hidden size one block handles for a given vector width (VPT <= 16, 1024 threads).
+template <int VEC> constexpr int max_hidden() { return 16 * 1024 * VEC; }
+
+template <typename T, int VEC>
+cudaError_t launch_rmsnorm_vec(const RMSNormArgs<T>& a, cudaStream_t stream) {
+  const int num_vec = a.hidden / VEC;
+  // Fewest vectors per thread that keeps the block at <= 512 threads (1024 for the largest rows).
+  int vpt = 1;
+  while (vpt < 16 && (num_vec + vpt - 1) / vpt > 512) vpt *= 2;
+  int threads = (num_vec + vpt - 1) / vpt;
+  threads = ((threads + 31) / 32) * 32;
+  if (threads > 1024) return cudaErrorInvalidValue;
+  const dim3 grid(a.rows), block(threads);
+  switch (vpt) {
+    case 1: rmsnorm_kernel<T, VEC, 1><<<grid, block, 0, stream>>>(a); break;
+    case 2: rmsnorm_kernel<T, VEC, 2><<<grid, block, 0, stream>>>(a); break;
+    case 4: rmsnorm_kernel<T, VEC, 4><<<grid, block, 0, stream>>>(a); break;
+    case 8: rmsnorm_kernel<T, VEC, 8><<<grid, block, 0, stream>>>(a); break;
+    default: rmsnorm_kernel<T, VEC, 16><<<grid, block, 0, stream>>>(a); break;
+  }
+  return cudaGetLastError();
+}
+
+// Picks 16-byte vectors when every row start is 16-byte aligned, else scalar accesses.
+template <typename T>
+cudaError_t launch_rmsnorm(const RMSNormArgs<T>& a, cudaStream_t stream) {
+  if (a.rows == 0) return cudaSuccess;
+  constexpr int kVec = 16 / sizeof(T);
+  const bool vectorizable = a.hidden % kVec == 0 && a.out_stride % kVec == 0 && a.input_stride % kVec == 0 &&
+                            (!a.residual || a.residual_stride % kVec == 0) && is_aligned(a.out, 16) &&
+                            is_aligned(a.input, 16) && is_aligned(a.weight, 16) &&
+                            (!a.residual || is_aligned(a.residual, 16));
+  if (vectorizable) return launch_rmsnorm_vec<T, kVec>(a, stream);
+  return launch_rmsnorm_vec<T, 1>(a, stream);
+}
+
+}  // namespace ssdk::norm

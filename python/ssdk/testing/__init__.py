@@ -1,0 +1,1 @@
+"""Test and benchmark support: tolerances, the benchmark timer, random inputs, synthetic checkpoints."""

@@ -1,0 +1,144 @@
+"""The one benchmark timer every ssdk benchmark uses.
+
+``time_op`` replays a CUDA graph that holds nothing but ``calls`` invocations of the op and reports
+the median time of one invocation in µs. With ``cold_l2=True`` the graph cycles through enough
+independent copies of the inputs (> 2x the L2 size, at least 50 MB) that every call reads from HBM.
+Falls back to event-timed eager launches (reported) when an op cannot be captured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+COLD_BYTES = 128 << 20  # rotate inputs across > 2x the L2 of an H100/H200 (50/60 MB)
+
+
+@dataclass
+class Timing:
+    us: float           # median µs per call
+    method: str         # "graph" or "eager"
+    samples: list[float] = field(default_factory=list)
+
+
+def _graph_time(run_calls: Callable[[], None], calls: int, replays: int) -> Timing:
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):  # warm up on the capture stream (lazy init, autotuning, JIT)
+            run_calls()
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run_calls()
+    graph.replay()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    samples = []
+    for _ in range(replays):
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        samples.append(start.elapsed_time(end) * 1e3 / calls)
+    return Timing(statistics.median(samples), "graph", samples)
+
+
+def _eager_time(run_calls: Callable[[], None], calls: int, replays: int) -> Timing:
+    for _ in range(2):
+        run_calls()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    samples = []
+    for _ in range(replays):
+        start.record()
+        run_calls()
+        end.record()
+        end.synchronize()
+        samples.append(start.elapsed_time(end) * 1e3 / calls)
+    return Timing(statistics.median(samples), "eager", samples)
+
+
+def time_op(fn: Callable[..., object], make_args: Callable[[], Sequence[object]], *, bytes_per_call: int = 0,
+            cold_l2: bool = False, calls: int = 20, replays: int = 25, graph: bool = True) -> Timing:
+    """Median µs of one ``fn(*args)``.
+
+    Parameters
+    ----------
+    fn : the op; called as fn(*args) and nothing else is inside the timed region.
+    make_args : returns a fresh, random (never all-zero) argument tuple on the GPU.
+    bytes_per_call : bytes one call moves; sizes the input rotation for cold_l2.
+    cold_l2 : rotate through independent argument copies totalling > COLD_BYTES.
+    calls : invocations per graph replay (amortizes the replay launch).
+    graph : capture into a CUDA graph (falls back to eager launches if capture fails).
+    """
+    copies = 1
+    if cold_l2 and bytes_per_call > 0:
+        copies = max(1, min(256, -(-COLD_BYTES // bytes_per_call)))
+    arg_sets = [tuple(make_args()) for _ in range(copies)]
+    calls = max(calls, copies) if cold_l2 else calls
+
+    def run_calls() -> None:
+        for i in range(calls):
+            fn(*arg_sets[i % copies])
+
+    if graph:
+        try:
+            return _graph_time(run_calls, calls, replays)
+        except Exception:  # not capturable (host sync, allocation in an eager library): time eagerly
+            torch.cuda.synchronize()
+    return _eager_time(run_calls, calls, replays)
+
+
+def copy_bandwidth_gbps(nbytes: int = 1 << 30) -> float:
+    """Device-to-device copy bandwidth (bytes read + written per second, GB/s), measured now."""
+    src = torch.empty(nbytes // 2, dtype=torch.uint8, device="cuda").random_()
+    dst = torch.empty_like(src)
+    timing = time_op(lambda a, b: b.copy_(a), lambda: (src, dst), calls=5, replays=15)
+    return 2 * src.numel() / (timing.us * 1e-6) / 1e9
+
+
+def git_sha() -> str:
+    """SSDK_GIT_SHA (set by scripts/gpu_check.sh: the device copy has no .git), else git."""
+    if os.environ.get("SSDK_GIT_SHA"):
+        return os.environ["SSDK_GIT_SHA"]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                             check=True, cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        sha = "unknown"
+    return sha
+
+
+@dataclass
+class BenchResults:
+    """Rows of one benchmark run, written in the schema of DESIGN.md section 7."""
+
+    rows: list[dict] = field(default_factory=list)
+    copy_gbps: float | None = None
+
+    def add(self, op: str, shape: str, provider: str, us: float, gbps: float | None, **extra: object) -> None:
+        self.rows.append({"op": op, "shape": shape, "provider": provider, "us": round(us, 3),
+                          "gbps": None if gbps is None else round(gbps, 1), "extra": extra})
+
+    def write(self, path: str | Path) -> None:
+        payload = {
+            "device": torch.cuda.get_device_name(),
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "git_sha": git_sha(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "copy_gbps": None if self.copy_gbps is None else round(self.copy_gbps, 1),
+            "rows": self.rows,
+        }
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(payload, indent=1) + "\n")
