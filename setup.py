@@ -27,22 +27,21 @@ GB = 1 << 30
 
 
 def _cuda_home() -> Path | None:
-    for var in ("CUDA_HOME", "CUDA_PATH"):
-        if os.environ.get(var):
-            return Path(os.environ[var])
+    """First of CUDA_HOME, CUDA_PATH, nvcc's toolkit, /usr/local/cuda that holds nvcc and the headers."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
     nvcc = shutil.which("nvcc")
     if nvcc:
-        return Path(nvcc).resolve().parent.parent
-    default = Path("/usr/local/cuda")
-    return default if default.exists() else None
+        candidates.append(str(Path(nvcc).resolve().parent.parent))
+    candidates.append("/usr/local/cuda")
+    for home in filter(None, candidates):
+        if (Path(home) / "bin" / "nvcc").exists() and (Path(home) / "include" / "cuda_runtime.h").exists():
+            return Path(home)
+    return None
 
 
 def _nvcc() -> Path | None:
     home = _cuda_home()
-    if home and (home / "bin" / "nvcc").exists():
-        return home / "bin" / "nvcc"
-    found = shutil.which("nvcc")
-    return Path(found) if found else None
+    return home / "bin" / "nvcc" if home else None
 
 
 def _cuda_decision() -> tuple[bool, str]:

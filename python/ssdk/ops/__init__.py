@@ -1,6 +1,6 @@
 """Public kernel API. Each op resolves to cuda -> triton -> torch (see ssdk.ops._backend)."""
 
-from ._backend import registered_ops, resolve, use_backend
+from ._backend import get_impl, registered_ops, resolve, use_backend
 from .norm import fused_add_rmsnorm, rmsnorm
 
-__all__ = ["fused_add_rmsnorm", "registered_ops", "resolve", "rmsnorm", "use_backend"]
+__all__ = ["fused_add_rmsnorm", "get_impl", "registered_ops", "resolve", "rmsnorm", "use_backend"]

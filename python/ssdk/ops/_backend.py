@@ -118,3 +118,11 @@ def use_backend(backend: str) -> Iterator[None]:
         yield
     finally:
         _forced = previous
+
+
+def get_impl(op: str, backend: str, device_type: str = "cuda") -> Callable:
+    """The ``backend`` implementation of ``op`` (out-variant signature); raises if it cannot run."""
+    reason = unavailable_reason(op, backend, device_type)
+    if reason:
+        raise RuntimeError(f"ssdk: backend {backend!r} cannot run {op}: {reason}")
+    return _IMPLS[op][backend]
