@@ -3,5 +3,12 @@
 from ._backend import get_impl, registered_ops, resolve, use_backend
 from .attention import tree_attention
 from .norm import fused_add_rmsnorm, rmsnorm
+from .activation import silu_and_mul
+from .kv_cache import store_kv_cache
+from .rope import apply_llama31_rope_pos_ids_inplace, apply_rope, apply_rope_pos_ids_inplace, \
+    apply_rope_with_cos_sin_cache_inplace, qk_norm_rope, rope_cos_sin_cache, rope_inv_freq
 
-__all__ = ["fused_add_rmsnorm", "get_impl", "registered_ops", "resolve", "rmsnorm", "tree_attention", "use_backend"]
+__all__ = ["apply_llama31_rope_pos_ids_inplace", "apply_rope", "apply_rope_pos_ids_inplace",
+           "apply_rope_with_cos_sin_cache_inplace", "fused_add_rmsnorm", "get_impl", "qk_norm_rope",
+           "registered_ops", "resolve", "rmsnorm", "rope_cos_sin_cache", "rope_inv_freq", "silu_and_mul",
+           "store_kv_cache", "tree_attention", "use_backend"]
