@@ -77,5 +77,10 @@ class Runner:
 
 
 def compiled(fn: Callable) -> Callable:
-    """torch.compile provider (default mode; graph-replayed by the timer like every provider)."""
+    """torch.compile provider (default mode; graph-replayed by the timer like every provider).
+
+    Static shapes, one specialization per benchmark shape (the recompile limit is raised for that).
+    """
+    torch._dynamo.config.recompile_limit = 256
+    torch._dynamo.config.accumulated_recompile_limit = 4096
     return torch.compile(fn, fullgraph=True, dynamic=False)

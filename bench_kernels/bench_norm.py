@@ -58,7 +58,7 @@ def main() -> None:
             runner.run(shape, "ssdk-cuda", lambda x, r, w: ssdk_cuda_add(x, r, w, EPS, False), make_add, add_bytes, op)
             runner.run(shape, "ssdk-triton", lambda x, r, w: ssdk_triton_add(x, r, w, EPS, False), make_add,
                        add_bytes, op)
-            runner.run(shape, "torch", eager_add, make_add, add_bytes, op)
+            runner.run(shape, "torch eager", eager_add, make_add, add_bytes, op)
             runner.run(shape, "torch.compile", compiled_add, make_add, add_bytes, op)
             if flashinfer:
                 runner.run(shape, "flashinfer", lambda x, r, w: flashinfer.norm.fused_add_rmsnorm(x, r, w, EPS),
@@ -70,7 +70,7 @@ def main() -> None:
             runner.run(shape, "ssdk-cuda", lambda x, w, o: ssdk_cuda(o, x, w, EPS, False), make_norm, norm_bytes, op)
             runner.run(shape, "ssdk-triton", lambda x, w, o: ssdk_triton(o, x, w, EPS, False), make_norm,
                        norm_bytes, op)
-            runner.run(shape, "torch", lambda x, w, o: ref.rmsnorm(x, w, EPS), make_norm, norm_bytes, op)
+            runner.run(shape, "torch eager", lambda x, w, o: ref.rmsnorm(x, w, EPS), make_norm, norm_bytes, op)
             runner.run(shape, "torch.compile", lambda x, w, o: compiled_norm(x, w), make_norm, norm_bytes, op)
             if flashinfer:
                 runner.run(shape, "flashinfer", lambda x, w, o: flashinfer.norm.rmsnorm(x, w, EPS, out=o),

@@ -97,4 +97,10 @@ TORCH_LIBRARY_IMPL(ssdk, CUDA, m) {
   m.impl("fused_add_rmsnorm", &fused_add_rmsnorm);
 }
 
+// CPU tensors reach the same checks, so direct torch.ops callers get "must be a CUDA tensor".
+TORCH_LIBRARY_IMPL(ssdk, CPU, m) {
+  m.impl("rmsnorm", &rmsnorm);
+  m.impl("fused_add_rmsnorm", &fused_add_rmsnorm);
+}
+
 }  // namespace ssdk
