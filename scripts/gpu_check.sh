@@ -2,7 +2,8 @@
 # One GPU-machine call: build against the installed torch, run the CUDA tests, run benchmarks, and
 # leave logs + result JSONs in $OUT (the device tool brings back at most 8 files: one log + one tarball).
 #
-#   source .carry/gpu_env.sh && SSDK_GIT_SHA=$(git rev-parse --short=12 HEAD) \
+# Runs inside a snapshot of a commit made by scripts/snapshot.sh (never the shared working tree):
+#   carry [".carry", ".snap"];  source .carry/gpu_env.sh && cd .snap && \
 #     bash scripts/gpu_check.sh [--tests "tests/ops/test_norm.py ..."] [--bench "norm rope ..."] [--quick]
 #
 # Defaults: every test marked cuda, every bench_kernels/bench_*.py.
@@ -23,6 +24,12 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1"; exit 2 ;;
   esac
 done
+if [ ! -f SNAPSHOT_SHA ]; then
+  echo "gpu_check.sh must run in a snapshot of a commit: run 'bash scripts/snapshot.sh' locally, carry"
+  echo "[\".carry\", \".snap\"], and use: source .carry/gpu_env.sh && cd .snap && bash scripts/gpu_check.sh ..."
+  exit 2
+fi
+export SSDK_GIT_SHA=$(cat SNAPSHOT_SHA)
 status=0
 exec > >(tee -a "$LOG") 2>&1
 
