@@ -8,6 +8,21 @@ TORCH_LIBRARY(ssdk, m) {
   // ---- norm.cu
   m.def("rmsnorm(Tensor(a!) out, Tensor input, Tensor weight, float eps, bool hf_exact) -> ()");
   m.def("fused_add_rmsnorm(Tensor(a!) input, Tensor(b!) residual, Tensor weight, float eps, bool hf_exact) -> ()");
+  // ---- rope.cu
+  m.def("rope(Tensor positions, Tensor(a!) query, Tensor(b!)? key, int head_size, Tensor cos_sin_cache, bool is_neox, "
+        "bool hf_exact) -> ()");
+  m.def("rope_pos_ids(Tensor positions, Tensor(a!) query, Tensor(b!)? key, int head_size, Tensor inv_freq, "
+        "bool is_neox, bool hf_exact) -> ()");
+  m.def("qk_norm_rope(Tensor positions, Tensor(a!) query, Tensor(b!) key, Tensor q_weight, Tensor k_weight, float eps, "
+        "Tensor cos_sin_cache, bool is_neox, bool hf_exact, Tensor? value, Tensor(c!)? k_cache, Tensor(d!)? v_cache, "
+        "Tensor? slot_mapping) -> ()");
+  // ---- activation.cu
+  m.def("silu_and_mul(Tensor(a!) out, Tensor input, bool hf_exact) -> ()");
+  // ---- kv_cache.cu
+  m.def("store_kv_cache(Tensor key, Tensor value, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor slot_mapping) -> ()");
+  // ---- tree_attention.cu
+  m.def("tree_attention(Tensor(a!) out, Tensor(b!)? lse, Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_tables, "
+        "Tensor prefix_lens, Tensor qo_indptr, Tensor? tree_mask, int max_q_len, float sm_scale, int num_kv_splits) -> ()");
 }
 
 PYBIND11_MODULE(_C, m) {

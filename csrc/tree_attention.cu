@@ -1,0 +1,191 @@
+// Launcher for tree attention over a paged KV cache (device code: include/ssdk/tree_attention_kernel.cuh,
+// instantiated in tree_attention_hdim{64,128}.cu).
+// Computes, per request b, attention of its n_b new query rows over the prefix (all visible) plus the
+// new tokens allowed by a compact ancestor bitmask (or causal when tree_mask is None).
+// Shapes: q/out [N, Hq, D]; k_cache/v_cache [pages, page_size, Hkv, D]; block_tables [B, max_pages];
+// prefix_lens [B]; qo_indptr [B + 1]; tree_mask [N, W] int32; lse [N, Hq] fp32. fp16/bf16, D in {64, 128}.
+// Arch: sm_80+ (mma.sync through CuTe atoms); needs the CUTLASS headers at build time (SSDK_HAS_CUTLASS).
+// Reference: ssdk.ref.attention.tree_attention (fp32 dense masked attention).
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "ops.h"
+#include "ssdk/common.cuh"
+#include "ssdk/tree_attention.cuh"
+#include "torch_utils.h"
+
+namespace ssdk {
+namespace {
+
+using tree_attn::TileShape;
+
+int sm_count(int device) {
+  static int counts[64] = {};
+  if (device >= 64) device = 63;
+  if (counts[device] == 0) {
+    int n = 0;
+    check_cuda_call(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+    counts[device] = n;
+  }
+  return counts[device];
+}
+
+void check_index(const at::Tensor& t, const at::Tensor& q, const char* name) {
+  check_same_device(t, q, name, "q");
+  check_dtype(t, at::kInt, name);
+  check_contiguous(t, name);
+}
+
+// cp.async moves 16-byte chunks: rows must start on 16-byte boundaries.
+void check_aligned_rows(const at::Tensor& t, const char* name, int dims) {
+  TORCH_CHECK(t.stride(-1) == 1, "ssdk: ", name, " must be contiguous in its last dimension, got strides ",
+              c10::str(t.strides()));
+  bool ok = is_aligned(t.data_ptr(), 16);
+  for (int d = 0; d < dims; ++d) ok = ok && t.stride(d) % 8 == 0;
+  TORCH_CHECK(ok, "ssdk: ", name, " must have 16-byte aligned rows (data pointer and strides), got strides ",
+              c10::str(t.strides()));
+}
+
+// Splits per request so that a small launch still fills the GPU (about two CTAs per SM), capped by the
+// number of 64-token tiles the longest request can have.
+int choose_splits(int64_t base_ctas, int64_t max_tiles, int requested, int sms) {
+  int64_t splits = requested > 0 ? requested : (2 * sms + base_ctas - 1) / std::max<int64_t>(base_ctas, 1);
+  return static_cast<int>(std::clamp<int64_t>(splits, 1, std::max<int64_t>(max_tiles, 1)));
+}
+
+}  // namespace
+
+void tree_attention(at::Tensor& out, const std::optional<at::Tensor>& lse, const at::Tensor& q, const at::Tensor& k_cache,
+                    const at::Tensor& v_cache, const at::Tensor& block_tables, const at::Tensor& prefix_lens,
+                    const at::Tensor& qo_indptr, const std::optional<at::Tensor>& tree_mask, int64_t max_q_len,
+                    double sm_scale, int64_t num_kv_splits) {
+  check_cuda(q, "q");
+  check_dtype_in(q, {at::kHalf, at::kBFloat16}, "q");
+  TORCH_CHECK(q.dim() == 3, "ssdk: q must have shape [N_total, num_qo_heads, head_dim], got ", shape_str(q));
+  const int64_t n_total = q.size(0), num_qo_heads = q.size(1), head_dim = q.size(2);
+  TORCH_CHECK(head_dim == 64 || head_dim == 128, "ssdk: q head_dim must be 64 or 128, got ", head_dim);
+  check_same_device(out, q, "out", "q");
+  check_dtype(out, q.scalar_type(), "out");
+  TORCH_CHECK(out.sizes() == q.sizes(), "ssdk: out must have the shape of q ", shape_str(q), ", got ", shape_str(out));
+  for (const auto* t : {&k_cache, &v_cache}) {
+    const char* name = t == &k_cache ? "k_cache" : "v_cache";
+    check_same_device(*t, q, name, "q");
+    check_dtype(*t, q.scalar_type(), name);
+    TORCH_CHECK(t->dim() == 4 && t->size(3) == head_dim, "ssdk: ", name,
+                " must have shape [num_pages, page_size, num_kv_heads, ", head_dim, "], got ", shape_str(*t));
+    check_aligned_rows(*t, name, 3);
+  }
+  TORCH_CHECK(v_cache.sizes() == k_cache.sizes(), "ssdk: v_cache must have the shape of k_cache ",
+              shape_str(k_cache), ", got ", shape_str(v_cache));
+  const int64_t page_size = k_cache.size(1), num_kv_heads = k_cache.size(2);
+  TORCH_CHECK(num_kv_heads > 0 && num_qo_heads % num_kv_heads == 0, "ssdk: num_qo_heads (", num_qo_heads,
+              ") must be a multiple of num_kv_heads (", num_kv_heads, ")");
+  check_index(block_tables, q, "block_tables");
+  TORCH_CHECK(block_tables.dim() == 2, "ssdk: block_tables must have shape [batch, max_pages], got ",
+              shape_str(block_tables));
+  const int64_t batch = block_tables.size(0);
+  check_index(prefix_lens, q, "prefix_lens");
+  TORCH_CHECK(prefix_lens.dim() == 1 && prefix_lens.size(0) == batch, "ssdk: prefix_lens must have shape [", batch,
+              "], got ", shape_str(prefix_lens));
+  check_index(qo_indptr, q, "qo_indptr");
+  TORCH_CHECK(qo_indptr.dim() == 1 && qo_indptr.size(0) == batch + 1, "ssdk: qo_indptr must have shape [",
+              batch + 1, "], got ", shape_str(qo_indptr));
+  TORCH_CHECK(max_q_len >= 0 && (max_q_len > 0 || n_total == 0), "ssdk: max_q_len must be >= 1, got ", max_q_len);
+  if (tree_mask) {
+    check_same_device(*tree_mask, q, "tree_mask", "q");
+    check_dtype(*tree_mask, at::kInt, "tree_mask");
+    TORCH_CHECK(tree_mask->dim() == 2 && tree_mask->size(0) == n_total && tree_mask->size(1) * 32 >= max_q_len &&
+                    tree_mask->stride(1) == 1,
+                "ssdk: tree_mask must have shape [", n_total, ", W >= ", (max_q_len + 31) / 32,
+                "] with a contiguous last dimension, got ", shape_str(*tree_mask));
+  }
+  if (lse) {
+    check_same_device(*lse, q, "lse", "q");
+    check_dtype(*lse, at::kFloat, "lse");
+    TORCH_CHECK(lse->dim() == 2 && lse->size(0) == n_total && lse->size(1) == num_qo_heads && lse->is_contiguous(),
+                "ssdk: lse must be a contiguous [", n_total, ", ", num_qo_heads, "] tensor, got ", shape_str(*lse));
+  }
+  TORCH_CHECK(num_kv_splits >= 0, "ssdk: num_kv_splits must be >= 0, got ", num_kv_splits);
+  if (n_total == 0 || batch == 0) return;
+  check_aligned_rows(q, "q", 2);
+  TORCH_CHECK(out.stride(-1) == 1 && out.stride(0) % 4 == 0 && out.stride(1) % 4 == 0 && is_aligned(out.data_ptr(), 8),
+              "ssdk: out must have 8-byte aligned rows and a contiguous last dimension, got strides ",
+              c10::str(out.strides()));
+  TORCH_CHECK(batch <= 65535 && num_kv_heads <= 65535, "ssdk: batch and num_kv_heads must be <= 65535");
+  TORCH_CHECK(n_total * num_qo_heads * head_dim < (int64_t{1} << 31), "ssdk: q has too many elements");
+
+#ifdef SSDK_HAS_CUTLASS
+  const int64_t group = num_qo_heads / num_kv_heads;
+  const TileShape shape = max_q_len * group <= tree_attn::block_m(TileShape::kNarrow) ? TileShape::kNarrow
+                                                                                     : TileShape::kWide;
+  const int64_t m_tiles = (max_q_len * group + tree_attn::block_m(shape) - 1) / tree_attn::block_m(shape);
+  const int64_t max_tiles = (block_tables.size(1) * page_size + tree_attn::kBlockN - 1) / tree_attn::kBlockN;
+  const c10::cuda::CUDAGuard guard(q.device());
+  const int splits = choose_splits(batch * num_kv_heads * m_tiles, max_tiles, static_cast<int>(num_kv_splits),
+                                   sm_count(q.get_device()));
+  TORCH_CHECK(m_tiles * splits < (int64_t{1} << 31), "ssdk: max_q_len is too large");
+
+  tree_attn::Params p{};
+  at::Tensor partial_o, partial_lse;
+  if (splits > 1) {
+    const auto options = q.options().dtype(at::kFloat);
+    partial_o = at::empty({splits, n_total, num_qo_heads, head_dim}, options);
+    partial_lse = at::empty({splits, n_total, num_qo_heads}, options);
+    p.partial_o = partial_o.data_ptr<float>();
+    p.partial_lse = partial_lse.data_ptr<float>();
+  }
+  p.q = q.data_ptr();
+  p.out = out.data_ptr();
+  p.lse = lse ? lse->data_ptr<float>() : nullptr;
+  p.k_cache = k_cache.data_ptr();
+  p.v_cache = v_cache.data_ptr();
+  p.block_tables = block_tables.data_ptr<int32_t>();
+  p.prefix_lens = prefix_lens.data_ptr<int32_t>();
+  p.qo_indptr = qo_indptr.data_ptr<int32_t>();
+  p.tree_mask = tree_mask ? tree_mask->data_ptr<int32_t>() : nullptr;
+  p.q_stride_n = q.stride(0);
+  p.q_stride_h = q.stride(1);
+  p.out_stride_n = out.stride(0);
+  p.out_stride_h = out.stride(1);
+  p.k_stride_page = k_cache.stride(0);
+  p.k_stride_tok = k_cache.stride(1);
+  p.k_stride_head = k_cache.stride(2);
+  p.v_stride_page = v_cache.stride(0);
+  p.v_stride_tok = v_cache.stride(1);
+  p.v_stride_head = v_cache.stride(2);
+  p.block_table_stride = block_tables.stride(0);
+  p.mask_stride = tree_mask ? tree_mask->stride(0) : 0;
+  p.page_size = static_cast<int>(page_size);
+  p.n_total = static_cast<int>(n_total);
+  p.num_qo_heads = static_cast<int>(num_qo_heads);
+  p.num_kv_heads = static_cast<int>(num_kv_heads);
+  p.group = static_cast<int>(group);
+  p.batch = static_cast<int>(batch);
+  p.max_q_len = static_cast<int>(max_q_len);
+  p.m_tiles = static_cast<int>(m_tiles);
+  p.num_splits = splits;
+  p.scale_log2 = static_cast<float>(sm_scale * 1.4426950408889634);
+
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  cudaError_t err;
+  if (q.scalar_type() == at::kHalf)
+    err = head_dim == 64 ? tree_attn::launch<__half, 64>(p, shape, stream)
+                         : tree_attn::launch<__half, 128>(p, shape, stream);
+  else
+    err = head_dim == 64 ? tree_attn::launch<__nv_bfloat16, 64>(p, shape, stream)
+                         : tree_attn::launch<__nv_bfloat16, 128>(p, shape, stream);
+  check_cuda_call(err, "tree_attention kernel launch");
+#else
+  TORCH_CHECK(false, "ssdk: tree_attention's CUDA kernel needs the CUTLASS/CuTe headers, and this build had none. "
+              "Rebuild with them: pip install nvidia-cutlass (or set SSDK_CUTLASS_DIR to a CUTLASS checkout), then "
+              "pip install --no-build-isolation .");
+#endif
+}
+
+TORCH_LIBRARY_IMPL(ssdk, CUDA, m) { m.impl("tree_attention", &tree_attention); }
+
+}  // namespace ssdk
