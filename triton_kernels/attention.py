@@ -18,7 +18,10 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _attend(acc, m_i, l_i, q, k, v, visible, scale_log2):
+def _attend(acc, m_i, l_i, q, k, v, visible, scale_log2, UPCAST: tl.constexpr):
+    if UPCAST:  # the CPU interpreter's bf16 dot is not trustworthy: do the interpreter's math in fp32
+        k = k.to(tl.float32)
+        v = v.to(tl.float32)
     s = tl.dot(q, tl.trans(k)).to(tl.float32) * scale_log2
     s = tl.where(visible, s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -36,7 +39,8 @@ def _tree_attention_kernel(out_ptr, lse_ptr, q_ptr, k_ptr, v_ptr, bt_ptr, prefix
                            stride_vp, stride_vt, stride_vh, stride_on, stride_oh, stride_ln, stride_bt,
                            stride_mask, page_size,
                            GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_MASK: tl.constexpr,
-                           HAS_LSE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                           HAS_LSE: tl.constexpr, UPCAST: tl.constexpr, BLOCK_M: tl.constexpr,
+                           BLOCK_N: tl.constexpr):
     pid_m, b, kv_head = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     start = tl.load(indptr_ptr + b)
     n = tl.load(indptr_ptr + b + 1) - start
@@ -51,6 +55,8 @@ def _tree_attention_kernel(out_ptr, lse_ptr, q_ptr, k_ptr, v_ptr, bt_ptr, prefix
     token = (start + qi).to(tl.int64)
     q = tl.load(q_ptr + token[:, None] * stride_qn + head[:, None] * stride_qh + dims[None, :],
                 mask=row_ok[:, None], other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
 
     acc = tl.zeros((BLOCK_M, HEAD_DIM), dtype=tl.float32)
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
@@ -70,7 +76,7 @@ def _tree_attention_kernel(out_ptr, lse_ptr, q_ptr, k_ptr, v_ptr, bt_ptr, prefix
                     other=0.0)
         v = tl.load(v_head + (page * stride_vp + slot * stride_vt)[:, None] + dims[None, :], mask=ok[:, None],
                     other=0.0)
-        acc, m_i, l_i = _attend(acc, m_i, l_i, q, k, v, row_ok[:, None] & ok[None, :], scale_log2)
+        acc, m_i, l_i = _attend(acc, m_i, l_i, q, k, v, row_ok[:, None] & ok[None, :], scale_log2, UPCAST)
 
     # Phase 2: the new tokens, under the ancestor bits (or causal).
     for new_start in range(0, n, BLOCK_N):
@@ -89,7 +95,7 @@ def _tree_attention_kernel(out_ptr, lse_ptr, q_ptr, k_ptr, v_ptr, bt_ptr, prefix
             visible = visible & (((word >> (j & 31)[None, :]) & 1) != 0)
         else:
             visible = visible & (j[None, :] <= qi[:, None])
-        acc, m_i, l_i = _attend(acc, m_i, l_i, q, k, v, visible, scale_log2)
+        acc, m_i, l_i = _attend(acc, m_i, l_i, q, k, v, visible, scale_log2, UPCAST)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     o = acc / l_safe[:, None]
@@ -121,5 +127,5 @@ def tree_attention(out: torch.Tensor, lse: torch.Tensor | None, q: torch.Tensor,
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), out.stride(0), out.stride(1),
         lse.stride(0) if lse is not None else 0, block_tables.stride(0),
         tree_mask.stride(0) if tree_mask is not None else 0, k_cache.shape[1],
-        GROUP=group, HEAD_DIM=head_dim, HAS_MASK=tree_mask is not None, HAS_LSE=lse is not None,
+        GROUP=group, HEAD_DIM=head_dim, HAS_MASK=tree_mask is not None, HAS_LSE=lse is not None, UPCAST=interpret,
         BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4, num_stages=2)
