@@ -1,0 +1,61 @@
+// SwiGLU gate: out[r, i] = silu(x[r, i]) * x[r, d + i] for x = [gate | up] rows of width 2d.
+// silu(g) = g / (1 + expf(-g)) in fp32 (PyTorch's formula, precise expf and division).
+// hf_exact rounds silu(g) to T before the multiply (transformers' act_fn(gate) * up); otherwise one rounding.
+// One thread per W-element chunk of the output (W = 16 bytes of T when rows allow it), rows strided.
+#pragma once
+#include "ssdk/common.cuh"
+
+namespace ssdk::activation {
+
+template <typename T>
+struct SiluAndMulArgs {
+  T* out;          // [rows, d]
+  const T* input;  // [rows, 2d]
+  int64_t out_stride, input_stride;
+  int rows, d;
+  bool hf_exact;
+};
+
+__device__ __forceinline__ float silu(float g) { return g / (1.f + expf(-g)); }
+
+template <typename T, int W>
+__global__ void silu_and_mul_kernel(SiluAndMulArgs<T> a, unsigned chunks_per_row, unsigned total) {
+  using V = Vec<T, W>;
+  const unsigned gid = blockIdx.x * blockDim.x + threadIdx.x;
+  if (gid >= total) return;
+  const unsigned row = gid / chunks_per_row;
+  const unsigned col = (gid - row * chunks_per_row) * W;
+  const T* in = a.input + row * a.input_stride + col;
+  V gate, up, y;
+  gate.load(in);
+  up.load(in + a.d);
+#pragma unroll
+  for (int j = 0; j < W; ++j) {
+    float act = silu(to_float(gate.data[j]));
+    if (a.hf_exact) act = round_to<T>(act);
+    y.data[j] = from_float<T>(act * to_float(up.data[j]));
+  }
+  y.store(a.out + row * a.out_stride + col);
+}
+
+// 16-byte chunks when d, both row strides and both pointers allow it; else one element per thread.
+template <typename T>
+cudaError_t launch_silu_and_mul(const SiluAndMulArgs<T>& a, cudaStream_t stream) {
+  if (a.rows == 0 || a.d == 0) return cudaSuccess;
+  constexpr int kVec = 16 / sizeof(T);
+  const bool vectorizable = a.d % kVec == 0 && a.out_stride % kVec == 0 && a.input_stride % kVec == 0 &&
+                            is_aligned(a.out, 16) && is_aligned(a.input, 16);
+  const int w = vectorizable ? kVec : 1;
+  const uint64_t chunks_per_row = a.d / w, total = chunks_per_row * a.rows;
+  if (total >= (uint64_t{1} << 32)) return cudaErrorInvalidValue;
+  const int block = total <= 128 * 132 ? 128 : 256;  // a single row spreads over more SMs
+  const unsigned grid = static_cast<unsigned>((total + block - 1) / block);
+  if (vectorizable) {
+    silu_and_mul_kernel<T, kVec><<<grid, block, 0, stream>>>(a, chunks_per_row, total);
+  } else {
+    silu_and_mul_kernel<T, 1><<<grid, block, 0, stream>>>(a, chunks_per_row, total);
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace ssdk::activation
