@@ -130,6 +130,8 @@ def sample_tokens(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.
     """[B] int64: argmax for T == 0, else a sample of probs_from_logits by the Gumbel-max trick on
     l / T + log(saguaro weight) (request b uses Philox row b)."""
     lf = logits.float()
+    if not bool((temperature > 0).any()):  # all greedy: skip the [B, V] Philox stream (CPU engine tests)
+        return lf.argmax(-1)
     inv_t = _inv_temperature(temperature)[:, None]
     keep = keep_mask(lf, temperature, top_k, top_p)
     log_w = lf * inv_t + torch.log(saguaro_weights(lf, saguaro_x, saguaro_f))
