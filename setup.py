@@ -118,6 +118,25 @@ def _max_jobs() -> int:
     return max(1, min(cores, by_memory))
 
 
+def _loaded_libstdcxx() -> str | None:
+    """Path of the libstdc++ that torch runs with (Linux), so _C links the same shared library.
+
+    Some toolchains (e.g. a GCC under /opt) link libstdc++ statically by default; a second, static
+    copy inside _C has uninitialized stream locales and crashes when an error message is formatted.
+    """
+    import torch  # noqa: F401  (loads libstdc++)
+
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1]
+                if "libstdc++.so" in path:
+                    return path
+    except OSError:
+        pass
+    return None
+
+
 def _write_build_config(pkg_dir: Path, config: dict) -> None:
     pkg_dir.mkdir(parents=True, exist_ok=True)
     lines = ['"""Written by setup.py at build time; do not edit."""', ""]
@@ -189,6 +208,9 @@ class BuildExt(build_ext):
         ]
         if config["cutlass_dir"]:
             args.append(f"-DSSDK_CUTLASS_DIR={config['cutlass_dir']}")
+        libstdcxx = _loaded_libstdcxx()
+        if libstdcxx:
+            args.append(f"-DSSDK_LIBSTDCXX={libstdcxx}")
         jobs = _max_jobs()
         print(f"ssdk: building the CUDA extension for {config['cuda_archs']} with {jobs} jobs; "
               f"CUTLASS: {config['cutlass_dir'] or 'not found'}")

@@ -40,6 +40,7 @@ if ! python3 -m pip install --no-build-isolation --no-deps -q . ; then
 fi
 echo "build took $(( $(date +%s) - start )) s"
 python3 -m ssdk.env
+ldd "$(python3 -c 'import ssdk._C as m; print(m.__file__)')" | grep -E "stdc\+\+|torch_cpu" || true
 
 if [ "$TESTS" != "none" ]; then
   echo "== cuda tests: $TESTS"

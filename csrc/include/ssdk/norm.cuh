@@ -8,6 +8,8 @@
 // One block per row; each thread keeps VPT vectors of VEC elements (and the matching weights) in
 // registers, so every byte is read once.
 #pragma once
+#include <type_traits>
+
 #include "ssdk/common.cuh"
 
 namespace ssdk::norm {
@@ -24,7 +26,7 @@ struct RMSNormArgs {
   bool hf_exact;
 };
 
-constexpr int kMaxThreads = 512, kMaxVpt = 32;  // 512 x 32 scalars = the 16384 limit on odd rows
+constexpr int kMaxThreads = 512;  // x 32 scalars per thread = the 16384 limit on odd rows
 
 template <typename T, int VEC, int VPT>
 __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(RMSNormArgs<T> a) {
@@ -35,67 +37,78 @@ __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(RMSNormArgs<T> a) 
   T* res_row = a.residual ? a.residual + row * a.residual_stride : nullptr;
   T* out_row = a.out + row * a.out_stride;
 
+  // Issue every load (input, residual, weight) before any use, so the row costs one memory round
+  // trip; the weight latency also hides behind the reduction.
+  V x[VPT], r[VPT], w[VPT];
+#pragma unroll
+  for (int i = 0; i < VPT; ++i) {
+    const int v = threadIdx.x + i * blockDim.x;
+    if (v < num_vec) {
+      x[i].load(in_row + v * VEC);
+      if (res_row) r[i].load(res_row + v * VEC);
+      w[i].load(a.weight + v * VEC);
+    }
+  }
   float vals[VPT][VEC];
-  V w[VPT];  // loaded before the reduction so its latency hides behind the block sum
   float sum_sq = 0.f;
 #pragma unroll
   for (int i = 0; i < VPT; ++i) {
     const int v = threadIdx.x + i * blockDim.x;
-    if (v >= num_vec) break;
-    V x;
-    x.load(in_row + v * VEC);
-    w[i].load(a.weight + v * VEC);
-    if (res_row) {
-      V r;
-      r.load(res_row + v * VEC);
+    if (v < num_vec) {
 #pragma unroll
       for (int j = 0; j < VEC; ++j) {
-        const float s = to_float(x.data[j]) + to_float(r.data[j]);
-        r.data[j] = from_float<T>(s);
-        vals[i][j] = a.hf_exact ? to_float(r.data[j]) : s;
+        float value = to_float(x[i].data[j]);
+        if (res_row) {
+          const float s = value + to_float(r[i].data[j]);
+          r[i].data[j] = from_float<T>(s);
+          value = a.hf_exact ? to_float(r[i].data[j]) : s;
+        }
+        vals[i][j] = value;
+        sum_sq += value * value;
       }
-      r.store(res_row + v * VEC);
-    } else {
-#pragma unroll
-      for (int j = 0; j < VEC; ++j) vals[i][j] = to_float(x.data[j]);
+      if (res_row) r[i].store(res_row + v * VEC);
     }
-#pragma unroll
-    for (int j = 0; j < VEC; ++j) sum_sq += vals[i][j] * vals[i][j];
   }
   const float rstd = rsqrtf(block_sum(sum_sq) / a.hidden + a.eps);
 #pragma unroll
   for (int i = 0; i < VPT; ++i) {
     const int v = threadIdx.x + i * blockDim.x;
-    if (v >= num_vec) break;
-    V y;
+    if (v < num_vec) {
+      V y;
 #pragma unroll
-    for (int j = 0; j < VEC; ++j) {
-      const float normed = a.hf_exact ? round_to<T>(vals[i][j] * rstd) : vals[i][j] * rstd;
-      y.data[j] = from_float<T>(normed * to_float(w[i].data[j]));
+      for (int j = 0; j < VEC; ++j) {
+        const float normed = a.hf_exact ? round_to<T>(vals[i][j] * rstd) : vals[i][j] * rstd;
+        y.data[j] = from_float<T>(normed * to_float(w[i].data[j]));
+      }
+      y.store(out_row + v * VEC);
     }
-    y.store(out_row + v * VEC);
   }
 }
 
 template <typename T, int VEC>
 cudaError_t launch_rmsnorm_vec(const RMSNormArgs<T>& a, cudaStream_t stream) {
   const int num_vec = a.hidden / VEC;
-  // About four vectors per thread: enough independent loads in flight per thread, and few warps so
-  // the block reduction stays cheap (this is what decides latency at 1-64 tokens).
-  int threads = ((num_vec + 4 * 32 - 1) / (4 * 32)) * 32;
+  // About two vectors per thread: loads all in flight at once, and few enough warps that the block
+  // reduction stays cheap (this is what decides latency at 1-64 tokens).
+  int threads = ((num_vec + 2 * 32 - 1) / (2 * 32)) * 32;
   threads = threads < 32 ? 32 : (threads > kMaxThreads ? kMaxThreads : threads);
   int vpt = 1;
   while (vpt * threads < num_vec) vpt *= 2;
-  if (vpt > kMaxVpt) return cudaErrorInvalidValue;
+  if (vpt * VEC > 32) return cudaErrorInvalidValue;
   threads = ((num_vec + vpt - 1) / vpt + 31) / 32 * 32;
   const dim3 grid(a.rows), block(threads);
+  // Only VPT * VEC <= 32 is ever needed (hidden <= 16384 over <= 512 threads); nothing larger is compiled.
+  auto launch = [&](auto vpt_constant) {
+    constexpr int kVpt = decltype(vpt_constant)::value;
+    if constexpr (kVpt * VEC <= 32) rmsnorm_kernel<T, VEC, kVpt><<<grid, block, 0, stream>>>(a);
+  };
   switch (vpt) {
-    case 1: rmsnorm_kernel<T, VEC, 1><<<grid, block, 0, stream>>>(a); break;
-    case 2: rmsnorm_kernel<T, VEC, 2><<<grid, block, 0, stream>>>(a); break;
-    case 4: rmsnorm_kernel<T, VEC, 4><<<grid, block, 0, stream>>>(a); break;
-    case 8: rmsnorm_kernel<T, VEC, 8><<<grid, block, 0, stream>>>(a); break;
-    case 16: rmsnorm_kernel<T, VEC, 16><<<grid, block, 0, stream>>>(a); break;
-    default: rmsnorm_kernel<T, VEC, 32><<<grid, block, 0, stream>>>(a); break;
+    case 1: launch(std::integral_constant<int, 1>{}); break;
+    case 2: launch(std::integral_constant<int, 2>{}); break;
+    case 4: launch(std::integral_constant<int, 4>{}); break;
+    case 8: launch(std::integral_constant<int, 8>{}); break;
+    case 16: launch(std::integral_constant<int, 16>{}); break;
+    default: launch(std::integral_constant<int, 32>{}); break;
   }
   return cudaGetLastError();
 }
