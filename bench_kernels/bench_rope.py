@@ -14,11 +14,17 @@ from __future__ import annotations
 
 import torch
 
-from _common import Runner, compiled, optional_module, parse_args
+from _common import Runner, optional_module, parse_args
 from ssdk.ops import get_impl, rope_cos_sin_cache, rope_inv_freq
 from ssdk.ref import rope as ref
 
 HQ, HKV, D, MAX_POS, EPS = 32, 8, 128, 8192, 1e-6
+
+
+def compiled_dynamic(fn):
+    """torch.compile provider with dynamic token counts: one compile per op instead of one per shape
+    (the generated kernels take numel at run time; T=1 is still specialized)."""
+    return torch.compile(fn, fullgraph=True, dynamic=True)
 
 
 def main() -> None:
@@ -35,8 +41,8 @@ def main() -> None:
     cuda_pos, triton_pos = get_impl("rope_pos_ids", "cuda"), get_impl("rope_pos_ids", "triton")
     cuda_fused, triton_fused = get_impl("qk_norm_rope", "cuda"), get_impl("qk_norm_rope", "triton")
     cuda_norm, cuda_kv = get_impl("rmsnorm", "cuda"), get_impl("store_kv_cache", "cuda")
-    compiled_rope = compiled(lambda p, q, k: ref.rope_inplace(p, q, k, D, table, True, False))
-    compiled_fused = compiled(lambda p, q, k, qw, kw: ref.qk_norm_rope_inplace(
+    compiled_rope = compiled_dynamic(lambda p, q, k: ref.rope_inplace(p, q, k, D, table, True, False))
+    compiled_fused = compiled_dynamic(lambda p, q, k, qw, kw: ref.qk_norm_rope_inplace(
         p, q, k, qw, kw, EPS, qk_table, True, False, None, None, None, None))
 
     def unfused(p, q, k, qw, kw):

@@ -296,8 +296,9 @@ def test_cuda_graph_capture(backend):
     slots = torch.randperm(64, device="cuda")[:16]
     q0, k0 = q.clone(), k.clone()
     expected_q, expected_k = ref.qk_norm_rope(positions, q0, k0, w, w, EPS, table)
-    with use_backend(backend):
+    with use_backend(backend):  # warm up: Triton compiles and inv_freq is built outside the capture
         qk_norm_rope(positions, q, k, w, w, EPS, table, value=v, k_cache=k_cache, v_cache=v_cache, slot_mapping=slots)
+        apply_rope_pos_ids_inplace(q.view(16, 32, 128), k.view(16, 8, 128), positions)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             qk_norm_rope(positions, q, k, w, w, EPS, table, value=v, k_cache=k_cache, v_cache=v_cache,
