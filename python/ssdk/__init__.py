@@ -44,4 +44,19 @@ _C, EXTENSION_STATUS = _load_extension()
 
 from . import ops  # noqa: E402  (ops consult _C at import)
 
-__all__ = ["ops", "EXTENSION_STATUS", "__version__"]
+
+
+def __getattr__(name: str):
+    """``ssdk.LLM`` / ``ssdk.SamplingParams`` import the engine on first use (``import ssdk`` stays light)."""
+    if name == "LLM":
+        from .engine.llm import LLM
+
+        return LLM
+    if name == "SamplingParams":
+        from .engine.sampling import SamplingParams
+
+        return SamplingParams
+    raise AttributeError(f"module 'ssdk' has no attribute {name!r}")
+
+
+__all__ = ["LLM", "SamplingParams", "ops", "EXTENSION_STATUS", "__version__"]

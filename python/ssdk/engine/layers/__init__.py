@@ -1,0 +1,1 @@
+"""Model building blocks; compute goes through ssdk.ops (GEMMs through torch)."""

@@ -1,0 +1,61 @@
+"""LLM.generate behaviour: text in/out, stop tokens, seeded sampling, logprobs, synthetic models."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ssdk import LLM, SamplingParams
+
+pytestmark = pytest.mark.cpu
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_qwen3):
+    return LLM(str(tiny_qwen3), progress=False, max_model_len=128)
+
+
+def test_text_prompts_and_stop_tokens(llm):
+    greedy = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
+    out = llm.generate("The capital of France is", greedy, use_tqdm=False)[0]
+    assert out.prompt == "The capital of France is" and out.prompt_token_ids == llm.tokenizer.encode(out.prompt)
+    assert out.text == llm.tokenizer.decode(out.token_ids) and len(out.token_ids) == 8
+    m = out.metrics
+    assert m["num_output_tokens"] == 8 and m["ttft_s"] > 0 and m["decode_tok_s"] > 0 and m["latency_s"] >= m["ttft_s"]
+    stop = out.token_ids[3]
+    first = out.token_ids.index(stop)
+    stopped = llm.generate(out.prompt, SamplingParams(temperature=0, max_tokens=8, stop_token_ids=[stop]),
+                           use_tqdm=False)[0]
+    assert stopped.token_ids == out.token_ids[:first + 1] and stopped.finish_reason == "stop"
+    with pytest.raises(ValueError, match="token ids must be ints"):
+        llm.generate([[1, 10 ** 9]], greedy, use_tqdm=False)
+    with pytest.raises(ValueError, match="2 sampling params for 1 prompts"):
+        llm.generate(["a"], [greedy, greedy], use_tqdm=False)
+
+
+def test_seeded_sampling_does_not_depend_on_the_batch(llm):
+    seeded = SamplingParams(temperature=0.8, top_k=50, top_p=0.9, max_tokens=3, ignore_eos=True, seed=1234)
+    other = SamplingParams(temperature=1.0, max_tokens=2, ignore_eos=True)
+    prompt = [9707, 1879, 11, 419]
+    alone = llm.generate([prompt], seeded, use_tqdm=False)[0].token_ids
+    batched = llm.generate([[5, 6, 7], prompt, [8] * 9], [other, seeded, other], use_tqdm=False)[1].token_ids
+    assert alone == batched
+    reseeded = SamplingParams(temperature=0.8, top_k=50, top_p=0.9, max_tokens=3, ignore_eos=True, seed=99)
+    assert llm.generate([prompt], reseeded, use_tqdm=False)[0].token_ids != alone
+
+
+def test_logprobs(llm):
+    out = llm.generate([[1, 2, 3]], SamplingParams(temperature=0, max_tokens=3, logprobs=4), use_tqdm=False)[0]
+    assert len(out.logprobs) == 3
+    for token, step in zip(out.token_ids, out.logprobs):
+        assert len(step) == 4 and token in step
+        assert max(step, key=step.get) == token and all(v <= 0 for v in step.values())
+        assert sum(math.exp(v) for v in step.values()) <= 1 + 1e-5
+
+
+def test_synthetic_model_in_memory():
+    llm = LLM("synthetic:tiny-llama", progress=False, max_model_len=64, seed=1)
+    out = llm.generate("Hello", SamplingParams(temperature=0, max_tokens=4, ignore_eos=True), use_tqdm=False)[0]
+    assert out.prompt_token_ids[0] == 128000 and len(out.token_ids) == 4 and isinstance(out.text, str)
+    assert llm.stats["load_s"] > 0 and llm.stats["num_kv_pages"] >= 4
