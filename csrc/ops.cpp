@@ -20,6 +20,25 @@ TORCH_LIBRARY(ssdk, m) {
   m.def("silu_and_mul(Tensor(a!) out, Tensor input, bool hf_exact) -> ()");
   // ---- kv_cache.cu
   m.def("store_kv_cache(Tensor key, Tensor value, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor slot_mapping) -> ()");
+  // ---- tree_mask.cu
+  m.def("build_tree_mask(Tensor parents, Tensor qo_indptr, Tensor prefix_lens, Tensor(a!) positions, Tensor(b!) depth, "
+        "Tensor(c!) tree_mask, Tensor(d!)? packed_mask, Tensor(e!)? mask_indptr, int packed_rows) -> ()");
+  // ---- verify.cu
+  m.def("sample_tokens(Tensor(a!) out, Tensor logits, Tensor temperature, Tensor? top_k, Tensor? top_p, "
+        "Tensor? saguaro_x, int saguaro_f, int seed, int offset, Tensor? offset_tensor) -> ()");
+  m.def("probs_from_logits(Tensor(a!) out, Tensor logits, Tensor temperature, Tensor? top_k, Tensor? top_p, "
+        "Tensor? saguaro_x, int saguaro_f) -> ()");
+  m.def("saguaro_rescale(Tensor(a!) out, Tensor probs, Tensor x, int F) -> ()");
+  m.def("chain_speculative_sampling(Tensor(a!) output_token_ids, Tensor(b!) accepted_num, Tensor(c!) emitted_num, "
+        "Tensor draft_probs, Tensor draft_token_ids, Tensor target_probs, int seed, int offset, Tensor? offset_tensor) -> ()");
+  m.def("verify_chain(Tensor(a!) out_tokens, Tensor(b!) accept_len, Tensor target_logits, Tensor draft_token_ids, "
+        "Tensor? draft_logits, Tensor? draft_probs, Tensor? temperature, Tensor? top_k, Tensor? top_p, Tensor? saguaro_x, "
+        "int saguaro_f, int seed, int offset, Tensor? offset_tensor) -> ()");
+  m.def("verify_tree(Tensor(a!) accept_len, Tensor(b!) accept_nodes, Tensor(c!) out_tokens, Tensor target_logits, "
+        "Tensor tokens, Tensor parents, Tensor qo_indptr, Tensor? temperature, Tensor? top_k, Tensor? top_p, int seed, "
+        "int offset, Tensor? offset_tensor) -> ()");
+  m.def("verify_tree_greedy(Tensor(a!) predicts, Tensor(b!) accept_index, Tensor(c!) accept_token_num, Tensor candidates, "
+        "Tensor retrive_index, Tensor retrive_next_token, Tensor retrive_next_sibling, Tensor target_predict) -> ()");
   // ---- tree_attention.cu
   m.def("tree_attention(Tensor(a!) out, Tensor(b!)? lse, Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_tables, "
         "Tensor prefix_lens, Tensor qo_indptr, Tensor? tree_mask, int max_q_len, float sm_scale, int num_kv_splits) -> ()");

@@ -3,8 +3,9 @@
 Randomness is Philox4x32-10, bit-identical to the CUDA and Triton kernels:
 ``uniform(seed, offset, row, tag, i)`` is word ``i & 3`` of philox(key=(seed_lo, seed_hi),
 counter=(i >> 2, row + (tag << 28), offset_lo, offset_hi)), mapped to ((w >> 9) + 0.5) * 2**-23 in (0, 1).
-tag 0 draws the acceptance tests (draw i = the i-th test of a request), tag 1 the Gumbel noise of
-the final sample (draw i = vocabulary index i).
+tag 0 draws the acceptance tests (draw i = the i-th test of a request), tag 1 the final sample
+(draw i = vocabulary index i): Gumbel-max on logits for sample_tokens, the exponential race
+argmax r_v / -log(u_v) on probabilities r for the recovery / bonus token of verification.
 """
 
 from __future__ import annotations
@@ -130,7 +131,8 @@ def sample_tokens(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.
     """[B] int64: argmax for T == 0, else a sample of probs_from_logits by the Gumbel-max trick on
     l / T + log(saguaro weight) (request b uses Philox row b)."""
     lf = logits.float()
-    if not bool((temperature > 0).any()):  # all greedy: skip the [B, V] Philox stream (CPU engine tests)
+    if not torch.compiler.is_compiling() and not bool((temperature > 0).any()):
+        # all greedy: skip the [B, V] Philox stream (CPU engine tests; same result)
         return lf.argmax(-1)
     inv_t = _inv_temperature(temperature)[:, None]
     keep = keep_mask(lf, temperature, top_k, top_p)
@@ -140,12 +142,19 @@ def sample_tokens(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.
     return torch.where(temperature.float() > 0, sampled, lf.argmax(-1))
 
 
+def race_sample(r: torch.Tensor, p: torch.Tensor, rows: torch.Tensor, seed: int, offset: int) -> torch.Tensor:
+    """Sample of norm(r) per row by the exponential race argmax r_v / E_v, E_v = -log(u_v) (tag-1 draws
+    of the row; lowest index on ties); rows whose r is all zero sample norm(p) the same way."""
+    expo = -torch.log(uniforms(seed, offset, rows.long()[:, None], TAG_SAMPLE,
+                               torch.arange(r.shape[-1], device=r.device)[None, :]))
+    primary = (r / expo).argmax(-1)
+    fallback = (p / expo).argmax(-1)
+    return torch.where((r > 0).any(-1), primary, fallback)
+
+
 def residual_sample(p: torch.Tensor, q: torch.Tensor, rows: torch.Tensor, seed: int, offset: int) -> torch.Tensor:
-    """Sample of norm(max(p - q, 0)) per row by Gumbel-max; rows whose residual is all zero sample p."""
-    r = (p - q).clamp(min=0)
-    log_r = torch.log(r)
-    fallback = ~(r > 0).any(-1, keepdim=True)
-    return _gumbel_argmax(torch.where(fallback, torch.log(p), log_r), rows, seed, offset)
+    """Sample of norm(max(p - q, 0)) per row; rows whose residual is all zero sample p."""
+    return race_sample((p - q).clamp(min=0), p, rows, seed, offset)
 
 
 def chain_speculative_sampling(draft_probs: torch.Tensor, draft_token_ids: torch.Tensor, target_probs: torch.Tensor,
@@ -298,7 +307,7 @@ def verify_tree(target_logits: torch.Tensor, tokens: torch.Tensor, parents: torc
             p = p_all[row].clone()
             if excluded[b]:
                 p[torch.tensor(excluded[b], device=device)] = 0
-            final = int(_gumbel_argmax(torch.log(p)[None], rows[b:b + 1], seed, offset)[0])
+            final = int(race_sample(p[None], p[None], rows[b:b + 1], seed, offset)[0])
         out_tokens[b, int(accept_len[b])] = final
     return accept_len.to(device), accept_nodes.to(device), out_tokens.to(device)
 

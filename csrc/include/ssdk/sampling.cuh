@@ -1,0 +1,307 @@
+// Sampling primitives shared by the verification kernels: Philox4x32-10, order-preserving float keys,
+// the per-row sampling distribution (temperature, top-k/top-p keep threshold, Saguaro weights), block
+// reductions, and the radix select behind top-k / top-p / Saguaro thresholds.
+// The bit-level definitions match ssdk/ref/verify.py (the reference) exactly.
+#pragma once
+#include <cfloat>
+#include <climits>
+
+#include "ssdk/common.cuh"
+
+namespace ssdk::sampling {
+
+constexpr int kThreads = 256;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr uint32_t kTagAccept = 0, kTagSample = 1;
+
+// ---- Philox4x32-10: key = seed, counter = (draw >> 2, row + (tag << 28), offset_lo, offset_hi)
+__device__ __forceinline__ uint4 philox4x32(uint4 c, uint64_t seed) {
+  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+#pragma unroll
+  for (int i = 0; i < 10; ++i) {
+    const uint32_t hi0 = __umulhi(0xD2511F53u, c.x), lo0 = 0xD2511F53u * c.x;
+    const uint32_t hi1 = __umulhi(0xCD9E8D57u, c.z), lo1 = 0xCD9E8D57u * c.z;
+    c = make_uint4(hi1 ^ c.y ^ k0, lo1, hi0 ^ c.w ^ k1, lo0);
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  return c;
+}
+
+// Uniform in (0, 1) from 23 random bits: exact in fp32, never 0 or 1.
+__device__ __forceinline__ float to_unit(uint32_t w) {
+  return (static_cast<float>(w >> 9) + 0.5f) * 1.1920928955078125e-7f;
+}
+
+// The four draws 4q .. 4q+3 of (row, tag).
+__device__ __forceinline__ uint4 philox_draws(uint64_t seed, uint64_t offset, uint32_t row, uint32_t tag, uint32_t q) {
+  return philox4x32(make_uint4(q, row + (tag << 28), static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32)),
+                    seed);
+}
+
+__device__ __forceinline__ uint32_t word(const uint4& w, int lane) {
+  return lane == 0 ? w.x : lane == 1 ? w.y : lane == 2 ? w.z : w.w;
+}
+
+__device__ __forceinline__ float uniform(uint64_t seed, uint64_t offset, uint32_t row, uint32_t tag, uint32_t i) {
+  return to_unit(word(philox_draws(seed, offset, row, tag, i >> 2), i & 3));
+}
+
+// ---- keys: unsigned order == float order (-0 folded into +0, as float comparisons do)
+__device__ __forceinline__ uint32_t order_key(float f) {
+  const uint32_t b = __float_as_uint(f + 0.0f);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+// ---- the sampling distribution of one row
+struct RowDist {
+  float max;          // largest logit
+  float sum;          // sum over kept v of weight(v)
+  int argmax;         // lowest index of the largest logit
+  uint32_t keep_key;  // v is kept iff order_key(l_v) >= keep_key (0: all)
+  uint32_t sag_key;   // Saguaro weight sag_x iff order_key(l_v) >= sag_key
+  float sag_x;        // 1: no rescaling
+  float scale;        // log2(e) / T; 0 for greedy rows
+  float inv_t;        // 1 / T; 0 for greedy rows
+};
+
+// Unnormalized weight of a token with logit l: keep * w * exp((l - max) / T).
+__device__ __forceinline__ float row_weight(const RowDist& d, float l) {
+  const uint32_t key = order_key(l);
+  if (key < d.keep_key) return 0.f;
+  const float e = exp2f((l - d.max) * d.scale);
+  return key >= d.sag_key ? e * d.sag_x : e;
+}
+
+__device__ __forceinline__ float row_prob(const RowDist& d, float l) { return row_weight(d, l) / d.sum; }
+
+// ---- online (max, argmax, sum of exp) statistics
+struct Stat {
+  float m, s;
+  int idx;
+};
+
+__device__ __forceinline__ Stat empty_stat() { return {-INFINITY, 0.f, INT_MAX}; }
+
+__device__ __forceinline__ float rescaled(const Stat& a, float m, float scale) {
+  return a.s == 0.f ? 0.f : a.s * exp2f((a.m - m) * scale);
+}
+
+__device__ __forceinline__ Stat merge(const Stat& a, const Stat& b, float scale) {
+  const bool take_b = b.m > a.m || (b.m == a.m && b.idx < a.idx);
+  Stat r;
+  r.m = take_b ? b.m : a.m;
+  r.idx = take_b ? b.idx : a.idx;
+  r.s = rescaled(a, r.m, scale) + rescaled(b, r.m, scale);
+  return r;
+}
+
+__device__ __forceinline__ void accumulate(Stat& st, float x, int v, float scale) {
+  if (x > st.m) {
+    st.s = (st.s == 0.f ? 0.f : st.s * exp2f((st.m - x) * scale)) + 1.f;
+    st.m = x;
+    st.idx = v;
+  } else if (x > -INFINITY) {
+    st.s += exp2f((x - st.m) * scale);
+  }
+}
+
+// Block-wide merge; every thread gets the result. blockDim.x == kThreads.
+__device__ __forceinline__ Stat block_merge(Stat st, float scale) {
+  __shared__ Stat warp_stats[kThreads / 32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    Stat other{__shfl_xor_sync(0xffffffffu, st.m, o), __shfl_xor_sync(0xffffffffu, st.s, o),
+               __shfl_xor_sync(0xffffffffu, st.idx, o)};
+    st = merge(st, other, scale);
+  }
+  __syncthreads();  // warp_stats may still be read by a previous call
+  if (lane == 0) warp_stats[warp] = st;
+  __syncthreads();
+  st = warp_stats[0];
+  for (int w = 1; w < kThreads / 32; ++w) st = merge(st, warp_stats[w], scale);
+  return st;
+}
+
+// Best (largest score, lowest index on ties) candidate of a sampling pass, plus a fallback candidate.
+struct Pick {
+  float score;
+  int idx;
+  float fb_score;
+  int fb_idx;
+};
+
+__device__ __forceinline__ Pick empty_pick() { return {-1.f, INT_MAX, -1.f, INT_MAX}; }
+
+__device__ __forceinline__ void offer(float& best, int& best_idx, float score, int idx) {
+  if (score > best || (score == best && idx < best_idx)) {
+    best = score;
+    best_idx = idx;
+  }
+}
+
+__device__ __forceinline__ Pick better(Pick a, const Pick& b) {
+  offer(a.score, a.idx, b.score, b.idx);
+  offer(a.fb_score, a.fb_idx, b.fb_score, b.fb_idx);
+  return a;
+}
+
+__device__ __forceinline__ Pick block_best(Pick p) {
+  __shared__ Pick warp_picks[kThreads / 32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    Pick other{__shfl_xor_sync(0xffffffffu, p.score, o), __shfl_xor_sync(0xffffffffu, p.idx, o),
+               __shfl_xor_sync(0xffffffffu, p.fb_score, o), __shfl_xor_sync(0xffffffffu, p.fb_idx, o)};
+    p = better(p, other);
+  }
+  __syncthreads();
+  if (lane == 0) warp_picks[warp] = p;
+  __syncthreads();
+  p = warp_picks[0];
+  for (int w = 1; w < kThreads / 32; ++w) p = better(p, warp_picks[w]);
+  return p;
+}
+
+__device__ __forceinline__ float block_sum_f(float v) {
+  __shared__ float warp_sums[kThreads / 32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) warp_sums[warp] = v;
+  __syncthreads();
+  v = 0.f;
+  for (int w = 0; w < kThreads / 32; ++w) v += warp_sums[w];  // fixed order: deterministic
+  return v;
+}
+
+// ---- element loops over [lo, hi) of a row: f(v, x) for every element, 16-byte loads when vec_ok
+// (row start aligned, lo a multiple of VEC), four loads in flight per thread.
+template <typename T, int VEC, typename F>
+__device__ __forceinline__ void for_each(const T* row, int lo, int hi, bool vec_ok, F&& f) {
+  if (vec_ok) {
+    const int vhi = lo + (hi - lo) / VEC * VEC;
+    const int step = blockDim.x * VEC;
+    int v = lo + threadIdx.x * VEC;
+    for (; v + 3 * step < vhi; v += 4 * step) {
+      Vec<T, VEC> d[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) d[u].load(row + v + u * step);
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) f(v + u * step + j, to_float(d[u].data[j]));
+    }
+    for (; v < vhi; v += step) {
+      Vec<T, VEC> d;
+      d.load(row + v);
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) f(v + j, to_float(d.data[j]));
+    }
+    for (int s = vhi + threadIdx.x; s < hi; s += blockDim.x) f(s, to_float(row[s]));
+  } else {
+    for (int s = lo + threadIdx.x; s < hi; s += blockDim.x) f(s, to_float(row[s]));
+  }
+}
+
+// Same, but every thread runs the same number of iterations (f gets valid = false past the end) so
+// f may use full-warp collectives.
+template <typename T, typename F>
+__device__ __forceinline__ void for_each_uniform(const T* row, int n, F&& f) {
+  for (int base = 0; base < n; base += blockDim.x) {
+    const int v = base + threadIdx.x;
+    const bool valid = v < n;
+    f(v, valid ? to_float(row[v]) : 0.f, valid);
+  }
+}
+
+template <typename T, int VEC>
+__device__ __forceinline__ Stat row_stats(const T* row, int lo, int hi, bool vec_ok, float scale) {
+  Stat st = empty_stat();
+  for_each<T, VEC>(row, lo, hi, vec_ok, [&](int v, float x) { accumulate(st, x, v, scale); });
+  return block_merge(st, scale);
+}
+
+// ---- radix select over order keys (11 + 11 + 10 bits): the key kappa with
+//   W(key > kappa) < target <= W(key >= kappa),   W = sum of weight(key, x) (u32 per element)
+// over the row, 0 < target <= W(all). Count weights (1) give the target-th largest key.
+constexpr int kRadixBins = 2048;
+
+__device__ __forceinline__ void warp_hist_add(unsigned long long* hist, uint32_t digit, uint32_t w) {
+  const int lane = threadIdx.x & 31;
+  unsigned pending = __ballot_sync(0xffffffffu, w != 0u);
+  while (pending) {
+    const int leader = __ffs(pending) - 1;
+    const uint32_t d = __shfl_sync(0xffffffffu, digit, leader);
+    const bool mine = ((pending >> lane) & 1u) && digit == d;
+    const unsigned peers = __ballot_sync(0xffffffffu, mine);
+    uint32_t sum = mine ? w : 0u;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (lane == leader) atomicAdd(&hist[d], static_cast<unsigned long long>(sum));
+    pending &= ~peers;
+  }
+}
+
+template <typename T, typename WeightFn>
+__device__ uint32_t radix_select(const T* row, int n, unsigned long long target, WeightFn weight) {
+  __shared__ unsigned long long hist[kRadixBins];
+  __shared__ unsigned long long warp_tot[kThreads / 32];
+  __shared__ uint32_t found_digit;
+  __shared__ unsigned long long found_rest;
+  constexpr int kBinsPerThread = kRadixBins / kThreads;
+  uint32_t prefix = 0;
+  int shift = 32;
+  for (int round = 0; round < 3; ++round) {
+    const int bits = round < 2 ? 11 : 10;
+    const int low = shift - bits;
+    for (int i = threadIdx.x; i < kRadixBins; i += blockDim.x) hist[i] = 0ull;
+    if (threadIdx.x == 0) {  // only reached if target exceeds the total weight: keep the top bin
+      found_digit = (1u << bits) - 1u;
+      found_rest = target;
+    }
+    __syncthreads();
+    for_each_uniform(row, n, [&](int, float x, bool valid) {
+      const uint32_t key = order_key(x);
+      const bool match = valid && (round == 0 || (key >> shift) == prefix);
+      const uint32_t w = match ? weight(key, x) : 0u;
+      warp_hist_add(hist, (key >> low) & ((1u << bits) - 1u), w);
+    });
+    __syncthreads();
+    // Suffix sums: thread t owns bins [t * kBinsPerThread, (t + 1) * kBinsPerThread).
+    unsigned long long own = 0;
+    for (int i = 0; i < kBinsPerThread; ++i) own += hist[threadIdx.x * kBinsPerThread + i];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    unsigned long long incl = own;  // sum over lanes >= lane within the warp
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const unsigned long long y = __shfl_down_sync(0xffffffffu, incl, o);
+      if (lane + o < 32) incl += y;
+    }
+    if (lane == 0) warp_tot[warp] = incl;
+    __syncthreads();
+    unsigned long long above = incl - own;
+    for (int w = warp + 1; w < kThreads / 32; ++w) above += warp_tot[w];
+    for (int i = kBinsPerThread - 1; i >= 0; --i) {
+      const int bin = threadIdx.x * kBinsPerThread + i;
+      const unsigned long long h = hist[bin];
+      if (above < target && target <= above + h) {
+        found_digit = static_cast<uint32_t>(bin);
+        found_rest = target - above;
+      }
+      above += h;
+    }
+    __syncthreads();
+    prefix = (prefix << bits) | found_digit;
+    target = found_rest;
+    shift = low;
+    __syncthreads();
+  }
+  return prefix;
+}
+
+// Fixed-point mass of a weight in [0, 1] (top-p sums are exact integers: deterministic).
+__device__ __forceinline__ uint32_t fixed_mass(float e) { return __float2uint_rn(e * 16777216.f); }
+
+}  // namespace ssdk::sampling

@@ -1,0 +1,498 @@
+// Launchers for sampling and speculative verification (device code: include/ssdk/verify.cuh,
+// include/ssdk/sampling.cuh). Logits fp32/fp16/bf16 with rows strided (last dim contiguous);
+// probabilities fp32; token ids int32/int64; outputs int32 (sample_tokens: int64). Any arch >= sm_70.
+// Semantics and reference: ssdk/ops/verify.py, ssdk/ref/verify.py (Philox streams bit-identical).
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "ops.h"
+#include "ssdk/verify.cuh"
+#include "torch_utils.h"
+
+namespace ssdk {
+namespace {
+
+using sampling::FilterArgs;
+using sampling::RowDist;
+using sampling::RowMap;
+using sampling::VerifyArgs;
+using OptTensor = std::optional<at::Tensor>;
+
+int num_sms(int device) {
+  int sms = 0;
+  check_cuda_call(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+  return sms;
+}
+
+int ceil_div(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
+
+// Split a row of `vocab` into `parts` chunks that are multiples of 8 elements (16-byte aligned).
+void split(int vocab, int want, int& parts, int& chunk) {
+  want = std::max(1, std::min({want, 64, ceil_div(vocab, 2048)}));
+  chunk = ceil_div(ceil_div(vocab, want), 8) * 8;
+  parts = ceil_div(vocab, chunk);
+}
+
+template <typename T>
+bool rows_vectorizable(const T* ptr, int64_t stride) {
+  constexpr int kVec = 16 / sizeof(T);
+  return ptr != nullptr && is_aligned(ptr, 16) && stride % kVec == 0;
+}
+
+void check_vec(const at::Tensor& t, const char* name, int64_t len, at::ScalarType dtype, const at::Tensor& ref) {
+  check_same_device(t, ref, name, "logits");
+  check_dtype(t, dtype, name);
+  check_contiguous(t, name);
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == len, "ssdk: ", name, " must have shape [", len, "], got ", shape_str(t));
+}
+
+void check_opt_vec(const OptTensor& t, const char* name, int64_t len, at::ScalarType dtype, const at::Tensor& ref) {
+  if (t.has_value()) check_vec(*t, name, len, dtype, ref);
+}
+
+template <typename T>
+const T* ptr_or_null(const OptTensor& t) {
+  return t.has_value() ? reinterpret_cast<const T*>(t->data_ptr()) : nullptr;
+}
+
+const int64_t* offset_ptr(const OptTensor& t, const at::Tensor& ref) {
+  if (!t.has_value()) return nullptr;
+  check_vec(*t, "offset_tensor", 1, at::kLong, ref);
+  return t->data_ptr<int64_t>();
+}
+
+void check_ids(const at::Tensor& ids, const char* name, at::IntArrayRef shape, const at::Tensor& ref) {
+  check_same_device(ids, ref, name, "logits");
+  check_dtype_in(ids, {at::kInt, at::kLong}, name);
+  check_contiguous(ids, name);
+  TORCH_CHECK(ids.sizes() == shape, "ssdk: ", name, " must have shape ", shape, ", got ", shape_str(ids));
+}
+
+void check_out(const at::Tensor& t, const char* name, at::IntArrayRef shape, at::ScalarType dtype, const at::Tensor& ref) {
+  check_same_device(t, ref, name, "logits");
+  check_dtype(t, dtype, name);
+  check_contiguous(t, name);
+  TORCH_CHECK(t.sizes() == shape, "ssdk: ", name, " must have shape ", shape, ", got ", shape_str(t));
+}
+
+template <typename F>
+void dispatch_logits(at::ScalarType dtype, F&& f) {
+  switch (dtype) {
+    case at::kFloat: f(float{}); break;
+    case at::kHalf: f(__half{}); break;
+    case at::kBFloat16: f(__nv_bfloat16{}); break;
+    default: TORCH_CHECK(false, "ssdk: logits must be fp32/fp16/bf16, got ", dtype);
+  }
+}
+
+// Workspace from the caching allocator (capture-safe): partials, picks and row distributions.
+struct Workspace {
+  at::Tensor buffer;
+  sampling::Stat* partials = nullptr;
+  sampling::Pick* picks = nullptr;
+  RowDist* dists = nullptr;
+};
+
+Workspace make_workspace(const at::Tensor& ref, int64_t num_partials, int64_t num_picks, int64_t num_dists) {
+  auto align = [](int64_t bytes) { return (bytes + 255) / 256 * 256; };
+  const int64_t b1 = align(num_partials * sizeof(sampling::Stat));
+  const int64_t b2 = align(num_picks * sizeof(sampling::Pick));
+  const int64_t b3 = align(num_dists * sizeof(RowDist));
+  Workspace ws;
+  ws.buffer = at::empty({std::max<int64_t>(b1 + b2 + b3, 256)}, ref.options().dtype(at::kByte));
+  uint8_t* base = ws.buffer.data_ptr<uint8_t>();
+  ws.partials = reinterpret_cast<sampling::Stat*>(base);
+  ws.picks = reinterpret_cast<sampling::Pick*>(base + b1);
+  ws.dists = reinterpret_cast<RowDist*>(base + b1 + b2);
+  return ws;
+}
+
+struct Filters {
+  const float* temperature = nullptr;
+  const int32_t* top_k = nullptr;
+  const float* top_p = nullptr;
+  const float* sag_x = nullptr;
+  int sag_f = 0;
+  bool sag_target = false;
+  bool any() const { return top_k || top_p || sag_x; }
+};
+
+template <typename T>
+void launch_filter(const RowMap<T>& map, int num_rows, int vocab, const Filters& f, RowDist* dists,
+                   cudaStream_t stream) {
+  if (num_rows == 0) return;
+  FilterArgs<T> fa{};
+  fa.map = map;
+  fa.num_rows = num_rows;
+  fa.vocab = vocab;
+  fa.vec_target = rows_vectorizable(map.target, map.target_stride);
+  fa.vec_draft = rows_vectorizable(map.draft, map.draft_stride);
+  fa.temperature = f.temperature;
+  fa.top_k = f.top_k;
+  fa.top_p = f.top_p;
+  fa.sag_x = f.sag_x;
+  fa.sag_f = f.sag_f;
+  fa.sag_target = f.sag_target;
+  fa.dists = dists;
+  sampling::filter_kernel<T, 16 / sizeof(T)><<<num_rows, sampling::kThreads, 0, stream>>>(fa);
+  check_cuda_call(cudaGetLastError(), "filter kernel launch");
+}
+
+template <typename T, int MODE>
+void launch_verify(VerifyArgs<T>& a, int sms, cudaStream_t stream) {
+  if (a.batch == 0) return;
+  TORCH_CHECK(a.batch <= sampling::kMaxRequests, "ssdk: at most ", sampling::kMaxRequests, " requests, got ", a.batch);
+  a.vec_target = rows_vectorizable(a.map.target, a.map.target_stride);
+  a.vec_draft = rows_vectorizable(a.map.draft, a.map.draft_stride);
+  int64_t grid = static_cast<int64_t>(a.batch) * a.S2;
+  if (a.fused) {
+    grid += static_cast<int64_t>(a.num_rows) * a.S;
+    if (a.map.rows_per_req > 0) {
+      const int resident = sms * (2048 / sampling::kThreads);
+      a.lag = std::clamp(ceil_div(resident, a.map.rows_per_req * a.S), 1, a.batch);
+    }
+  }
+  TORCH_CHECK(grid < (int64_t{1} << 31), "ssdk: problem too large (", grid, " work items)");
+  sampling::verify_kernel<T, 16 / sizeof(T), MODE><<<static_cast<unsigned>(grid), sampling::kThreads, 0, stream>>>(a);
+  check_cuda_call(cudaGetLastError(), "verify kernel launch");
+}
+
+// Common setup: sizes, statistics split, final split, workspace, filter pre-pass.
+template <typename T>
+void prepare(VerifyArgs<T>& a, const Filters& f, bool stochastic, const at::Tensor& ref, Workspace& ws, int sms,
+             cudaStream_t stream) {
+  const bool filtered = f.any() && stochastic;
+  a.fused = !filtered && a.num_rows > 0;
+  split(a.vocab, ceil_div(4 * sms, std::max(a.num_rows, 1)), a.S, a.chunk);
+  if (stochastic) split(a.vocab, ceil_div(2 * sms, std::max(a.batch, 1)), a.S2, a.chunk2);
+  else split(a.vocab, 1, a.S2, a.chunk2);
+  ws = make_workspace(ref, a.fused ? static_cast<int64_t>(a.num_rows) * a.S : 0, static_cast<int64_t>(a.batch) * a.S2,
+                      filtered ? a.num_rows : 0);
+  a.partials = ws.partials;
+  a.picks = ws.picks;
+  a.dists = nullptr;
+  if (filtered) {
+    launch_filter<T>(a.map, a.num_rows, a.vocab, f, ws.dists, stream);
+    a.dists = ws.dists;
+  }
+}
+
+}  // namespace
+
+void sample_tokens(at::Tensor& out, const at::Tensor& logits, const at::Tensor& temperature, const OptTensor& top_k,
+                   const OptTensor& top_p, const OptTensor& saguaro_x, int64_t saguaro_f, int64_t seed, int64_t offset,
+                   const OptTensor& offset_tensor) {
+  check_cuda(logits, "logits");
+  TORCH_CHECK(logits.dim() == 2 && logits.size(1) >= 1, "ssdk: logits must have shape [B, V], got ", shape_str(logits));
+  const int64_t batch = logits.size(0), vocab = logits.size(1);
+  TORCH_CHECK(vocab < (int64_t{1} << 30), "ssdk: vocabulary too large");
+  check_vec(temperature, "temperature", batch, at::kFloat, logits);
+  check_opt_vec(top_k, "top_k", batch, at::kInt, logits);
+  check_opt_vec(top_p, "top_p", batch, at::kFloat, logits);
+  check_opt_vec(saguaro_x, "saguaro_x", batch, at::kFloat, logits);
+  TORCH_CHECK(saguaro_f >= 0 && saguaro_f < vocab, "ssdk: saguaro_f must be in [0, vocab), got ", saguaro_f);
+  check_out(out, "out", {batch}, at::kLong, logits);
+  const c10::cuda::CUDAGuard guard(logits.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int sms = num_sms(logits.get_device());
+  dispatch_logits(logits.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    VerifyArgs<T> a{};
+    a.map = {reinterpret_cast<const T*>(logits.data_ptr()), row_stride(logits, "logits"), nullptr, 0, 0, 0, nullptr,
+             static_cast<int>(batch)};
+    a.temperature = temperature.data_ptr<float>();
+    a.sampled = out.data_ptr<int64_t>();
+    a.batch = static_cast<int>(batch);
+    a.vocab = static_cast<int>(vocab);
+    a.seed = static_cast<uint64_t>(seed);
+    a.offset = static_cast<uint64_t>(offset);
+    a.offset_tensor = offset_ptr(offset_tensor, logits);
+    Filters f;
+    f.temperature = a.temperature;
+    f.top_k = ptr_or_null<int32_t>(top_k);
+    f.top_p = ptr_or_null<float>(top_p);
+    f.sag_x = ptr_or_null<float>(saguaro_x);
+    f.sag_f = static_cast<int>(saguaro_f);
+    f.sag_target = true;
+    Workspace ws;
+    a.num_rows = f.any() ? static_cast<int>(batch) : 0;  // without filters sampling needs no statistics
+    prepare(a, f, true, logits, ws, sms, stream);
+    launch_verify<T, sampling::kSample>(a, sms, stream);
+  });
+}
+
+void probs_from_logits(at::Tensor& out, const at::Tensor& logits, const at::Tensor& temperature, const OptTensor& top_k,
+                       const OptTensor& top_p, const OptTensor& saguaro_x, int64_t saguaro_f) {
+  check_cuda(logits, "logits");
+  TORCH_CHECK(logits.dim() == 2 && logits.size(1) >= 1, "ssdk: logits must have shape [B, V], got ", shape_str(logits));
+  const int64_t batch = logits.size(0), vocab = logits.size(1);
+  check_vec(temperature, "temperature", batch, at::kFloat, logits);
+  check_opt_vec(top_k, "top_k", batch, at::kInt, logits);
+  check_opt_vec(top_p, "top_p", batch, at::kFloat, logits);
+  check_opt_vec(saguaro_x, "saguaro_x", batch, at::kFloat, logits);
+  TORCH_CHECK(saguaro_f >= 0 && saguaro_f < vocab, "ssdk: saguaro_f must be in [0, vocab), got ", saguaro_f);
+  check_out(out, "out", {batch, vocab}, at::kFloat, logits);
+  if (batch == 0) return;
+  const c10::cuda::CUDAGuard guard(logits.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  dispatch_logits(logits.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    const RowMap<T> map{reinterpret_cast<const T*>(logits.data_ptr()), row_stride(logits, "logits"), nullptr, 0, 0, 0,
+                        nullptr, static_cast<int>(batch)};
+    Filters f;
+    f.temperature = temperature.data_ptr<float>();
+    f.top_k = ptr_or_null<int32_t>(top_k);
+    f.top_p = ptr_or_null<float>(top_p);
+    f.sag_x = ptr_or_null<float>(saguaro_x);
+    f.sag_f = static_cast<int>(saguaro_f);
+    f.sag_target = true;
+    Workspace ws = make_workspace(logits, 0, 0, batch);
+    launch_filter<T>(map, static_cast<int>(batch), static_cast<int>(vocab), f, ws.dists, stream);
+    int parts, chunk;
+    split(static_cast<int>(vocab), ceil_div(4 * num_sms(logits.get_device()), batch), parts, chunk);
+    sampling::write_probs_kernel<T, 16 / sizeof(T)><<<dim3(batch, parts), sampling::kThreads, 0, stream>>>(
+        map.target, map.target_stride, ws.dists, out.data_ptr<float>(), static_cast<int>(vocab), chunk,
+        rows_vectorizable(map.target, map.target_stride));
+    check_cuda_call(cudaGetLastError(), "write_probs kernel launch");
+  });
+}
+
+void saguaro_rescale(at::Tensor& out, const at::Tensor& probs, const at::Tensor& x, int64_t F) {
+  check_cuda(probs, "probs");
+  check_dtype(probs, at::kFloat, "probs");
+  check_contiguous(probs, "probs");
+  TORCH_CHECK(probs.dim() == 2 && probs.size(1) >= 1, "ssdk: probs must have shape [B, V], got ", shape_str(probs));
+  const int64_t batch = probs.size(0), vocab = probs.size(1);
+  check_same_device(x, probs, "x", "probs");
+  check_dtype(x, at::kFloat, "x");
+  TORCH_CHECK(x.dim() == 1 && x.size(0) == batch && x.is_contiguous(), "ssdk: x must be a contiguous [", batch,
+              "] tensor, got ", shape_str(x));
+  TORCH_CHECK(F >= 0 && F < vocab, "ssdk: F must be in [0, vocab), got ", F);
+  check_same_device(out, probs, "out", "probs");
+  check_dtype(out, at::kFloat, "out");
+  check_contiguous(out, "out");
+  TORCH_CHECK(out.sizes() == probs.sizes(), "ssdk: out must have the shape of probs, got ", shape_str(out));
+  if (batch == 0) return;
+  const c10::cuda::CUDAGuard guard(probs.device());
+  sampling::saguaro_rescale_kernel<<<batch, sampling::kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+      probs.data_ptr<float>(), x.data_ptr<float>(), out.data_ptr<float>(), static_cast<int>(vocab), static_cast<int>(F));
+  check_cuda_call(cudaGetLastError(), "saguaro_rescale kernel launch");
+}
+
+void chain_speculative_sampling(at::Tensor& output_token_ids, at::Tensor& accepted_num, at::Tensor& emitted_num,
+                                const at::Tensor& draft_probs, const at::Tensor& draft_token_ids,
+                                const at::Tensor& target_probs, int64_t seed, int64_t offset,
+                                const OptTensor& offset_tensor) {
+  check_cuda(target_probs, "target_probs");
+  check_dtype(target_probs, at::kFloat, "target_probs");
+  TORCH_CHECK(target_probs.dim() == 3 && target_probs.size(1) >= 1, "ssdk: target_probs must have shape [B, K+1, V], got ",
+              shape_str(target_probs));
+  const int64_t batch = target_probs.size(0), k = target_probs.size(1) - 1, vocab = target_probs.size(2);
+  check_same_device(draft_probs, target_probs, "draft_probs", "target_probs");
+  check_dtype(draft_probs, at::kFloat, "draft_probs");
+  TORCH_CHECK(draft_probs.sizes() == at::IntArrayRef({batch, k, vocab}), "ssdk: draft_probs must have shape [", batch,
+              ", ", k, ", ", vocab, "], got ", shape_str(draft_probs));
+  check_ids(draft_token_ids, "draft_token_ids", {batch, k}, target_probs);
+  check_out(output_token_ids, "output_token_ids", {batch, k + 1}, at::kInt, target_probs);
+  check_vec(accepted_num, "accepted_num", batch, at::kInt, target_probs);
+  check_vec(emitted_num, "emitted_num", batch, at::kInt, target_probs);
+  const c10::cuda::CUDAGuard guard(target_probs.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int sms = num_sms(target_probs.get_device());
+  VerifyArgs<float> a{};
+  a.map = {target_probs.data_ptr<float>(), row_stride(target_probs, "target_probs"), nullptr, 0,
+           static_cast<int>(k + 1), static_cast<int>(k), nullptr, static_cast<int>(batch)};
+  a.draft_probs = draft_probs.data_ptr<float>();
+  a.draft_probs_stride = row_stride(draft_probs, "draft_probs");
+  a.ids = draft_token_ids.data_ptr();
+  a.ids_int64 = draft_token_ids.scalar_type() == at::kLong;
+  a.out_tokens = output_token_ids.data_ptr<int32_t>();
+  a.accept_len = nullptr;
+  a.fi_accepted = accepted_num.data_ptr<int32_t>();
+  a.fi_emitted = emitted_num.data_ptr<int32_t>();
+  a.out_width = static_cast<int>(k + 1);
+  a.batch = static_cast<int>(batch);
+  a.vocab = static_cast<int>(vocab);
+  a.num_rows = 0;
+  a.seed = static_cast<uint64_t>(seed);
+  a.offset = static_cast<uint64_t>(offset);
+  a.offset_tensor = offset_ptr(offset_tensor, target_probs);
+  // accept_len is an output of the shared path: park it in the workspace.
+  Workspace ws;
+  prepare(a, Filters{}, true, target_probs, ws, sms, stream);
+  at::Tensor scratch_len = at::empty({batch}, target_probs.options().dtype(at::kInt));
+  a.accept_len = scratch_len.data_ptr<int32_t>();
+  launch_verify<float, sampling::kChainProbs>(a, sms, stream);
+}
+
+void verify_chain(at::Tensor& out_tokens, at::Tensor& accept_len, const at::Tensor& target_logits,
+                  const at::Tensor& draft_token_ids, const OptTensor& draft_logits, const OptTensor& draft_probs,
+                  const OptTensor& temperature, const OptTensor& top_k, const OptTensor& top_p,
+                  const OptTensor& saguaro_x, int64_t saguaro_f, int64_t seed, int64_t offset,
+                  const OptTensor& offset_tensor) {
+  check_cuda(target_logits, "target_logits");
+  TORCH_CHECK(target_logits.dim() == 3 && target_logits.size(1) >= 1 && target_logits.size(2) >= 1,
+              "ssdk: target_logits must have shape [B, K+1, V], got ", shape_str(target_logits));
+  const int64_t batch = target_logits.size(0), k = target_logits.size(1) - 1, vocab = target_logits.size(2);
+  check_ids(draft_token_ids, "draft_token_ids", {batch, k}, target_logits);
+  check_opt_vec(temperature, "temperature", batch, at::kFloat, target_logits);
+  check_opt_vec(top_k, "top_k", batch, at::kInt, target_logits);
+  check_opt_vec(top_p, "top_p", batch, at::kFloat, target_logits);
+  check_opt_vec(saguaro_x, "saguaro_x", batch, at::kFloat, target_logits);
+  TORCH_CHECK(saguaro_f >= 0 && saguaro_f < vocab, "ssdk: saguaro_f must be in [0, vocab), got ", saguaro_f);
+  TORCH_CHECK(!(draft_logits.has_value() && draft_probs.has_value()), "ssdk: pass draft_logits or draft_probs, not both");
+  if (draft_logits.has_value()) {
+    check_same_device(*draft_logits, target_logits, "draft_logits", "target_logits");
+    check_dtype(*draft_logits, target_logits.scalar_type(), "draft_logits");
+    TORCH_CHECK(draft_logits->sizes() == at::IntArrayRef({batch, k, vocab}), "ssdk: draft_logits must have shape [",
+                batch, ", ", k, ", ", vocab, "], got ", shape_str(*draft_logits));
+  }
+  if (draft_probs.has_value()) {
+    check_same_device(*draft_probs, target_logits, "draft_probs", "target_logits");
+    check_dtype(*draft_probs, at::kFloat, "draft_probs");
+    TORCH_CHECK(draft_probs->sizes() == at::IntArrayRef({batch, k, vocab}), "ssdk: draft_probs must have shape [",
+                batch, ", ", k, ", ", vocab, "], got ", shape_str(*draft_probs));
+  }
+  TORCH_CHECK(!temperature.has_value() || k == 0 || draft_logits.has_value() || draft_probs.has_value(),
+              "ssdk: stochastic verification (temperature given) needs draft_logits or draft_probs");
+  check_out(out_tokens, "out_tokens", {batch, k + 1}, at::kInt, target_logits);
+  check_out(accept_len, "accept_len", {batch}, at::kInt, target_logits);
+  const c10::cuda::CUDAGuard guard(target_logits.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int sms = num_sms(target_logits.get_device());
+  dispatch_logits(target_logits.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    VerifyArgs<T> a{};
+    // Greedy verification (temperature None) never reads the draft.
+    const bool with_draft_logits = draft_logits.has_value() && k > 0 && temperature.has_value();
+    const int rpr = static_cast<int>(k + 1 + (with_draft_logits ? k : 0));
+    a.map = {reinterpret_cast<const T*>(target_logits.data_ptr()), row_stride(target_logits, "target_logits"),
+             with_draft_logits ? reinterpret_cast<const T*>(draft_logits->data_ptr()) : nullptr,
+             with_draft_logits ? row_stride(*draft_logits, "draft_logits") : 0, rpr, static_cast<int>(k), nullptr,
+             static_cast<int>(batch)};
+    if (draft_probs.has_value()) {
+      a.draft_probs = draft_probs->data_ptr<float>();
+      a.draft_probs_stride = row_stride(*draft_probs, "draft_probs");
+    }
+    a.ids = draft_token_ids.data_ptr();
+    a.ids_int64 = draft_token_ids.scalar_type() == at::kLong;
+    a.temperature = ptr_or_null<float>(temperature);
+    a.out_tokens = out_tokens.data_ptr<int32_t>();
+    a.accept_len = accept_len.data_ptr<int32_t>();
+    a.out_width = static_cast<int>(k + 1);
+    a.batch = static_cast<int>(batch);
+    a.vocab = static_cast<int>(vocab);
+    a.num_rows = static_cast<int>(batch) * rpr;
+    a.seed = static_cast<uint64_t>(seed);
+    a.offset = static_cast<uint64_t>(offset);
+    a.offset_tensor = offset_ptr(offset_tensor, target_logits);
+    Filters f;
+    f.temperature = a.temperature;
+    f.top_k = ptr_or_null<int32_t>(top_k);
+    f.top_p = ptr_or_null<float>(top_p);
+    f.sag_x = with_draft_logits ? ptr_or_null<float>(saguaro_x) : nullptr;
+    f.sag_f = static_cast<int>(saguaro_f);
+    Workspace ws;
+    prepare(a, f, temperature.has_value(), target_logits, ws, sms, stream);
+    launch_verify<T, sampling::kChain>(a, sms, stream);
+  });
+}
+
+void verify_tree(at::Tensor& accept_len, at::Tensor& accept_nodes, at::Tensor& out_tokens, const at::Tensor& target_logits,
+                 const at::Tensor& tokens, const at::Tensor& parents, const at::Tensor& qo_indptr,
+                 const OptTensor& temperature, const OptTensor& top_k, const OptTensor& top_p, int64_t seed,
+                 int64_t offset, const OptTensor& offset_tensor) {
+  check_cuda(target_logits, "target_logits");
+  TORCH_CHECK(target_logits.dim() == 2 && target_logits.size(1) >= 1, "ssdk: target_logits must have shape [N, V], got ",
+              shape_str(target_logits));
+  const int64_t n_total = target_logits.size(0), vocab = target_logits.size(1);
+  check_ids(tokens, "tokens", {n_total}, target_logits);
+  check_vec(parents, "parents", n_total, at::kInt, target_logits);
+  TORCH_CHECK(qo_indptr.dim() == 1 && qo_indptr.size(0) >= 1, "ssdk: qo_indptr must have shape [B+1], got ",
+              shape_str(qo_indptr));
+  const int64_t batch = qo_indptr.size(0) - 1;
+  check_vec(qo_indptr, "qo_indptr", batch + 1, at::kInt, target_logits);
+  check_opt_vec(temperature, "temperature", batch, at::kFloat, target_logits);
+  check_opt_vec(top_k, "top_k", batch, at::kInt, target_logits);
+  check_opt_vec(top_p, "top_p", batch, at::kFloat, target_logits);
+  check_vec(accept_len, "accept_len", batch, at::kInt, target_logits);
+  TORCH_CHECK(accept_nodes.dim() == 2 && accept_nodes.size(0) == batch && accept_nodes.size(1) >= 1,
+              "ssdk: accept_nodes must have shape [", batch, ", D+1], got ", shape_str(accept_nodes));
+  const int64_t width = accept_nodes.size(1);
+  TORCH_CHECK(width <= sampling::kMaxTreeNodes, "ssdk: max_depth must be < ", sampling::kMaxTreeNodes);
+  check_out(accept_nodes, "accept_nodes", {batch, width}, at::kInt, target_logits);
+  check_out(out_tokens, "out_tokens", {batch, width}, at::kInt, target_logits);
+  const c10::cuda::CUDAGuard guard(target_logits.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int sms = num_sms(target_logits.get_device());
+  dispatch_logits(target_logits.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    VerifyArgs<T> a{};
+    a.map = {reinterpret_cast<const T*>(target_logits.data_ptr()), row_stride(target_logits, "target_logits"), nullptr,
+             0, 0, 0, qo_indptr.data_ptr<int32_t>(), static_cast<int>(batch)};
+    a.ids = tokens.data_ptr();
+    a.ids_int64 = tokens.scalar_type() == at::kLong;
+    a.parents = parents.data_ptr<int32_t>();
+    a.temperature = ptr_or_null<float>(temperature);
+    a.out_tokens = out_tokens.data_ptr<int32_t>();
+    a.accept_len = accept_len.data_ptr<int32_t>();
+    a.accept_nodes = accept_nodes.data_ptr<int32_t>();
+    a.out_width = static_cast<int>(width);
+    a.batch = static_cast<int>(batch);
+    a.vocab = static_cast<int>(vocab);
+    a.num_rows = static_cast<int>(n_total);
+    a.seed = static_cast<uint64_t>(seed);
+    a.offset = static_cast<uint64_t>(offset);
+    a.offset_tensor = offset_ptr(offset_tensor, target_logits);
+    Filters f;
+    f.temperature = a.temperature;
+    f.top_k = ptr_or_null<int32_t>(top_k);
+    f.top_p = ptr_or_null<float>(top_p);
+    Workspace ws;
+    prepare(a, f, temperature.has_value(), target_logits, ws, sms, stream);
+    launch_verify<T, sampling::kTree>(a, sms, stream);
+  });
+}
+
+void verify_tree_greedy(at::Tensor& predicts, at::Tensor& accept_index, at::Tensor& accept_token_num,
+                        const at::Tensor& candidates, const at::Tensor& retrive_index,
+                        const at::Tensor& retrive_next_token, const at::Tensor& retrive_next_sibling,
+                        const at::Tensor& target_predict) {
+  check_cuda(candidates, "candidates");
+  TORCH_CHECK(candidates.dim() == 2, "ssdk: candidates must have shape [B, num_draft], got ", shape_str(candidates));
+  const int64_t batch = candidates.size(0), num_draft = candidates.size(1);
+  for (auto [t, name] : {std::pair<const at::Tensor&, const char*>{candidates, "candidates"},
+                         {retrive_index, "retrive_index"}, {retrive_next_token, "retrive_next_token"},
+                         {retrive_next_sibling, "retrive_next_sibling"}, {target_predict, "target_predict"}}) {
+    check_out(t, name, {batch, num_draft}, at::kLong, candidates);
+  }
+  check_out(predicts, "predicts", {batch * num_draft}, at::kInt, candidates);
+  TORCH_CHECK(accept_index.dim() == 2 && accept_index.size(0) == batch && accept_index.size(1) >= 1,
+              "ssdk: accept_index must have shape [", batch, ", num_spec_step], got ", shape_str(accept_index));
+  check_out(accept_index, "accept_index", accept_index.sizes(), at::kInt, candidates);
+  check_out(accept_token_num, "accept_token_num", {batch}, at::kInt, candidates);
+  if (batch == 0) return;
+  const c10::cuda::CUDAGuard guard(candidates.device());
+  sampling::verify_tree_greedy_kernel<<<ceil_div(batch, 128), 128, 0, c10::cuda::getCurrentCUDAStream()>>>(
+      predicts.data_ptr<int32_t>(), accept_index.data_ptr<int32_t>(), accept_token_num.data_ptr<int32_t>(),
+      candidates.data_ptr<int64_t>(), retrive_index.data_ptr<int64_t>(), retrive_next_token.data_ptr<int64_t>(),
+      retrive_next_sibling.data_ptr<int64_t>(), target_predict.data_ptr<int64_t>(), static_cast<int>(batch),
+      static_cast<int>(accept_index.size(1)), static_cast<int>(num_draft));
+  check_cuda_call(cudaGetLastError(), "verify_tree_greedy kernel launch");
+}
+
+TORCH_LIBRARY_IMPL(ssdk, CUDA, m) {
+  m.impl("sample_tokens", &sample_tokens);
+  m.impl("probs_from_logits", &probs_from_logits);
+  m.impl("saguaro_rescale", &saguaro_rescale);
+  m.impl("chain_speculative_sampling", &chain_speculative_sampling);
+  m.impl("verify_chain", &verify_chain);
+  m.impl("verify_tree", &verify_tree);
+  m.impl("verify_tree_greedy", &verify_tree_greedy);
+}
+
+}  // namespace ssdk
