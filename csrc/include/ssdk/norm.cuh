@@ -26,7 +26,7 @@ struct RMSNormArgs {
   bool hf_exact;
 };
 
-constexpr int kMaxThreads = 512;  // x 32 scalars per thread = the 16384 limit on odd rows
+constexpr int kMaxThreads = 1024;  // x 16 scalars per thread = the 16384 limit on odd rows
 
 template <typename T, int VEC, int VPT>
 __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(RMSNormArgs<T> a) {
@@ -40,6 +40,7 @@ __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(RMSNormArgs<T> a) 
   // Issue every load (input, residual, weight) before any use, so the row costs one memory round
   // trip; the weight latency also hides behind the reduction.
   V x[VPT], r[VPT], w[VPT];
+  pdl_wait();  // inputs may come from the previous kernel
 #pragma unroll
   for (int i = 0; i < VPT; ++i) {
     const int v = threadIdx.x + i * blockDim.x;
@@ -49,6 +50,7 @@ __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(RMSNormArgs<T> a) 
       w[i].load(a.weight + v * VEC);
     }
   }
+  pdl_launch_dependents();
   float vals[VPT][VEC];
   float sum_sq = 0.f;
 #pragma unroll
@@ -88,29 +90,27 @@ __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(RMSNormArgs<T> a) 
 template <typename T, int VEC>
 cudaError_t launch_rmsnorm_vec(const RMSNormArgs<T>& a, cudaStream_t stream) {
   const int num_vec = a.hidden / VEC;
-  // About two vectors per thread: loads all in flight at once, and few enough warps that the block
-  // reduction stays cheap (this is what decides latency at 1-64 tokens).
-  int threads = ((num_vec + 2 * 32 - 1) / (2 * 32)) * 32;
-  threads = threads < 32 ? 32 : (threads > kMaxThreads ? kMaxThreads : threads);
+  // One vector per thread while the row fits in 1024 threads: the per-thread chain of conversions and
+  // FMAs, not the number of warps, is what decides latency at 1-64 tokens.
   int vpt = 1;
-  while (vpt * threads < num_vec) vpt *= 2;
-  if (vpt * VEC > 32) return cudaErrorInvalidValue;
-  threads = ((num_vec + vpt - 1) / vpt + 31) / 32 * 32;
+  while (vpt * kMaxThreads < num_vec) vpt *= 2;
+  if (vpt * VEC > 16) return cudaErrorInvalidValue;
+  const int threads = ((num_vec + vpt - 1) / vpt + 31) / 32 * 32;
   const dim3 grid(a.rows), block(threads);
-  // Only VPT * VEC <= 32 is ever needed (hidden <= 16384 over <= 512 threads); nothing larger is compiled.
+  // Only VPT * VEC <= 16 is ever needed (hidden <= 16384 over <= 1024 threads); nothing larger is compiled.
+  cudaError_t err = cudaSuccess;
   auto launch = [&](auto vpt_constant) {
     constexpr int kVpt = decltype(vpt_constant)::value;
-    if constexpr (kVpt * VEC <= 32) rmsnorm_kernel<T, VEC, kVpt><<<grid, block, 0, stream>>>(a);
+    if constexpr (kVpt * VEC <= 16) err = launch_pdl(rmsnorm_kernel<T, VEC, kVpt>, grid, block, 0, stream, a);
   };
   switch (vpt) {
     case 1: launch(std::integral_constant<int, 1>{}); break;
     case 2: launch(std::integral_constant<int, 2>{}); break;
     case 4: launch(std::integral_constant<int, 4>{}); break;
     case 8: launch(std::integral_constant<int, 8>{}); break;
-    case 16: launch(std::integral_constant<int, 16>{}); break;
-    default: launch(std::integral_constant<int, 32>{}); break;
+    default: launch(std::integral_constant<int, 16>{}); break;
   }
-  return cudaGetLastError();
+  return err;
 }
 
 // Picks 16-byte vectors when every row start is 16-byte aligned, else scalar accesses.
