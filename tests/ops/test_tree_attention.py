@@ -318,6 +318,8 @@ def test_cuda_graph_replay_with_new_lengths(backend):
     new.update(k_cache=inp["k_cache"], v_cache=inp["v_cache"], block_tables=inp["block_tables"])
     out.zero_()
     graph.replay()
+    torch.cuda.synchronize()
+    del graph
     expected, _ = ref.tree_attention(*ref_args(new))
     low, _ = ref.tree_attention(*ref_args(new), compute_dtype=torch.bfloat16)
     assert (out.float() - expected).abs().max() <= 2 * (low - expected).abs().max() + EPS[torch.bfloat16]
@@ -370,5 +372,5 @@ def test_bad_inputs_cuda():
         torch.ops.ssdk.tree_attention(out, None, q, k_odd, v, bt, pl, qi, tm, 3, 0.125, 0)
     with pytest.raises(RuntimeError, match="qo_indptr must have shape"):
         torch.ops.ssdk.tree_attention(out, None, q, k, v, bt, pl, qi[:1], tm, 3, 0.125, 0)
-    with pytest.raises(RuntimeError, match="q must be a CUDA tensor"):
-        torch.ops.ssdk.tree_attention(out.cpu(), None, q.cpu(), k, v, bt, pl, qi, tm, 3, 0.125, 0)
+    with pytest.raises(RuntimeError, match="lse must be a contiguous"):
+        torch.ops.ssdk.tree_attention(out, torch.empty(3, 4, device="cuda"), q, k, v, bt, pl, qi, tm, 3, 0.125, 0)
