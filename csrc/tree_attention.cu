@@ -4,7 +4,7 @@
 // new tokens allowed by a compact ancestor bitmask (or causal when tree_mask is None).
 // Shapes: q/out [N, Hq, D]; k_cache/v_cache [pages, page_size, Hkv, D]; block_tables [B, max_pages];
 // prefix_lens [B]; qo_indptr [B + 1]; tree_mask [N, W] int32; lse [N, Hq] fp32. fp16/bf16, D in {64, 128}.
-// Arch: sm_80+ (mma.sync through CuTe atoms; programmatic dependent launch on sm_90); needs the CUTLASS headers at build time (SSDK_HAS_CUTLASS).
+// Arch: sm_80+ (mma.sync through CuTe atoms); needs the CUTLASS headers at build time (SSDK_HAS_CUTLASS).
 // Reference: ssdk.ref.attention.tree_attention (fp32 dense masked attention).
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -23,6 +23,17 @@ namespace {
 
 using tree_attn::TileShape;
 
+int sm_count(int device) {
+  static int counts[64] = {};
+  if (device >= 64) device = 63;
+  if (counts[device] == 0) {
+    int n = 0;
+    check_cuda_call(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+    counts[device] = n;
+  }
+  return counts[device];
+}
+
 void check_index(const at::Tensor& t, const at::Tensor& q, const char* name) {
   check_same_device(t, q, name, "q");
   check_dtype(t, at::kInt, name);
@@ -39,43 +50,12 @@ void check_aligned_rows(const at::Tensor& t, const char* name, int dims) {
               c10::str(t.strides()));
 }
 
-#ifdef SSDK_HAS_CUTLASS
-int sm_count(int device) {
-  static int counts[64] = {};
-  if (device >= 64) device = 63;
-  if (counts[device] == 0) {
-    int n = 0;
-    check_cuda_call(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
-    counts[device] = n;
-  }
-  return counts[device];
-}
-
-// KV splits per request: as many as keep the whole grid within one wave of resident CTAs (a small
-// launch fills the GPU, a large one is not cut into partial states it would have to merge), capped by
-// the number of 64-token tiles the longest request can have.
-int choose_splits(int64_t base_ctas, int64_t max_tiles, int64_t requested, int64_t resident_ctas) {
-  const int64_t splits = requested > 0 ? requested : resident_ctas / std::max<int64_t>(base_ctas, 1);
+// Splits per request so that a small launch still fills the GPU (about two CTAs per SM), capped by the
+// number of 64-token tiles the longest request can have.
+int choose_splits(int64_t base_ctas, int64_t max_tiles, int requested, int sms) {
+  int64_t splits = requested > 0 ? requested : (2 * sms + base_ctas - 1) / std::max<int64_t>(base_ctas, 1);
   return static_cast<int>(std::clamp<int64_t>(splits, 1, std::max<int64_t>(max_tiles, 1)));
 }
-
-template <typename T, int D>
-void run(tree_attn::Params& p, TileShape shape, int64_t requested_splits, int64_t max_tiles, const at::Tensor& q) {
-  const int64_t resident = int64_t{sm_count(q.get_device())} * tree_attn::ctas_per_sm<T, D>(shape);
-  p.num_splits = choose_splits(int64_t{p.batch} * p.num_kv_heads * p.m_tiles, max_tiles, requested_splits, resident);
-  TORCH_CHECK(int64_t{p.m_tiles} * p.num_splits < (int64_t{1} << 31), "ssdk: max_q_len is too large");
-  at::Tensor partial_o, partial_lse;  // fp32 partial states, alive until the merge kernel is enqueued
-  if (p.num_splits > 1) {
-    const auto options = q.options().dtype(at::kFloat);
-    partial_o = at::empty({p.num_splits, q.size(0), q.size(1), D}, options);
-    partial_lse = at::empty({p.num_splits, q.size(0), q.size(1)}, options);
-    p.partial_o = partial_o.data_ptr<float>();
-    p.partial_lse = partial_lse.data_ptr<float>();
-  }
-  check_cuda_call(tree_attn::launch<T, D>(p, shape, c10::cuda::getCurrentCUDAStream()), "tree_attention kernel launch");
-}
-
-#endif  // SSDK_HAS_CUTLASS
 
 }  // namespace
 
@@ -145,8 +125,19 @@ void tree_attention(at::Tensor& out, const std::optional<at::Tensor>& lse, const
   const int64_t m_tiles = (max_q_len * group + tree_attn::block_m(shape) - 1) / tree_attn::block_m(shape);
   const int64_t max_tiles = (block_tables.size(1) * page_size + tree_attn::kBlockN - 1) / tree_attn::kBlockN;
   const c10::cuda::CUDAGuard guard(q.device());
+  const int splits = choose_splits(batch * num_kv_heads * m_tiles, max_tiles, static_cast<int>(num_kv_splits),
+                                   sm_count(q.get_device()));
+  TORCH_CHECK(m_tiles * splits < (int64_t{1} << 31), "ssdk: max_q_len is too large");
 
   tree_attn::Params p{};
+  at::Tensor partial_o, partial_lse;
+  if (splits > 1) {
+    const auto options = q.options().dtype(at::kFloat);
+    partial_o = at::empty({splits, n_total, num_qo_heads, head_dim}, options);
+    partial_lse = at::empty({splits, n_total, num_qo_heads}, options);
+    p.partial_o = partial_o.data_ptr<float>();
+    p.partial_lse = partial_lse.data_ptr<float>();
+  }
   p.q = q.data_ptr();
   p.out = out.data_ptr();
   p.lse = lse ? lse->data_ptr<float>() : nullptr;
@@ -175,16 +166,19 @@ void tree_attention(at::Tensor& out, const std::optional<at::Tensor>& lse, const
   p.group = static_cast<int>(group);
   p.batch = static_cast<int>(batch);
   p.max_q_len = static_cast<int>(max_q_len);
-  TORCH_CHECK(m_tiles < (int64_t{1} << 31), "ssdk: max_q_len is too large");
   p.m_tiles = static_cast<int>(m_tiles);
+  p.num_splits = splits;
   p.scale_log2 = static_cast<float>(sm_scale * 1.4426950408889634);
-  if (q.scalar_type() == at::kHalf) {
-    if (head_dim == 64) run<__half, 64>(p, shape, num_kv_splits, max_tiles, q);
-    else run<__half, 128>(p, shape, num_kv_splits, max_tiles, q);
-  } else {
-    if (head_dim == 64) run<__nv_bfloat16, 64>(p, shape, num_kv_splits, max_tiles, q);
-    else run<__nv_bfloat16, 128>(p, shape, num_kv_splits, max_tiles, q);
-  }
+
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  cudaError_t err;
+  if (q.scalar_type() == at::kHalf)
+    err = head_dim == 64 ? tree_attn::launch<__half, 64>(p, shape, stream)
+                         : tree_attn::launch<__half, 128>(p, shape, stream);
+  else
+    err = head_dim == 64 ? tree_attn::launch<__nv_bfloat16, 64>(p, shape, stream)
+                         : tree_attn::launch<__nv_bfloat16, 128>(p, shape, stream);
+  check_cuda_call(err, "tree_attention kernel launch");
 #else
   TORCH_CHECK(false, "ssdk: tree_attention's CUDA kernel needs the CUTLASS/CuTe headers, and this build had none. "
               "Rebuild with them: pip install nvidia-cutlass (or set SSDK_CUTLASS_DIR to a CUTLASS checkout), then "

@@ -6,7 +6,5 @@
 namespace ssdk::tree_attn {
 template cudaError_t launch<__half, 128>(const Params&, TileShape, cudaStream_t);
 template cudaError_t launch<__nv_bfloat16, 128>(const Params&, TileShape, cudaStream_t);
-template int ctas_per_sm<__half, 128>(TileShape);
-template int ctas_per_sm<__nv_bfloat16, 128>(TileShape);
 }  // namespace ssdk::tree_attn
 #endif

@@ -6,7 +6,5 @@
 namespace ssdk::tree_attn {
 template cudaError_t launch<__half, 64>(const Params&, TileShape, cudaStream_t);
 template cudaError_t launch<__nv_bfloat16, 64>(const Params&, TileShape, cudaStream_t);
-template int ctas_per_sm<__half, 64>(TileShape);
-template int ctas_per_sm<__nv_bfloat16, 64>(TileShape);
 }  // namespace ssdk::tree_attn
 #endif

@@ -43,8 +43,4 @@ struct Params {
 template <typename T, int D>
 cudaError_t launch(const Params& params, TileShape shape, cudaStream_t stream);
 
-// Resident attention CTAs per SM for this instantiation (occupancy query, cached); sizes the KV split.
-template <typename T, int D>
-int ctas_per_sm(TileShape shape);
-
 }  // namespace ssdk::tree_attn

@@ -95,15 +95,11 @@ __global__ void __launch_bounds__(kThreads) tree_attention_kernel(const Params p
 
   const int m_tile = blockIdx.x % p.m_tiles, split = blockIdx.x / p.m_tiles;
   const int kv_head = blockIdx.y, b = blockIdx.z;
-  // Let the merge kernel (programmatic dependent launch) start its prologue while this grid runs.
-#if __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;");
-#endif
-  const int q_start = p.qo_indptr[b], q_end = p.qo_indptr[b + 1], prefix = p.prefix_lens[b];  // loads in parallel
-  const int n = q_end - q_start;
+  const int q_start = p.qo_indptr[b];
+  const int n = p.qo_indptr[b + 1] - q_start;
   const int rows = n * p.group, row0 = m_tile * kBlockM;
   if (row0 >= rows) return;
-  const int kv_len = prefix + n;
+  const int prefix = p.prefix_lens[b], kv_len = prefix + n;
   const int tiles_per_split = ((kv_len + kBlockN - 1) / kBlockN + p.num_splits - 1) / p.num_splits;
   const int kv_begin = split * tiles_per_split * kBlockN;
   const int kv_end = min(kv_len, kv_begin + tiles_per_split * kBlockN);
@@ -130,52 +126,36 @@ __global__ void __launch_bounds__(kThreads) tree_attention_kernel(const Params p
     cp_async16(s_q + swz<D>(r, chunk), src, ok);
   }
 
-  // 64-token K/V tiles through the page table. Thread tid always copies chunk tid % kChunks of rows
-  // tid / kChunks + i * kRowStep. The page ids of a tile are fetched one iteration before its copies
-  // are issued, so the page-table latency never sits between a wait and the next tile's loads.
-  constexpr int kRowStep = kThreads / kChunks, kRowsPerThread = kBlockN / kRowStep;
+  // One 64-token K/V tile through the page table. Thread tid always copies chunk tid % kChunks of
+  // rows tid / kChunks + i * (kThreads / kChunks).
   const T* k_head = static_cast<const T*>(p.k_cache) + kv_head * p.k_stride_head;
   const T* v_head = static_cast<const T*>(p.v_cache) + kv_head * p.v_stride_head;
   const int32_t* page_table = p.block_tables + b * p.block_table_stride;
-  const int copy_chunk = tid % kChunks, copy_row = tid / kChunks;
-  auto fetch_pages = [&](int tile, int (&pages)[kRowsPerThread]) {  // -1: past the chunk end
-    const int pos0 = kv_begin + tile * kBlockN + copy_row;
-#pragma unroll
-    for (int i = 0; i < kRowsPerThread; ++i) {
-      const int pos = pos0 + i * kRowStep;
-      pages[i] = tile < num_tiles && pos < kv_end ? __ldg(page_table + pos / p.page_size) : -1;
-    }
-  };
-  auto issue_tile = [&](int tile, int stage, const int (&pages)[kRowsPerThread]) {
-    const int pos0 = kv_begin + tile * kBlockN + copy_row;
+  auto load_tile = [&](int tile, int stage) {
+    const int pos0 = kv_begin + tile * kBlockN, chunk = tid % kChunks;
     T* dst_k = s_k + stage * Cfg::kTileElems;
     T* dst_v = s_v + stage * Cfg::kTileElems;
 #pragma unroll
-    for (int i = 0; i < kRowsPerThread; ++i) {
-      const int r = copy_row + i * kRowStep;
-      const bool ok = pages[i] >= 0;
+    for (int i = 0; i < kBlockN * kChunks / kThreads; ++i) {
+      const int r = tid / kChunks + i * (kThreads / kChunks), pos = pos0 + r;
+      const bool ok = pos < kv_end;
       const T* src_k = k_head;
       const T* src_v = v_head;
       if (ok) {
-        const int64_t slot = (pos0 + i * kRowStep) % p.page_size;
-        src_k = k_head + pages[i] * p.k_stride_page + slot * p.k_stride_tok + copy_chunk * 8;
-        src_v = v_head + pages[i] * p.v_stride_page + slot * p.v_stride_tok + copy_chunk * 8;
+        const int64_t page = __ldg(page_table + pos / p.page_size), slot = pos % p.page_size;
+        src_k = k_head + page * p.k_stride_page + slot * p.k_stride_tok + chunk * 8;
+        src_v = v_head + page * p.v_stride_page + slot * p.v_stride_tok + chunk * 8;
       }
-      cp_async16(dst_k + swz<D>(r, copy_chunk), src_k, ok);
-      cp_async16(dst_v + swz<D>(r, copy_chunk), src_v, ok);
+      cp_async16(dst_k + swz<D>(r, chunk), src_k, ok);
+      cp_async16(dst_v + swz<D>(r, chunk), src_v, ok);
     }
   };
 
-  int pages[kStages - 1][kRowsPerThread];
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) fetch_pages(s, pages[s]);
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < num_tiles) issue_tile(s, s, pages[s]);
+    if (s < num_tiles) load_tile(s, s);
     cute::cp_async_fence();
   }
-  int next_pages[kRowsPerThread];
-  fetch_pages(kStages - 1, next_pages);
 
   // Per-thread rows: g and g + 8 of this warp's 16 (MMA accumulator layout).
   const int g = lane >> 2, t4 = lane & 3;
@@ -202,9 +182,8 @@ __global__ void __launch_bounds__(kThreads) tree_attention_kernel(const Params p
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) ldsm(s_q + swz<D>(wm * 16 + (lane & 15), kk * 2 + (lane >> 4)), q_frag[kk]);
     }
-    if (tile + kStages - 1 < num_tiles) issue_tile(tile + kStages - 1, (tile + kStages - 1) % kStages, next_pages);
+    if (tile + kStages - 1 < num_tiles) load_tile(tile + kStages - 1, (tile + kStages - 1) % kStages);
     cute::cp_async_fence();
-    fetch_pages(tile + kStages, next_pages);  // consumed by the next iteration's issue
 
     const T* tk = s_k + (tile % kStages) * Cfg::kTileElems;
     const T* tv = s_v + (tile % kStages) * Cfg::kTileElems;
@@ -351,10 +330,6 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(const Params p) {
   const int b = blockIdx.y, q_start = p.qo_indptr[b];
   const int n = min(p.qo_indptr[b + 1] - q_start, p.max_q_len);
   const int r = blockIdx.x * kRowsPerBlock + threadIdx.x / kRowThreads, c4 = threadIdx.x % kRowThreads;
-  // Launched as a programmatic dependent of the attention grid: wait for its partial states.
-#if __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
   if (r >= n * p.num_qo_heads) return;
   const int token = q_start + r / p.num_qo_heads, head = r % p.num_qo_heads;
   const int64_t row = int64_t(token) * p.num_qo_heads + head, split_stride = int64_t(p.n_total) * p.num_qo_heads;
@@ -379,31 +354,18 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(const Params p) {
 }
 
 template <typename T, int D, TileShape kShape>
-cudaError_t prepare_shape() {  // > 48 KB of dynamic shared memory needs an opt-in per kernel
-  using Cfg = Config<T, D, kShape>;
-  if (Cfg::kSmem <= 48 * 1024) return cudaSuccess;
-  return cudaFuncSetAttribute(tree_attention_kernel<T, D, kShape>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              Cfg::kSmem);
-}
-
-template <typename T, int D, TileShape kShape>
 cudaError_t launch_shape(const Params& p, cudaStream_t stream) {
   using Cfg = Config<T, D, kShape>;
-  if (const cudaError_t err = prepare_shape<T, D, kShape>(); err != cudaSuccess) return err;
-  tree_attention_kernel<T, D, kShape>
-      <<<dim3(p.m_tiles * p.num_splits, p.num_kv_heads, p.batch), kThreads, Cfg::kSmem, stream>>>(p);
+  auto kernel = tree_attention_kernel<T, D, kShape>;
+  if (Cfg::kSmem > 48 * 1024) {
+    const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmem);
+    if (err != cudaSuccess) return err;
+  }
+  kernel<<<dim3(p.m_tiles * p.num_splits, p.num_kv_heads, p.batch), kThreads, Cfg::kSmem, stream>>>(p);
   if (p.num_splits > 1) {
     constexpr int kRowsPerBlock = kThreads / (D / 4);
-    cudaLaunchConfig_t config{};
-    config.gridDim = dim3((p.max_q_len * p.num_qo_heads + kRowsPerBlock - 1) / kRowsPerBlock, p.batch);
-    config.blockDim = dim3(kThreads);
-    config.stream = stream;
-    cudaLaunchAttribute pdl{};
-    pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    pdl.val.programmaticStreamSerializationAllowed = 1;
-    config.attrs = &pdl;
-    config.numAttrs = 1;
-    if (const cudaError_t err = cudaLaunchKernelEx(&config, merge_kernel<T, D>, p); err != cudaSuccess) return err;
+    const int blocks = (p.max_q_len * p.num_qo_heads + kRowsPerBlock - 1) / kRowsPerBlock;
+    merge_kernel<T, D><<<dim3(blocks, p.batch), kThreads, 0, stream>>>(p);
   }
   return cudaGetLastError();
 }
@@ -412,25 +374,6 @@ template <typename T, int D>
 cudaError_t launch(const Params& p, TileShape shape, cudaStream_t stream) {
   return shape == TileShape::kNarrow ? launch_shape<T, D, TileShape::kNarrow>(p, stream)
                                      : launch_shape<T, D, TileShape::kWide>(p, stream);
-}
-
-template <typename T, int D, TileShape kShape>
-int ctas_per_sm_shape() {
-  static const int count = [] {
-    int n = 0;
-    if (prepare_shape<T, D, kShape>() != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, tree_attention_kernel<T, D, kShape>, kThreads,
-                                                      Config<T, D, kShape>::kSmem) != cudaSuccess)
-      n = 1;
-    return n > 0 ? n : 1;
-  }();
-  return count;
-}
-
-template <typename T, int D>
-int ctas_per_sm(TileShape shape) {
-  return shape == TileShape::kNarrow ? ctas_per_sm_shape<T, D, TileShape::kNarrow>()
-                                     : ctas_per_sm_shape<T, D, TileShape::kWide>();
 }
 
 }  // namespace ssdk::tree_attn
