@@ -117,30 +117,29 @@ def build_tree_mask_out(parents: torch.Tensor, qo_indptr: torch.Tensor, prefix_l
         mask_indptr.copy_(indptr)
 
 
-def dense_tree_mask_packed(parents: torch.Tensor, qo_indptr: torch.Tensor, prefix_lens: torch.Tensor,
-                           depth_cap: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """What engines do today in plain torch, without host syncs: a dense [N, max_cols] bool mask from
-    pointer jumping over ``depth_cap`` ancestor levels, positions, and flashinfer-style packbits of the
-    whole padded matrix. Benchmark baseline only (its packed layout is padded, not per-request)."""
+def dense_tree_mask(parents: torch.Tensor, qo_indptr: torch.Tensor, prefix_lens: torch.Tensor, max_nodes: int,
+                    max_prefix: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What engines do today in plain torch, without host syncs: ancestor sets by pointer doubling
+    (log2(max_nodes) rounds of anc |= anc[jump]; jump = jump[jump]) and the dense
+    [N_total, max_prefix + max_nodes] bool mask (prefix columns visible up to each request's
+    prefix_len). Benchmark baseline; returns (positions int64, dense mask)."""
     n_total = parents.numel()
     device = parents.device
     counts = qo_indptr[1:] - qo_indptr[:-1]
-    request = torch.repeat_interleave(torch.arange(counts.numel(), device=device), counts,
-                                      output_size=n_total)
+    request = torch.repeat_interleave(torch.arange(counts.numel(), device=device), counts, output_size=n_total)
     start = qo_indptr[:-1].long()[request]
     local = torch.arange(n_total, device=device) - start
-    max_nodes = int(depth_cap)
     columns = torch.arange(max_nodes, device=device)
-    anc = torch.zeros(n_total, max_nodes, dtype=torch.bool, device=device)
-    cur = local.clone()
-    depth = torch.full((n_total,), -1, dtype=torch.int64, device=device)
-    for _ in range(max_nodes):  # walk up one level per step; -1 = past the root
-        anc |= columns[None, :] == cur[:, None]
-        depth += (cur >= 0).long()
-        cur = torch.where(cur >= 0, parents.long()[(start + cur).clamp(min=0)], cur)
-    positions = prefix_lens.long()[request] + depth
-    packed = pack_bits_le(anc)
-    return positions, anc, packed
+    anc = columns[None, :] == local[:, None]
+    jump = torch.where(parents >= 0, start + parents.long(), -1)
+    for _ in range(max(1, (max_nodes - 1).bit_length())):
+        has = jump >= 0
+        anc = anc | (anc[jump.clamp(min=0)] & has[:, None])
+        jump = torch.where(has, jump[jump.clamp(min=0)], jump)
+    prefix = prefix_lens.long()[request]
+    positions = prefix + anc.sum(-1) - 1
+    visible_prefix = torch.arange(max_prefix, device=device)[None, :] < prefix[:, None]
+    return positions, torch.cat([visible_prefix, anc], dim=1)
 
 
 def ssd_draft_tree(K: int, fan_out: list[int], step: int) -> list[int]:
