@@ -59,3 +59,24 @@ def test_synthetic_model_in_memory():
     out = llm.generate("Hello", SamplingParams(temperature=0, max_tokens=4, ignore_eos=True), use_tqdm=False)[0]
     assert out.prompt_token_ids[0] == 128000 and len(out.token_ids) == 4 and isinstance(out.text, str)
     assert llm.stats["load_s"] > 0 and llm.stats["num_kv_pages"] >= 4
+
+
+def test_graph_batches_padded_like_cuda_graphs(tiny_llama):
+    """The CUDA-graph path (int32 static buffers, batch buckets, padding rows with slot -1 and no
+    prefix), run eagerly on the CPU, generates what the plain eager path generates."""
+    from ssdk.engine.cuda_graphs import GraphRunner
+
+    from .test_vs_transformers import prompts_for
+
+    prompts = prompts_for(tiny_llama, lengths=(5, 12, 7))  # 3 requests replay the bucket of 4
+    params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+    llm = LLM(str(tiny_llama), progress=False, max_model_len=64)
+    eager = [o.token_ids for o in llm.generate(prompts, params, use_tqdm=False)]
+    graphs = GraphRunner(llm.runner, max_batch=6, capture=False)
+    assert graphs.buckets == [1, 2, 4, 6]
+    calls = []
+    run = graphs.run
+    graphs.run = lambda spec: calls.append(spec.batch_size) or run(spec)
+    llm.runner.graphs = graphs
+    assert [o.token_ids for o in llm.generate(prompts, params, use_tqdm=False)] == eager
+    assert calls == [3] * 5, "every decode step goes through the graph path"

@@ -12,14 +12,16 @@ import pytest
 from ssdk import LLM, SamplingParams
 
 from ._compare import assert_greedy_close
-from .test_vs_transformers import prompts_for
+from .test_vs_transformers import prompts_for, release
 
 PARAMS = SamplingParams(temperature=0, max_tokens=20, ignore_eos=True, logprobs=5)
 
 
 def check_tp2_matches_tp1(model: str, prompts: list[list[int]], **kwargs) -> None:
-    reference = LLM(model, progress=False, max_model_len=256, **kwargs).generate(prompts, PARAMS, use_tqdm=False)
-    with LLM(model, progress=False, max_model_len=256, tensor_parallel_size=2, **kwargs) as llm:
+    single = LLM(model, progress=False, max_model_len=256, num_kv_pages=256, **kwargs)
+    reference = single.generate(prompts, PARAMS, use_tqdm=False)
+    release(single)
+    with LLM(model, progress=False, max_model_len=256, num_kv_pages=256, tensor_parallel_size=2, **kwargs) as llm:
         outputs = llm.generate(prompts, PARAMS, use_tqdm=False)
     agreed = 0
     for i, (ref, out) in enumerate(zip(reference, outputs)):

@@ -1,11 +1,15 @@
 """The engine against transformers: logits and greedy generations (CPU: tiny models; GPU: real shapes).
 
-The reference is transformers' own model code with its attention computed in fp32 (see _hf.py), so the
-engine must reproduce transformers' greedy tokens exactly; logits are also compared with stock SDPA
-attention within the dtype's tolerance.
+The reference is transformers' own model code with its attention computed in fp32 (see _hf.py), so on
+the CPU the engine must reproduce transformers' greedy tokens and logits exactly; logits are also
+compared with stock SDPA attention within the dtype's tolerance. On the GPU, cuBLAS may pick other GEMM
+algorithms for the engine's fused projections and batched rows, so the generations must agree until a
+near-tie of transformers' logits (see _compare.py).
 """
 
 from __future__ import annotations
+
+import gc
 
 import pytest
 import torch
@@ -14,6 +18,7 @@ from ssdk import LLM, SamplingParams
 from ssdk.testing import synthetic
 from ssdk.testing.tolerances import assert_close
 
+from ._compare import assert_greedy_close
 from ._hf import hf_greedy, hf_logits, load_hf
 
 GREEDY = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
@@ -24,6 +29,15 @@ def prompts_for(path, lengths=(3, 30, 7, 17), seed=0) -> list[list[int]]:
     gen = torch.Generator().manual_seed(seed)
     bos = [128000] if "llama" in str(path) else []
     return [bos + torch.randint(1000, 100000, (n - len(bos),), generator=gen).tolist() for n in lengths]
+
+
+def release(llm: LLM) -> None:
+    """Free an engine's GPU memory (KV cache, graphs) before the next model loads."""
+    llm.close()
+    del llm.runner
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def engine_logits(llm: LLM, prompt: list[int], decode_steps: int) -> torch.Tensor:
@@ -46,15 +60,26 @@ def engine_logits(llm: LLM, prompt: list[int], decode_steps: int) -> torch.Tenso
     return torch.cat(captured)
 
 
-def check_against_hf(path, device: str, dtype: torch.dtype, num_prompts: int, **engine_kwargs) -> None:
-    llm = LLM(str(path), dtype=dtype, device=device, progress=False, max_model_len=512, **engine_kwargs)
+def check_against_hf(path, device: str, dtype: torch.dtype, num_prompts: int, exact: bool = True,
+                     **engine_kwargs) -> int:
+    """Greedy generations of the engine vs transformers; returns how many tokens agree before divergence."""
+    llm = LLM(str(path), dtype=dtype, device=device, progress=False, max_model_len=512, num_kv_pages=512,
+              **engine_kwargs)
     prompts = prompts_for(path)[:num_prompts]
     outputs = llm.generate(prompts, GREEDY, use_tqdm=False)
+    release(llm)
     hf = load_hf(path, dtype, device)
+    identical = agreed_total = 0
     for prompt, out in zip(prompts, outputs):
-        expected, _ = hf_greedy(hf, prompt, GREEDY.max_tokens)
-        assert out.token_ids == expected, f"prompt of {len(prompt)} tokens: engine {out.token_ids} != hf {expected}"
+        expected, logits = hf_greedy(hf, prompt, GREEDY.max_tokens)
         assert out.finish_reason == "length" and out.prompt_token_ids == prompt
+        if exact:
+            assert out.token_ids == expected, f"prompt of {len(prompt)} tokens: engine {out.token_ids} != {expected}"
+        agreed = assert_greedy_close(out.token_ids, expected, logits, f"prompt of {len(prompt)} tokens")
+        identical += agreed == len(expected)
+        agreed_total += agreed
+    print(f"{path.name}: {identical}/{len(prompts)} generations identical to transformers", flush=True)
+    return agreed_total
 
 
 @pytest.mark.cpu
@@ -95,11 +120,32 @@ def test_chunked_prefill_and_preemption_keep_outputs(tiny_llama):
     assert tight.block_manager.num_free_pages == 16, "every page must be returned"
 
 
-@pytest.mark.cuda
-@pytest.mark.parametrize("name", ["llama-3.2-1b", "qwen3-0.6b"])
-@pytest.mark.parametrize("enforce_eager", [False, True])
-def test_real_shapes_match_transformers_gpu(tmp_path_factory, name, enforce_eager):
+def real_checkpoint(tmp_path_factory, name: str):
     path = tmp_path_factory.getbasetemp() / name
     if not (path / "config.json").exists():
         synthetic.write_checkpoint(name, path, seed=0, device="cuda")
-    check_against_hf(path, "cuda", torch.bfloat16, 4, enforce_eager=enforce_eager, max_num_seqs=8)
+    return path
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["llama-3.2-1b", "qwen3-0.6b"])
+@pytest.mark.parametrize("mode", ["graphs", "eager", "flashinfer"])
+def test_real_shapes_match_transformers_gpu(tmp_path_factory, name, mode):
+    if mode == "flashinfer":
+        pytest.importorskip("flashinfer", reason="the flashinfer backend needs the flashinfer package")
+    path = real_checkpoint(tmp_path_factory, name)
+    kwargs = {"enforce_eager": mode != "graphs", "attention_backend": "flashinfer" if mode == "flashinfer" else "ssdk"}
+    agreed = check_against_hf(path, "cuda", torch.bfloat16, 4, exact=False, max_num_seqs=8, **kwargs)
+    assert agreed >= 2 * GREEDY.max_tokens, f"only {agreed} of {4 * GREEDY.max_tokens} tokens agree before a near-tie"
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["llama-3.2-1b", "qwen3-0.6b"])
+def test_real_shapes_logits_gpu(tmp_path_factory, name):
+    path = real_checkpoint(tmp_path_factory, name)
+    llm = LLM(str(path), device="cuda", progress=False, max_model_len=256, max_num_seqs=4, num_kv_pages=256)
+    prompt = prompts_for(path, lengths=(40,))[0]
+    ours = engine_logits(llm, prompt, decode_steps=4)
+    release(llm)
+    _, exact = hf_greedy(load_hf(path, torch.bfloat16, "cuda"), prompt, 5)
+    assert_close(ours, exact, torch.bfloat16, scale=8.0)

@@ -149,7 +149,7 @@ class EngineConfig:
     page_size : KV-cache page size in tokens.
     gpu_memory_utilization : fraction of GPU memory the process may use (weights + KV + activations).
     num_kv_pages : KV pages (overrides the memory-based sizing; CPU default fits max_num_seqs full sequences).
-    attention_backend : "ssdk" (ssdk.ops.tree_attention) or "flashinfer" (GPU, eager only).
+    attention_backend : "ssdk" (ssdk.ops.tree_attention) or "flashinfer" (GPU; implies enforce_eager).
     seed : seed of unseeded sampling and of synthetic weights.
     """
 
@@ -202,5 +202,5 @@ class EngineConfig:
             raise ValueError(f"ssdk: attention_backend must be 'ssdk' or 'flashinfer', got {self.attention_backend!r}")
         if self.attention_backend == "flashinfer" and self.device != "cuda":
             raise ValueError("ssdk: attention_backend='flashinfer' needs device='cuda'")
-        if self.device == "cpu":
+        if self.device == "cpu" or self.attention_backend == "flashinfer":
             self.enforce_eager = True

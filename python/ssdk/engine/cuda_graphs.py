@@ -4,6 +4,9 @@ A graph serves batches where every request computes ``q_len`` new tokens (decode
 verify chain: K + 1) with a causal mask. A batch of b requests replays the smallest bucket >= b; the
 padding rows store no K/V (slot -1), see no prefix and are dropped. All inputs live in one int32 device
 buffer that is refreshed by a single host-to-device copy per step.
+
+``capture=False`` runs the same padded static-buffer forward eagerly instead of replaying a graph (the
+CPU tests check the padding logic that way).
 """
 
 from __future__ import annotations
@@ -24,15 +27,15 @@ def batch_buckets(max_batch: int) -> list[int]:
 
 
 class GraphRunner:
-    def __init__(self, runner: ModelRunner, max_batch: int, q_len: int = 1):
-        self.runner, self.q_len = runner, q_len
+    def __init__(self, runner: ModelRunner, max_batch: int, q_len: int = 1, capture: bool = True):
+        self.runner, self.q_len, self.capture = runner, q_len, capture
         self.buckets = batch_buckets(max_batch)
         self.max_batch, pages = max_batch, runner.max_pages_per_seq
         rows = max_batch * q_len
         # [input_ids | positions | slot_mapping] (rows each) | prefix_lens (max_batch) | block_tables
         self.offsets = {"ids": 0, "pos": rows, "slots": 2 * rows, "prefix": 3 * rows, "tables": 3 * rows + max_batch}
         size = self.offsets["tables"] + max_batch * pages
-        self.host = torch.zeros(size, dtype=torch.int32, pin_memory=True)
+        self.host = torch.zeros(size, dtype=torch.int32, pin_memory=capture)
         self.host_np = self.host.numpy()
         self.device_buf = torch.zeros(size, dtype=torch.int32, device=runner.device)
         self.host_np[2 * rows:3 * rows] = -1
@@ -46,6 +49,10 @@ class GraphRunner:
         self.qo_indptr = torch.arange(0, (max_batch + 1) * q_len, q_len, dtype=torch.int32, device=runner.device)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.logits: dict[int, torch.Tensor] = {}
+        if capture:
+            self._capture()
+
+    def _capture(self) -> None:
         pool = None
         for bs in reversed(self.buckets):  # largest first: the smaller graphs reuse its memory pool
             self._forward(bs)  # warm-up (lazy library initialization happens outside the capture)
@@ -54,7 +61,7 @@ class GraphRunner:
                 self.logits[bs] = self._forward(bs)
             pool = graph.pool()
             self.graphs[bs] = graph
-        torch.cuda.synchronize(runner.device)
+        torch.cuda.synchronize(self.runner.device)
 
     @torch.inference_mode()
     def _forward(self, bs: int) -> torch.Tensor:
@@ -90,5 +97,7 @@ class GraphRunner:
             h[start:start + len(table)] = table
         used = o["tables"] + bucket * pages
         self.device_buf[:used].copy_(self.host[:used], non_blocking=True)
+        if not self.capture:
+            return self._forward(bucket)[:rows]
         self.graphs[bucket].replay()
         return self.logits[bucket][:rows]

@@ -132,7 +132,7 @@ class LLM:
                 bar.update(1)
             s = self._step_stats
             if s["decode_s"]:
-                bar.set_postfix_str(f"decode {s['decode_tokens'] / s['decode_s']:.0f} tok/s")
+                bar.set_postfix_str(f"decode {s['decode_tokens'] / s['decode_s']:.0f} tok/s", refresh=False)
         bar.close()
         self.last_stats = {**self._step_stats, "wall_s": time.perf_counter() - start,
                            "num_preemptions": sum(o.metrics["num_preemptions"] for o in outputs)}

