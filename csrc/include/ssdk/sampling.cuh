@@ -244,9 +244,11 @@ __device__ __forceinline__ void warp_hist_add(unsigned long long* hist, uint32_t
   }
 }
 
+// `hist` is a [kRadixBins] shared-memory buffer owned by the kernel (one for every select it runs:
+// per-instantiation static buffers would exceed the 48 KB static shared-memory limit).
 template <typename T, typename WeightFn>
-__device__ uint32_t radix_select(const T* row, int n, unsigned long long target, WeightFn weight) {
-  __shared__ unsigned long long hist[kRadixBins];
+__device__ uint32_t radix_select(const T* row, int n, unsigned long long target, WeightFn weight,
+                                 unsigned long long* hist) {
   __shared__ unsigned long long warp_tot[kThreads / 32];
   __shared__ uint32_t found_digit;
   __shared__ unsigned long long found_rest;

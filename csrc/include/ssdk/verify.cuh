@@ -98,6 +98,7 @@ __device__ __forceinline__ unsigned long long block_sum_u64(unsigned long long v
 
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kThreads) filter_kernel(FilterArgs<T> a) {
+  __shared__ unsigned long long hist[kRadixBins];
   const int r = blockIdx.x;
   const int req = a.map.request_of(r);
   const bool draft = a.map.is_draft(r);
@@ -111,7 +112,7 @@ __global__ void __launch_bounds__(kThreads) filter_kernel(FilterArgs<T> a) {
   if (scale > 0.f) {
     const int k = a.top_k ? a.top_k[req] : 0;
     if (k > 0 && k < V) d.keep_key = radix_select(row, V, static_cast<unsigned long long>(k),
-                                                  [](uint32_t, float) { return 1u; });
+                                                  [](uint32_t, float) { return 1u; }, hist);
     const float p = a.top_p ? a.top_p[req] : 1.f;
     if (p < 1.f) {
       const uint32_t keep = d.keep_key;
@@ -122,11 +123,11 @@ __global__ void __launch_bounds__(kThreads) filter_kernel(FilterArgs<T> a) {
       total = block_sum_u64(total);
       unsigned long long target = static_cast<unsigned long long>(static_cast<double>(total) * fmaxf(p, 0.f));
       target = target == 0 ? 1 : target;
-      d.keep_key = radix_select(row, V, target, mass);
+      d.keep_key = radix_select(row, V, target, mass, hist);
     }
     if (a.sag_x != nullptr && (draft || a.sag_target)) {
       d.sag_key = radix_select(row, V, static_cast<unsigned long long>(a.sag_f + 1),
-                               [](uint32_t, float) { return 1u; });
+                               [](uint32_t, float) { return 1u; }, hist);
       d.sag_x = a.sag_x[req];
     }
     float sum = 0.f;
@@ -600,9 +601,11 @@ __global__ void __launch_bounds__(kThreads) write_probs_kernel(const T* logits, 
 
 __global__ void __launch_bounds__(kThreads) saguaro_rescale_kernel(const float* probs, const float* x, float* out,
                                                                   int vocab, int F) {
+  __shared__ unsigned long long hist[kRadixBins];
   const int r = blockIdx.x;
   const float* row = probs + static_cast<int64_t>(r) * vocab;
-  const uint32_t top = radix_select(row, vocab, static_cast<unsigned long long>(F + 1), [](uint32_t, float) { return 1u; });
+  const uint32_t top =
+      radix_select(row, vocab, static_cast<unsigned long long>(F + 1), [](uint32_t, float) { return 1u; }, hist);
   const float xr = x[r];
   float sum = 0.f;
   for (int v = threadIdx.x; v < vocab; v += blockDim.x) sum += order_key(row[v]) >= top ? row[v] * xr : row[v];
