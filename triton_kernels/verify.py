@@ -94,7 +94,8 @@ def _select(row_ptr, V, target, m, scale, keep_key, MASS: tl.constexpr, BLOCK: t
     return lo
 
 
-@triton.jit(do_not_specialize=["target_stride", "draft_stride", "rows_per_req", "K", "sag_f", "sag_target", "V"])
+@triton.jit(do_not_specialize=[
+    "target_stride", "draft_stride", "rows_per_req", "K", "sag_f", "sag_target", "V"])
 def _dist_kernel(target_ptr, target_stride, draft_ptr, draft_stride, rows_per_req, K, node_req_ptr, temp_ptr,
                  top_k_ptr, top_p_ptr, sag_x_ptr, sag_f, sag_target, distf_ptr, disti_ptr, V,
                  HAS_TEMP: tl.constexpr, HAS_TOP_K: tl.constexpr, HAS_TOP_P: tl.constexpr, HAS_SAG: tl.constexpr,
@@ -184,8 +185,8 @@ def _race(p_row, p_is_logits: tl.constexpr, q_row, q_mode: tl.constexpr, has_q, 
           excl_ptr, excl_parent_ptr, excl_node, excl_n, seed_lo, seed_hi, off_lo, off_hi, req,
           BLOCK: tl.constexpr):
     """Exponential race over the final row: argmax max(p - q, 0) / E (fallback p / E). q_mode: 0 none,
-    1 draft logits (stats row qr), 2 draft probabilities; has_q: whether this row has a q. Tokens excl[c] of nodes c < excl_n whose
-    parent is excl_node are removed from p (excl_n = 0: none)."""
+    1 draft logits (stats row qr), 2 draft probabilities; has_q: whether this row has a q. Tokens
+    excl[c] of nodes c < excl_n whose parent is excl_node are removed from p (excl_n = 0: none)."""
     best = tl.full([], float("-inf"), tl.float32)
     best_idx = tl.full([], 2147483647, tl.int32)
     fb = tl.full([], float("-inf"), tl.float32)
@@ -238,7 +239,9 @@ def _race(p_row, p_is_logits: tl.constexpr, q_row, q_mode: tl.constexpr, has_q, 
     return tl.where(best > 0, best_idx, fb_idx)
 
 
-@triton.jit(do_not_specialize=["target_stride", "draft_stride", "dprobs_stride", "rows_per_req", "K", "V", "seed_lo", "seed_hi", "off_lo", "off_hi"])
+@triton.jit(do_not_specialize=[
+    "target_stride", "draft_stride", "dprobs_stride", "rows_per_req", "K", "V",
+    "seed_lo", "seed_hi", "off_lo", "off_hi"])
 def _chain_kernel(target_ptr, target_stride, draft_ptr, draft_stride, dprobs_ptr, dprobs_stride, ids_ptr, temp_ptr,
                   distf_ptr, disti_ptr, out_ptr, len_ptr, fi_acc_ptr, fi_emit_ptr, rows_per_req, K, V,
                   seed_lo, seed_hi, off_lo, off_hi, offset_tensor_ptr,
@@ -296,7 +299,8 @@ def _chain_kernel(target_ptr, target_stride, draft_ptr, draft_stride, dprobs_ptr
     if stochastic:
         if PROBS:
             q_row = dprobs_ptr + (b * K + L).to(tl.int64) * dprobs_stride
-            token = _race(target_ptr + (b * (K + 1) + L).to(tl.int64) * target_stride, False, q_row, 2, L < K, 0, 0, distf_ptr, disti_ptr, V, ids_ptr, ids_ptr, -1, 0,
+            token = _race(target_ptr + (b * (K + 1) + L).to(tl.int64) * target_stride, False, q_row, 2, L < K,
+                          0, 0, distf_ptr, disti_ptr, V, ids_ptr, ids_ptr, -1, 0,
                           seed_lo, seed_hi, off_lo, off_hi, b, BLOCK)
         else:
             pr = b * rows_per_req + L
@@ -440,7 +444,8 @@ def _tree_kernel(target_ptr, target_stride, tokens_ptr, parents_ptr, qo_indptr_p
     if n > 0:
         row = start + node
         if t > 0:
-            token = _race(target_ptr + row.to(tl.int64) * target_stride, True, target_ptr, 0, False, row, row, distf_ptr,
+            token = _race(target_ptr + row.to(tl.int64) * target_stride, True, target_ptr, 0, False, row, row,
+                          distf_ptr,
                           disti_ptr, V, tokens_ptr + start, parents_ptr + start, excl_node, n, seed_lo, seed_hi,
                           off_lo, off_hi, b, BLOCK)
         else:
