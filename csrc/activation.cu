@@ -44,4 +44,9 @@ void silu_and_mul(at::Tensor& out, const at::Tensor& input, bool hf_exact) {
 
 TORCH_LIBRARY_IMPL(ssdk, CUDA, m) { m.impl("silu_and_mul", &silu_and_mul); }
 
+// CPU tensors reach the same checks, so direct torch.ops callers get "must be a CUDA tensor".
+TORCH_LIBRARY_IMPL(ssdk, CPU, m) {
+  m.impl("silu_and_mul", &silu_and_mul);
+}
+
 }  // namespace ssdk

@@ -97,4 +97,9 @@ void store_kv_cache(const at::Tensor& key, const at::Tensor& value, at::Tensor& 
 
 TORCH_LIBRARY_IMPL(ssdk, CUDA, m) { m.impl("store_kv_cache", &store_kv_cache); }
 
+// CPU tensors reach the same checks, so direct torch.ops callers get "must be a CUDA tensor".
+TORCH_LIBRARY_IMPL(ssdk, CPU, m) {
+  m.impl("store_kv_cache", &store_kv_cache);
+}
+
 }  // namespace ssdk

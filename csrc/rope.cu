@@ -257,4 +257,11 @@ TORCH_LIBRARY_IMPL(ssdk, CUDA, m) {
   m.impl("qk_norm_rope", &qk_norm_rope);
 }
 
+// CPU tensors reach the same checks, so direct torch.ops callers get "must be a CUDA tensor".
+TORCH_LIBRARY_IMPL(ssdk, CPU, m) {
+  m.impl("rope", &rope);
+  m.impl("rope_pos_ids", &rope_pos_ids);
+  m.impl("qk_norm_rope", &qk_norm_rope);
+}
+
 }  // namespace ssdk

@@ -219,8 +219,9 @@ def test_qk_norm_rope_matches_unfused_sequence(backend, device, hf_exact, is_neo
             torch.testing.assert_close(v_cache, uv_cache, atol=0, rtol=0, equal_nan=True)
             assert torch.isnan(k_cache).sum() == torch.isnan(uk_cache).sum() > 0, "wrote outside the given slots"
             # Reductions in another order can move rsqrt by an fp32 ulp: rare one-ulp flips in fp16/bf16.
+            # A one-ulp flip in the normed value can grow to two ulps through hf_exact RoPE's roundings.
             for ours, theirs in ((q3, uq), (k3, uk)):
-                assert_close(ours, theirs, scale=0.5)
+                assert_close(ours, theirs)
                 if dtype == torch.float32:
                     continue
                 mismatch = (ours != theirs).float().mean().item()
@@ -371,7 +372,7 @@ def test_bad_inputs_cuda():
     with pytest.raises(RuntimeError, match="query has 4 tokens but positions has 3"):
         torch.ops.ssdk.rope(pos[:3], q, None, 64, table, True, False)
     with pytest.raises(RuntimeError, match="cos_sin_cache must have shape"):
-        torch.ops.ssdk.rope(pos, q, None, 64, table[:, :63], True, False)
+        torch.ops.ssdk.rope(pos, q, None, 64, table[:, :63].contiguous(), True, False)
     with pytest.raises(RuntimeError, match="k_weight must have shape"):
         torch.ops.ssdk.qk_norm_rope(pos, q, q, table[0], table[0, :32], EPS, table, True, False, None, None, None,
                                     None)
