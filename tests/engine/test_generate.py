@@ -80,3 +80,15 @@ def test_graph_batches_padded_like_cuda_graphs(tiny_llama):
     llm.runner.graphs = graphs
     assert [o.token_ids for o in llm.generate(prompts, params, use_tqdm=False)] == eager
     assert calls == [3] * 5, "every decode step goes through the graph path"
+
+
+def test_memory_profiling_pass(tiny_qwen3):
+    """The GPU's KV sizing pass (a max_num_batched_tokens prefill over a scratch cache, no KV writes) runs,
+    and the engine generates the same tokens once the real cache is back."""
+    llm = LLM(str(tiny_qwen3), progress=False, max_model_len=48, max_num_batched_tokens=80, max_num_seqs=3)
+    params = SamplingParams(temperature=0, max_tokens=4, ignore_eos=True)
+    before = llm.generate([[5, 6, 7, 8]], params, use_tqdm=False)[0].token_ids
+    runner = llm.runner
+    runner._warmup()  # sequences of 48 + 32 tokens
+    runner.kv_cache = runner._allocate_kv_cache(runner.num_kv_pages)
+    assert llm.generate([[5, 6, 7, 8]], params, use_tqdm=False)[0].token_ids == before

@@ -95,10 +95,10 @@ class LLM:
         if self.workers:
             self.workers.call("execute", spec)
         logits = self.runner.execute(spec)
-        complete = [s for s in seqs if s.num_computed_tokens + s.num_scheduled_tokens == s.num_tokens]
+        done = [s.num_computed_tokens + s.num_scheduled_tokens == s.num_tokens for s in seqs]  # sample these
+        complete = [s for s, d in zip(seqs, done) if d]
         tokens = iter(self.runner.sample(logits, complete) if complete else [])
-        sampled = [next(tokens) if s.num_computed_tokens + s.num_scheduled_tokens == s.num_tokens else None
-                   for s in seqs]
+        sampled = [next(tokens) if d else None for d in done]
         kind = "prefill" if prefill else "decode"
         self._step_stats[f"{kind}_tokens"] += len(spec.input_ids) if prefill else len(seqs)
         self._step_stats[f"{kind}_s"] += time.perf_counter() - start

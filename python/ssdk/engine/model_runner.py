@@ -64,6 +64,16 @@ class ModelRunner:
         self.page_size = config.page_size
         self.max_pages_per_seq = -(-config.max_model_len // config.page_size)
         self.timings: dict[str, float] = {}
+        self.graphs: GraphRunner | None = None  # set last: the warm-up pass runs eagerly
+        self._greedy_temps: dict[int, torch.Tensor] = {}
+        self._sample_calls = 0
+        self.flashinfer = None
+        if config.attention_backend == "flashinfer":
+            from .layers.flashinfer_backend import FlashInferAttention
+
+            tp = self.tp.size
+            self.flashinfer = FlashInferAttention(self.device, mc.num_heads // tp, mc.num_kv_heads // tp, mc.head_dim,
+                                                  self.page_size, self.dtype, mc.head_dim ** -0.5)
 
         start = time.perf_counter()
         default_dtype = torch.get_default_dtype()
@@ -87,21 +97,11 @@ class ModelRunner:
         self._sync()
         self.timings["warmup_s"] = time.perf_counter() - start
 
-        self.flashinfer = None
-        if config.attention_backend == "flashinfer":
-            from .layers.flashinfer_backend import FlashInferAttention
-
-            tp = self.tp.size
-            self.flashinfer = FlashInferAttention(self.device, mc.num_heads // tp, mc.num_kv_heads // tp, mc.head_dim,
-                                                  self.page_size, self.dtype, mc.head_dim ** -0.5)
-        self.graphs: GraphRunner | None = None
         self.timings["graph_capture_s"] = 0.0
         if not config.enforce_eager:
             start = time.perf_counter()
             self.graphs = GraphRunner(self, max_batch=config.max_num_seqs, q_len=1)
             self.timings["graph_capture_s"] = time.perf_counter() - start
-        self._greedy_temps: dict[int, torch.Tensor] = {}
-        self._sample_calls = 0
 
     # ------------------------------------------------------------------ memory
 
