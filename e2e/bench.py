@@ -152,6 +152,7 @@ def run_one(llm: LLM, args: argparse.Namespace, batch: int, all_prompts: list[li
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     target = target_of(args)
+    copy_gbps = round(copy_bandwidth_gbps(), 1) if torch.cuda.is_available() else None  # before the KV cache
     all_prompts = make_prompts(target, load_tokenizer(target), args)
     max_model_len = args.max_model_len or max(len(p) for p in all_prompts) + args.output_len + 16
     start = time.perf_counter()
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     result = {"device": device, "git_sha": git_sha(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
         timespec="seconds"), "torch": torch.__version__, "cuda": torch.version.cuda,
-        "copy_gbps": round(copy_bandwidth_gbps(), 1) if torch.cuda.is_available() else None,
+        "copy_gbps": copy_gbps,
         "load_s": round(st["load_s"], 2), "warmup_s": round(st["warmup_s"], 2),
         "graph_capture_s": round(st["graph_capture_s"], 2), "runs": runs}
     llm.close()

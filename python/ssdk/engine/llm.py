@@ -65,6 +65,11 @@ class LLM:
         self.stats: dict[str, float] = {**self.runner.timings, "num_kv_pages": self.runner.num_kv_pages,
                                         "kv_cache_gb": self.runner.kv_cache.numel() * self.runner.dtype.itemsize / 1e9}
         self._closed = False
+        self._reset_step_stats()
+
+    def _reset_step_stats(self) -> None:
+        self._step_stats = dict.fromkeys(("prefill_tokens", "prefill_s", "prefill_steps", "decode_tokens",
+                                          "decode_s", "decode_steps"), 0.0)
 
     # ------------------------------------------------------------------ requests
 
@@ -87,10 +92,10 @@ class LLM:
 
     def step(self) -> list[Sequence]:
         """Schedule and run one step; return the requests that finished in it."""
+        start = time.perf_counter()
         seqs, prefill = self.scheduler.schedule()
         if not seqs:
             raise RuntimeError("ssdk: no request could be scheduled (the KV cache is too small for the next one)")
-        start = time.perf_counter()
         spec = self.runner.spec_for(seqs)
         if self.workers:
             self.workers.call("execute", spec)
@@ -117,8 +122,7 @@ class LLM:
         params = list(params) if isinstance(params, (list, tuple)) else [params] * len(prompts)
         if len(params) != len(prompts):
             raise ValueError(f"ssdk: got {len(params)} sampling params for {len(prompts)} prompts")
-        self._step_stats = dict.fromkeys(("prefill_tokens", "prefill_s", "prefill_steps", "decode_tokens",
-                                          "decode_s", "decode_steps"), 0.0)
+        self._reset_step_stats()
         if self.runner.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.runner.device)
         order = {self.add_request(p, sp).seq_id: i for i, (p, sp) in enumerate(zip(prompts, params))}

@@ -125,6 +125,7 @@ class ModelRunner:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(self.device)
         self._warmup()
+        torch.cuda.empty_cache()  # hand the warm-up's freed blocks back, so "used" below is what stays allocated
         free, total = torch.cuda.mem_get_info(self.device)
         stats = torch.cuda.memory_stats(self.device)
         activations = stats["allocated_bytes.all.peak"] - stats["allocated_bytes.all.current"]
@@ -161,7 +162,7 @@ class ModelRunner:
                          logits_indices=[i - 1 for i in indptr[1:]])
         self.execute(spec)
         self._sync()
-        del self.kv_cache
+        self.kv_cache = self._allocate_kv_cache(0)  # drop the scratch pages (the layers hold views of them)
 
     def _allocate_kv_cache(self, num_pages: int) -> torch.Tensor:
         mc = self.config.model_config
