@@ -157,6 +157,15 @@ def residual_sample(p: torch.Tensor, q: torch.Tensor, rows: torch.Tensor, seed: 
     return race_sample((p - q).clamp(min=0), p, rows, seed, offset)
 
 
+def _emit(ids: torch.Tensor, accepted: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
+    """[B, K+1] int32: the accepted draft tokens ids[:, :accepted], then final, then -1 (K may be 0)."""
+    b, k = ids.shape
+    pos = torch.arange(k + 1, device=ids.device)[None, :]
+    padded = torch.cat([ids, ids.new_full((b, 1), -1)], 1)
+    out = torch.where(pos < accepted[:, None], padded, torch.full_like(padded, -1))
+    return torch.where(pos == accepted[:, None], final[:, None].to(padded.dtype), out).int()
+
+
 def chain_speculative_sampling(draft_probs: torch.Tensor, draft_token_ids: torch.Tensor, target_probs: torch.Tensor,
                                seed: int, offset: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """flashinfer.sampling.chain_speculative_sampling semantics on probabilities.
@@ -177,11 +186,7 @@ def chain_speculative_sampling(draft_probs: torch.Tensor, draft_token_ids: torch
     final_p = p[rows, emitted]
     final_q = q_ext[rows, emitted]
     final = residual_sample(final_p, final_q, rows, seed, offset)
-    out = torch.full((b, k + 1), -1, dtype=torch.int32, device=p.device)
-    pos = torch.arange(k + 1, device=p.device)[None, :]
-    out = torch.where(pos < emitted[:, None], torch.cat([ids, ids[:, :1]], 1).int(), out)
-    out = torch.where(pos == emitted[:, None], final[:, None].int(), out)
-    return out, accept.sum(-1).int(), emitted.int()
+    return _emit(ids, emitted, final), accept.sum(-1).int(), emitted.int()
 
 
 def verify_chain(target_logits: torch.Tensor, draft_token_ids: torch.Tensor, temperature: torch.Tensor | None,
@@ -212,7 +217,7 @@ def verify_chain(target_logits: torch.Tensor, draft_token_ids: torch.Tensor, tem
         q = None
     greedy = temperature.float() <= 0
     if q is None:
-        if not bool(greedy.all()):
+        if k > 0 and not bool(greedy.all()):
             raise ValueError("ssdk: rows with temperature > 0 need draft_logits or draft_probs")
         q = torch.zeros(b, k, vocab, device=device)
     rows = torch.arange(b, device=device)
@@ -225,11 +230,7 @@ def verify_chain(target_logits: torch.Tensor, draft_token_ids: torch.Tensor, tem
     q_ext = torch.cat([q, torch.zeros_like(p[:, :1])], dim=1)
     final = residual_sample(p[rows, accept_len], q_ext[rows, accept_len], rows, seed, offset)
     final = torch.where(greedy, argmax[rows, accept_len], final)
-    pos = torch.arange(k1, device=device)[None, :]
-    out = torch.full((b, k1), -1, dtype=torch.int32, device=device)
-    out = torch.where(pos < accept_len[:, None], torch.cat([ids, ids[:, :1]], 1).int(), out)
-    out = torch.where(pos == accept_len[:, None], final[:, None].int(), out)
-    return out, accept_len.int()
+    return _emit(ids, accept_len, final), accept_len.int()
 
 
 def verify_tree(target_logits: torch.Tensor, tokens: torch.Tensor, parents: torch.Tensor, qo_indptr: torch.Tensor,
