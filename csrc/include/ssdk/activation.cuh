@@ -27,8 +27,10 @@ __global__ void silu_and_mul_kernel(SiluAndMulArgs<T> a, unsigned chunks_per_row
   const unsigned col = (gid - row * chunks_per_row) * W;
   const T* in = a.input + row * a.input_stride + col;
   V gate, up, y;
+  pdl_wait();  // the input may come from the previous kernel
   gate.load(in);
   up.load(in + a.d);
+  pdl_launch_dependents();
 #pragma unroll
   for (int j = 0; j < W; ++j) {
     float act = silu(to_float(gate.data[j]));
@@ -50,12 +52,11 @@ cudaError_t launch_silu_and_mul(const SiluAndMulArgs<T>& a, cudaStream_t stream)
   if (total >= (uint64_t{1} << 32)) return cudaErrorInvalidValue;
   const int block = total <= 128 * 132 ? 128 : 256;  // a single row spreads over more SMs
   const unsigned grid = static_cast<unsigned>((total + block - 1) / block);
-  if (vectorizable) {
-    silu_and_mul_kernel<T, kVec><<<grid, block, 0, stream>>>(a, chunks_per_row, total);
-  } else {
-    silu_and_mul_kernel<T, 1><<<grid, block, 0, stream>>>(a, chunks_per_row, total);
-  }
-  return cudaGetLastError();
+  // Programmatic dependent launch: the next kernel's launch overlaps this one's tail on sm_90.
+  if (vectorizable) return launch_pdl(silu_and_mul_kernel<T, kVec>, dim3(grid), dim3(block), 0, stream, a,
+                                      static_cast<unsigned>(chunks_per_row), static_cast<unsigned>(total));
+  return launch_pdl(silu_and_mul_kernel<T, 1>, dim3(grid), dim3(block), 0, stream, a,
+                    static_cast<unsigned>(chunks_per_row), static_cast<unsigned>(total));
 }
 
 }  // namespace ssdk::activation

@@ -27,6 +27,7 @@ struct RMSNormArgs {
 };
 
 constexpr int kMaxThreads = 1024;  // x 16 scalars per thread = the 16384 limit on odd rows
+constexpr int kThroughputRows = 256;
 
 template <typename T, int VEC, int VPT>
 __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(RMSNormArgs<T> a) {
@@ -38,7 +39,8 @@ __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(RMSNormArgs<T> a) 
   T* out_row = a.out + row * a.out_stride;
 
   // Issue every load (input, residual, weight) before any use, so the row costs one memory round
-  // trip; the weight latency also hides behind the reduction.
+  // trip; the weight latency also hides behind the reduction. Values stay packed in T (fewer registers,
+  // more rows resident per SM) and are converted again after the reduction.
   V x[VPT], r[VPT], w[VPT];
   pdl_wait();  // inputs may come from the previous kernel
 #pragma unroll
@@ -51,7 +53,12 @@ __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(RMSNormArgs<T> a) 
     }
   }
   pdl_launch_dependents();
-  float vals[VPT][VEC];
+  // The value that is normalized: x, or x + residual (fp32 sum; the rounded sum when hf_exact).
+  auto value = [&](int i, int j) {
+    if (!res_row) return to_float(x[i].data[j]);
+    const float s = to_float(x[i].data[j]) + to_float(r[i].data[j]);
+    return a.hf_exact ? round_to<T>(s) : s;
+  };
   float sum_sq = 0.f;
 #pragma unroll
   for (int i = 0; i < VPT; ++i) {
@@ -59,16 +66,15 @@ __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(RMSNormArgs<T> a) 
     if (v < num_vec) {
 #pragma unroll
       for (int j = 0; j < VEC; ++j) {
-        float value = to_float(x[i].data[j]);
-        if (res_row) {
-          const float s = value + to_float(r[i].data[j]);
-          r[i].data[j] = from_float<T>(s);
-          value = a.hf_exact ? to_float(r[i].data[j]) : s;
-        }
-        vals[i][j] = value;
-        sum_sq += value * value;
+        const float value_ij = value(i, j);
+        sum_sq += value_ij * value_ij;
       }
-      if (res_row) r[i].store(res_row + v * VEC);
+      if (res_row) {
+        V sum;
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) sum.data[j] = from_float<T>(to_float(x[i].data[j]) + to_float(r[i].data[j]));
+        sum.store(res_row + v * VEC);
+      }
     }
   }
   const float rstd = rsqrtf(block_sum(sum_sq) / a.hidden + a.eps);
@@ -79,7 +85,7 @@ __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(RMSNormArgs<T> a) 
       V y;
 #pragma unroll
       for (int j = 0; j < VEC; ++j) {
-        const float normed = a.hf_exact ? round_to<T>(vals[i][j] * rstd) : vals[i][j] * rstd;
+        const float normed = a.hf_exact ? round_to<T>(value(i, j) * rstd) : value(i, j) * rstd;
         y.data[j] = from_float<T>(normed * to_float(w[i].data[j]));
       }
       y.store(out_row + v * VEC);
@@ -90,9 +96,9 @@ __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(RMSNormArgs<T> a) 
 template <typename T, int VEC>
 cudaError_t launch_rmsnorm_vec(const RMSNormArgs<T>& a, cudaStream_t stream) {
   const int num_vec = a.hidden / VEC;
-  // One vector per thread while the row fits in 1024 threads: the per-thread chain of conversions and
-  // FMAs, not the number of warps, is what decides latency at 1-64 tokens.
-  int vpt = 1;
+  // Few rows (decode, verify): one vector per thread, up to 1024 threads, for the shortest critical
+  // path. Many rows: two vectors per thread, so smaller blocks keep more rows resident per SM.
+  int vpt = a.rows >= kThroughputRows ? 2 : 1;
   while (vpt * kMaxThreads < num_vec) vpt *= 2;
   if (vpt * VEC > 16) return cudaErrorInvalidValue;
   const int threads = ((num_vec + vpt - 1) / vpt + 31) / 32 * 32;
