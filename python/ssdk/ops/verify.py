@@ -220,6 +220,7 @@ def verify_chain(target_logits: torch.Tensor, draft_token_ids: torch.Tensor, tem
     speculative sampling: accept x_i iff u_i * q_i(x_i) < p_i(x_i); at the first rejection emit a sample
     of norm(max(p_i - q_i, 0)); after K acceptances a sample of p_K. p and q follow the module
     docstring (same T, top-k, top-p for target and draft; Saguaro rescales the draft only).
+    K = 0 is plain sampling of one token from p_0 (no draft needed): out_tokens is [B, 1], accept_len 0.
 
     Parameters
     ----------
