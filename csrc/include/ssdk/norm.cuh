@@ -27,7 +27,7 @@ struct RMSNormArgs {
 };
 
 constexpr int kMaxThreads = 1024;  // x 16 scalars per thread = the 16384 limit on odd rows
-constexpr int kThroughputRows = 256;
+constexpr int64_t kThroughputElements = int64_t{1} << 20;  // measured crossover on H100
 
 template <typename T, int VEC, int VPT>
 __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(RMSNormArgs<T> a) {
@@ -96,9 +96,9 @@ __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(RMSNormArgs<T> a) 
 template <typename T, int VEC>
 cudaError_t launch_rmsnorm_vec(const RMSNormArgs<T>& a, cudaStream_t stream) {
   const int num_vec = a.hidden / VEC;
-  // Few rows (decode, verify): one vector per thread, up to 1024 threads, for the shortest critical
-  // path. Many rows: two vectors per thread, so smaller blocks keep more rows resident per SM.
-  int vpt = a.rows >= kThroughputRows ? 2 : 1;
+  // Small inputs (decode, verify): one vector per thread, up to 1024 threads, for the shortest critical
+  // path. Large ones: two vectors per thread, so smaller blocks keep more rows resident per SM.
+  int vpt = int64_t{a.rows} * a.hidden >= kThroughputElements ? 2 : 1;
   while (vpt * kMaxThreads < num_vec) vpt *= 2;
   if (vpt * VEC > 16) return cudaErrorInvalidValue;
   const int threads = ((num_vec + vpt - 1) / vpt + 31) / 32 * 32;
