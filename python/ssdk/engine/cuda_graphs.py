@@ -79,7 +79,8 @@ class GraphRunner:
         return (spec.tree_mask is None and spec.logits_indices is None and bs <= self.max_batch
                 and spec.qo_indptr[-1] == bs * self.q_len and spec.max_q_len == self.q_len)
 
-    def run(self, spec: BatchSpec) -> torch.Tensor:
+    def run(self, spec: BatchSpec, input_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [rows, vocab] of ``spec``; ``input_ids``: optional device token ids replacing spec's."""
         bs = spec.batch_size
         bucket = next(b for b in self.buckets if b >= bs)
         rows, padded, o, h = bs * self.q_len, bucket * self.q_len, self.offsets, self.host_np
@@ -97,6 +98,8 @@ class GraphRunner:
             h[start:start + len(table)] = table
         used = o["tables"] + bucket * pages
         self.device_buf[:used].copy_(self.host[:used], non_blocking=True)
+        if input_ids is not None:
+            self.input_ids[:rows].copy_(input_ids.reshape(-1))
         if not self.capture:
             return self._forward(bucket)[:rows]
         self.graphs[bucket].replay()

@@ -16,6 +16,7 @@ from .model_runner import ModelRunner
 from .sampling import SamplingParams
 from .scheduler import Scheduler
 from .sequence import Sequence
+from .speculate_sync import ChainSpeculator, draft_config, runner_config
 from .workers import Workers, init_tp
 
 
@@ -42,11 +43,15 @@ class LLM:
     ----------
     model : HF checkpoint folder (config.json, *.safetensors, tokenizer.json), or "synthetic:NAME"
         (random weights drawn in memory, see :mod:`ssdk.testing.synthetic`).
+    draft : optional draft model (same forms, same vocabulary) for synchronous speculative decoding
+        (:mod:`ssdk.engine.speculate_sync`); ``speculate_k`` tokens are drafted per round. Output equals
+        the target's alone: token for token under greedy, in distribution when sampling.
     tensor_parallel_size, dtype, enforce_eager, **kwargs : see :class:`ssdk.engine.config.EngineConfig`.
     progress : show progress bars (loading, generation).
     """
 
-    def __init__(self, model: str, *, tensor_parallel_size: int = 1, dtype: torch.dtype | str | None = None,
+    def __init__(self, model: str, *, draft: str | None = None, speculate_k: int = 4,
+                 tensor_parallel_size: int = 1, dtype: torch.dtype | str | None = None,
                  enforce_eager: bool = False, progress: bool = True, **kwargs):
         self.config = EngineConfig(model=str(model), tensor_parallel_size=tensor_parallel_size, dtype=dtype,
                                    enforce_eager=enforce_eager, **kwargs)
@@ -54,14 +59,31 @@ class LLM:
         self.tokenizer = load_tokenizer(self.config.model)
         self.workers = Workers(self.config) if tensor_parallel_size > 1 else None
         tp = init_tp(self.config, 0, self.workers.port if self.workers else 0)
-        self.runner = ModelRunner(self.config, 0, tp, progress)
+        self.speculator: ChainSpeculator | None = None
+        lookahead = 0
+        if draft is None:
+            self.runner = ModelRunner(self.config, 0, tp, progress)
+        else:
+            if tensor_parallel_size > 1:
+                raise ValueError("ssdk: speculative decoding (draft=...) supports tensor_parallel_size=1 only")
+            if not isinstance(speculate_k, int) or isinstance(speculate_k, bool) or speculate_k < 1:
+                raise ValueError(f"ssdk: speculate_k must be a positive int, got {speculate_k!r}")
+            lookahead = speculate_k
+            config = runner_config(self.config, speculate_k)
+            draft_runner = ModelRunner(draft_config(config, draft), 0, None, progress)  # loaded first: its
+            self.runner = ModelRunner(config, 0, tp, progress,  # weights count as used when sizing the KV cache
+                                      extra_page_bytes=draft_runner.page_bytes())
+            self.speculator = ChainSpeculator(self.runner, draft_runner, speculate_k, self.config.seed,
+                                              self.config.enforce_eager)
+        self.use_speculation = self.speculator is not None  # False: plain AR decode (set between generate calls)
         if self.workers:
             dist.barrier()
         mc = self.config.model_config
         self.block_manager = BlockManager(self.runner.num_kv_pages, self.config.page_size)
         self.scheduler = Scheduler(self.block_manager, max_num_seqs=self.config.max_num_seqs,
                                    max_num_batched_tokens=self.config.max_num_batched_tokens,
-                                   max_model_len=self.config.max_model_len, eos_token_ids=mc.eos_token_ids)
+                                   max_model_len=self.config.max_model_len, eos_token_ids=mc.eos_token_ids,
+                                   lookahead=lookahead)
         self.stats: dict[str, float] = {**self.runner.timings, "num_kv_pages": self.runner.num_kv_pages,
                                         "kv_cache_gb": self.runner.kv_cache.numel() * self.runner.dtype.itemsize / 1e9}
         self._closed = False
@@ -70,6 +92,8 @@ class LLM:
     def _reset_step_stats(self) -> None:
         self._step_stats = dict.fromkeys(("prefill_tokens", "prefill_s", "prefill_steps", "decode_tokens",
                                           "decode_s", "decode_steps"), 0.0)
+        if self.speculator:
+            self.speculator.reset_stats()
 
     # ------------------------------------------------------------------ requests
 
@@ -86,7 +110,10 @@ class LLM:
 
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None) -> Sequence:
         text, ids = self._tokenize(prompt)
-        seq = Sequence(ids, params or SamplingParams(), prompt=text)
+        params = params or SamplingParams()
+        if self.speculator and params.logprobs:
+            raise ValueError("ssdk: logprobs are not supported with speculative decoding (draft=...)")
+        seq = Sequence(ids, params, prompt=text)
         self.scheduler.add(seq)
         return seq
 
@@ -96,10 +123,12 @@ class LLM:
         seqs, prefill = self.scheduler.schedule()
         if not seqs:
             raise RuntimeError("ssdk: no request could be scheduled (the KV cache is too small for the next one)")
+        if not prefill and self.use_speculation:
+            return self._speculative_step(seqs, start)
         spec = self.runner.spec_for(seqs)
         if self.workers:
             self.workers.call("execute", spec)
-        logits = self.runner.execute(spec)
+        logits = self.speculator.prefill(spec) if self.use_speculation and prefill else self.runner.execute(spec)
         done = [s.num_computed_tokens + s.num_scheduled_tokens == s.num_tokens for s in seqs]  # sample these
         complete = [s for s, d in zip(seqs, done) if d]
         tokens = iter(self.runner.sample(logits, complete) if complete else [])
@@ -109,6 +138,18 @@ class LLM:
         self._step_stats[f"{kind}_s"] += time.perf_counter() - start
         self._step_stats[f"{kind}_steps"] += 1
         return self.scheduler.postprocess(seqs, sampled)
+
+    def _speculative_step(self, seqs: list[Sequence], start: float) -> list[Sequence]:
+        """One draft + verify round; rejected pages are freed (both caches share the block tables)."""
+        before = [s.num_tokens for s in seqs]
+        finished = self.scheduler.postprocess(seqs, self.speculator.round(seqs))
+        for seq in seqs:
+            if seq.block_table:
+                self.block_manager.truncate(seq, seq.num_tokens)
+        self._step_stats["decode_tokens"] += sum(s.num_tokens - n for s, n in zip(seqs, before))
+        self._step_stats["decode_s"] += time.perf_counter() - start
+        self._step_stats["decode_steps"] += 1
+        return finished
 
     def generate(self, prompts: str | list[int] | Seq[str] | Seq[list[int]],
                  sampling_params: SamplingParams | Seq[SamplingParams] | None = None,
@@ -140,6 +181,8 @@ class LLM:
         bar.close()
         self.last_stats = {**self._step_stats, "wall_s": time.perf_counter() - start,
                            "num_preemptions": sum(o.metrics["num_preemptions"] for o in outputs)}
+        if self.use_speculation:
+            self.last_stats["spec"] = {**self.speculator.stats, "k": self.speculator.k}
         if self.runner.device.type == "cuda":
             self.last_stats["peak_memory_gb"] = torch.cuda.max_memory_allocated(self.runner.device) / 1e9
         return outputs

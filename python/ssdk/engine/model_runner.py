@@ -52,8 +52,12 @@ class BatchSpec:
 
 
 class ModelRunner:
-    def __init__(self, config: EngineConfig, rank: int = 0, tp: TPGroup | None = None, progress: bool = False):
+    def __init__(self, config: EngineConfig, rank: int = 0, tp: TPGroup | None = None, progress: bool = False,
+                 extra_page_bytes: int = 0):
+        """``extra_page_bytes``: bytes per KV page held elsewhere for every page of this cache (a draft
+        model's cache indexed by the same block tables), counted when sizing the cache from free memory."""
         self.config = config
+        self.extra_page_bytes = extra_page_bytes
         self.tp = tp or TPGroup()
         self.rank = rank
         mc = config.model_config
@@ -65,6 +69,7 @@ class ModelRunner:
         self.max_pages_per_seq = -(-config.max_model_len // config.page_size)
         self.timings: dict[str, float] = {}
         self.graphs: GraphRunner | None = None  # set last: the warm-up pass runs eagerly
+        self.extra_graphs: list[GraphRunner] = []  # e.g. speculative verify (q_len = K + 1)
         self._greedy_temps: dict[int, torch.Tensor] = {}
         self._sample_calls = 0
         self.flashinfer = None
@@ -130,7 +135,7 @@ class ModelRunner:
         stats = torch.cuda.memory_stats(self.device)
         activations = stats["allocated_bytes.all.peak"] - stats["allocated_bytes.all.current"]
         budget = total * cfg.gpu_memory_utilization - (total - free) - activations
-        pages = int(budget // self.page_bytes())
+        pages = int(budget // (self.page_bytes() + self.extra_page_bytes))
         if self.tp.size > 1:  # every rank must hold the same pages (rank 0's block manager indexes them all)
             agreed = torch.tensor([pages], device=self.device)
             torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MIN, group=self.tp.group)
@@ -163,6 +168,22 @@ class ModelRunner:
         self.execute(spec)
         self._sync()
         self.kv_cache = self._allocate_kv_cache(0)  # drop the scratch pages (the layers hold views of them)
+
+    def resize_kv_cache(self, num_pages: int) -> None:
+        """Reallocate the KV cache with ``num_pages`` pages (before any CUDA graph is captured)."""
+        if self.graphs is not None or self.extra_graphs:
+            raise RuntimeError("ssdk: resize_kv_cache after CUDA-graph capture would leave the graphs stale")
+        self.kv_cache = self._allocate_kv_cache(0)
+        self.kv_cache = self._allocate_kv_cache(num_pages)
+        self.num_kv_pages = num_pages
+
+    def capture_graphs(self, q_len: int) -> None:
+        """CUDA graphs for batches where every request computes ``q_len`` tokens (no-op when eager)."""
+        if self.config.enforce_eager or any(g.q_len == q_len for g in (self.graphs, *self.extra_graphs) if g):
+            return
+        start = time.perf_counter()
+        self.extra_graphs.append(GraphRunner(self, max_batch=self.config.max_num_seqs, q_len=q_len))
+        self.timings["graph_capture_s"] += time.perf_counter() - start
 
     def _allocate_kv_cache(self, num_pages: int) -> torch.Tensor:
         mc = self.config.model_config
@@ -211,11 +232,19 @@ class ModelRunner:
     # ------------------------------------------------------------------ forward
 
     @torch.inference_mode()
-    def execute(self, spec: BatchSpec) -> torch.Tensor:
-        """Run one forward pass; return [M, vocab] logits of the rows in ``spec.logits_indices``."""
-        if self.graphs is not None and self.graphs.can_run(spec):
-            return self.graphs.run(spec)
-        input_ids = self._tensor(spec.input_ids, torch.int64)
+    def execute(self, spec: BatchSpec, input_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Run one forward pass; return [M, vocab] logits of the rows in ``spec.logits_indices``.
+
+        ``input_ids``: optional device tensor of the token ids (any int dtype, ``len(spec.input_ids)``
+        elements) used instead of ``spec.input_ids`` (tokens drafted on the device, no host round trip).
+        """
+        for graphs in (self.graphs, *self.extra_graphs):
+            if graphs is not None and graphs.can_run(spec):
+                return graphs.run(spec) if input_ids is None else graphs.run(spec, input_ids)
+        if input_ids is not None:
+            input_ids = input_ids.reshape(-1).long()
+        else:
+            input_ids = self._tensor(spec.input_ids, torch.int64)
         positions = self._tensor(spec.positions, torch.int64)
         with attention_context(self.make_context(spec)):
             hidden = self.model(input_ids, positions)

@@ -35,7 +35,7 @@ class Scheduler:
             raise ValueError(f"ssdk: prompt of {seq.num_tokens} tokens leaves no room to generate within "
                              f"max_model_len={self.max_model_len}")
         bm = self.block_manager
-        needed = bm.pages_for(min(seq.num_tokens + seq.params.max_tokens, self.max_model_len))
+        needed = bm.pages_for(min(seq.num_tokens + seq.params.max_tokens, self.max_model_len) + self.lookahead)
         if needed > bm.num_pages:
             raise ValueError(f"ssdk: a request of {seq.num_tokens} prompt + {seq.params.max_tokens} output tokens "
                              f"needs {needed} KV pages but the cache has {bm.num_pages}; lower max_tokens or "
@@ -77,7 +77,7 @@ class Scheduler:
         bm, scheduled = self.block_manager, []
         while self.running:
             seq = self.running.popleft()
-            need = min(seq.num_tokens + self.lookahead, self.max_model_len)
+            need = seq.num_tokens + self.lookahead  # running: num_tokens < max_model_len
             while not bm.can_reserve(seq, need):
                 if self.running:
                     self._preempt(self.running.pop())
@@ -100,24 +100,27 @@ class Scheduler:
         head_in_prefill = bool(self.waiting and self.waiting[0].block_table)
         self.waiting.insert(1 if head_in_prefill else 0, seq)
 
-    def postprocess(self, seqs: list[Sequence], sampled: list[int | None]) -> list[Sequence]:
-        """Account a finished step: ``sampled[i]`` is seqs[i]'s new token (None: a partial prefill chunk).
-        Returns the sequences that finished (their pages are freed)."""
+    def postprocess(self, seqs: list[Sequence], sampled: list[int | list[int] | None]) -> list[Sequence]:
+        """Account a finished step: ``sampled[i]`` is seqs[i]'s new token, or its new tokens in order (a
+        speculative round; tokens after the one that finishes the request are dropped), or None (a partial
+        prefill chunk). Returns the sequences that finished (their pages are freed)."""
         now, finished = time.perf_counter(), []
-        for seq, token in zip(seqs, sampled, strict=True):
+        for seq, tokens in zip(seqs, sampled, strict=True):
             seq.num_computed_tokens += seq.num_scheduled_tokens
             seq.num_scheduled_tokens = 0
-            if token is None:
+            if tokens is None:
                 continue
-            seq.append_token(token)
             if seq.metrics.first_token is None:
                 seq.metrics.first_token = now
-            reason = self._finish_reason(seq, token)
-            if reason is not None:
-                seq.finish_reason, seq.status, seq.metrics.finished = reason, Status.FINISHED, now
-                self.block_manager.free(seq)
-                self.running.remove(seq)
-                finished.append(seq)
+            for token in [tokens] if isinstance(tokens, int) else tokens:
+                seq.append_token(token)
+                reason = self._finish_reason(seq, token)
+                if reason is not None:
+                    seq.finish_reason, seq.status, seq.metrics.finished = reason, Status.FINISHED, now
+                    self.block_manager.free(seq)
+                    self.running.remove(seq)
+                    finished.append(seq)
+                    break
         return finished
 
     def _finish_reason(self, seq: Sequence, token: int) -> str | None:

@@ -10,6 +10,18 @@ Weights are drawn so that a random model still makes decisive predictions (logit
 near-ties in greedy decoding): embeddings and linear layers N(0, 1/fan_in), norm weights
 1 + N(0, 0.1^2). ``random_state_dict`` yields the same tensors without touching the disk; the engine
 uses it for ``LLM("synthetic:NAME")`` (no 16 GB write for an 8B model).
+
+Variants ``NAME?key=value&...`` (for speculative decoding, see :func:`config`): ``seed=S`` draws the
+weights from seed S (an unrelated draft); ``layers=D`` keeps the first D layers (same tensors as NAME's:
+every tensor is seeded by its index in NAME's full parameter list); ``damp=A&damp_from=D`` multiplies
+the o_proj and down_proj weights of layers >= D by A; ``vocab=V`` shrinks the vocabulary to V tokens
+(fast CPU tests and sampling statistics; the tokenizer stays the real one, so pass token-id prompts and
+stop_token_ids: the config's EOS ids may lie outside the vocabulary). The pair target ``NAME?damp=A&damp_from=D`` /
+draft ``NAME?layers=D`` is SYNTHETIC: the draft is the target's first D layers with the same embedding,
+final norm and head, and the damped deeper layers move the target's residual stream by an amount that
+grows with A. A = 0: the models agree exactly (acceptance 1); A = 1: an undamped random network whose
+greedy choices the truncation rarely matches. Acceptance in between is tunable through A but must be
+measured (e2e/bench.py --accept calibrates A by bisection); nothing about real drafts is implied.
 """
 
 from __future__ import annotations
@@ -77,11 +89,57 @@ QWEN_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?
                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
+VARIANT_KEY = "ssdk_synthetic"  # config.json key holding a variant's parameters
+_VARIANT_TYPES = {"seed": int, "layers": int, "damp": float, "damp_from": int, "vocab": int}
+
+
 def config(name: str) -> dict:
-    """A copy of the hub config.json of the named model (see CONFIGS)."""
-    if name not in CONFIGS:
-        raise ValueError(f"ssdk: unknown synthetic model {name!r}; expected one of {sorted(CONFIGS)}")
-    return copy.deepcopy(CONFIGS[name])
+    """A copy of the hub config.json of the named model (see CONFIGS), or of a variant
+    ``NAME?seed=S&layers=D&damp=A&damp_from=D&vocab=V`` (see the module docstring; any subset of the keys)."""
+    base, _, query = name.partition("?")
+    if base not in CONFIGS:
+        raise ValueError(f"ssdk: unknown synthetic model {base!r}; expected one of {sorted(CONFIGS)}")
+    cfg = copy.deepcopy(CONFIGS[base])
+    if not query:
+        return cfg
+    variant: dict = {"base_layers": cfg["num_hidden_layers"]}
+    for item in query.split("&"):
+        key, _, value = item.partition("=")
+        if key not in _VARIANT_TYPES:
+            raise ValueError(f"ssdk: synthetic model {name!r}: unknown variant key {key!r}; "
+                             f"expected some of {sorted(_VARIANT_TYPES)}")
+        try:
+            variant[key] = _VARIANT_TYPES[key](value)
+        except ValueError:
+            raise ValueError(f"ssdk: synthetic model {name!r}: {key} must be a {_VARIANT_TYPES[key].__name__}, "
+                             f"got {value!r}") from None
+    layers = variant.get("layers", cfg["num_hidden_layers"])
+    if not 1 <= layers <= cfg["num_hidden_layers"]:
+        raise ValueError(f"ssdk: synthetic model {name!r}: layers must be in [1, {cfg['num_hidden_layers']}]")
+    if variant.get("vocab", 1) < 1:
+        raise ValueError(f"ssdk: synthetic model {name!r}: vocab must be >= 1")
+    cfg["vocab_size"] = variant.get("vocab", cfg["vocab_size"])
+    if variant.get("seed", 0) < 0 or variant.get("damp_from", 0) < 0 or variant.get("damp", 0.0) < 0:
+        raise ValueError(f"ssdk: synthetic model {name!r}: seed, damp and damp_from must be >= 0")
+    cfg["num_hidden_layers"] = layers
+    cfg[VARIANT_KEY] = variant
+    return cfg
+
+
+def damped_parameter(name: str, damp_from: int) -> bool:
+    """Whether HF/ssdk parameter ``name`` is scaled by a variant's damp (o_proj / down_proj, layer >= damp_from)."""
+    parts = name.split(".")
+    return (name.endswith(("self_attn.o_proj.weight", "mlp.down_proj.weight")) and "layers" in parts
+            and int(parts[parts.index("layers") + 1]) >= damp_from)
+
+
+def damp_(model: torch.nn.Module, factor: float, damp_from: int) -> None:
+    """Multiply in place the damped parameters (see :func:`damped_parameter`) of a loaded model by
+    ``factor`` (calibrating a synthetic pair's acceptance without reloading; CUDA graphs stay valid)."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if damped_parameter(name, damp_from):
+                param.mul_(factor)
 
 
 def family(cfg: dict) -> str:
@@ -125,10 +183,19 @@ def init_tensor_(t: torch.Tensor, name: str, generator: torch.Generator) -> torc
 
 def random_state_dict(cfg: dict, seed: int = 0, dtype: torch.dtype = torch.bfloat16,
                       device: str | torch.device = "cpu") -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield (HF name, tensor) one at a time, seeded per tensor (order-independent, reproducible)."""
-    for index, (name, shape) in enumerate(parameter_shapes(cfg).items()):
-        generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + index)
-        yield name, init_tensor_(torch.empty(shape, dtype=dtype, device=device), name, generator)
+    """Yield (HF name, tensor) one at a time, seeded per tensor (order-independent, reproducible);
+    a variant's (see :func:`config`) tensors are seeded by their index in the full model."""
+    variant = cfg.get(VARIANT_KEY, {})
+    seed = variant.get("seed", seed)
+    full = {**cfg, "num_hidden_layers": variant.get("base_layers", cfg["num_hidden_layers"])}
+    index = {name: i for i, name in enumerate(parameter_shapes(full))}
+    damp, damp_from = variant.get("damp", 1.0), variant.get("damp_from", 0)
+    for name, shape in parameter_shapes(cfg).items():
+        generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + index[name])
+        tensor = init_tensor_(torch.empty(shape, dtype=dtype, device=device), name, generator)
+        if damp != 1.0 and damped_parameter(name, damp_from):
+            tensor.mul_(damp)
+        yield name, tensor
 
 
 def _write_weights(cfg: dict, path: Path, seed: int, dtype: torch.dtype, device: str | torch.device,

@@ -1,0 +1,184 @@
+"""Synchronous speculative decoding (draft=..., speculate_k=K): exactly the target's outputs.
+
+Models: the tiny Llama with a 512-token vocabulary (fast on the CPU; sampling statistics over a small
+support), its second layer damped (ssdk.testing.synthetic's benchmark pair). Drafts: the target itself
+(every draft accepted), an unrelated random model (almost none), and the target's first layer (partial
+acceptance, different accepted lengths within a batch).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import pytest
+import torch
+
+from ssdk import LLM, SamplingParams, ops
+from ssdk.engine.cuda_graphs import GraphRunner
+from ssdk.engine.model_runner import BatchSpec
+
+pytestmark = pytest.mark.cpu
+
+TARGET = "synthetic:tiny-llama?vocab=512&damp=0.2&damp_from=1"  # the synthetic pair's target
+DRAFTS = {"same": TARGET, "random": "synthetic:tiny-llama?vocab=512&seed=7",
+          "truncated": "synthetic:tiny-llama?vocab=512&layers=1"}
+PROMPTS = [[100 + i for i in range(5)], [7, 8, 9], [300] * 11, [5, 6], [42] * 17]
+MAX_TOKENS = [14, 6, 19, 10, 11]  # not multiples of K + 1: requests end inside accepted runs
+KW = dict(progress=False, max_model_len=128, seed=1, dtype="float16", max_num_seqs=64)
+
+
+@functools.cache
+def spec_llm(draft: str, k: int) -> LLM:
+    return LLM(TARGET, draft=DRAFTS[draft], speculate_k=k, **KW)
+
+
+@functools.cache
+def ar_llm() -> LLM:
+    return LLM(TARGET, **KW)
+
+
+def greedy(batch: int, **kw) -> list[SamplingParams]:
+    return [SamplingParams(temperature=0, max_tokens=m, ignore_eos=True, **kw) for m in MAX_TOKENS[:batch]]
+
+
+def generate(llm: LLM, prompts, params) -> list[list[int]]:
+    return [o.token_ids for o in llm.generate(prompts, params, use_tqdm=False)]
+
+
+def acceptance(llm: LLM) -> float:
+    """Mean accepted drafts / K over the last generate's rounds."""
+    spec = llm.last_stats["spec"]
+    return sum(n * c for n, c in enumerate(spec["accept_hist"])) / (spec["seq_rounds"] * spec["k"])
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("k", [1, 4, 7])
+@pytest.mark.parametrize("draft", ["same", "random", "truncated"])
+def test_greedy_equals_autoregressive(draft, k, batch):
+    llm = spec_llm(draft, k)
+    prompts, params = PROMPTS[:batch], greedy(batch)
+    out = generate(llm, prompts, params)
+    assert out == generate(ar_llm(), prompts, params)
+    assert [len(t) for t in out] == MAX_TOKENS[:batch]
+    spec = llm.last_stats["spec"]
+    assert spec["seq_rounds"] == sum(spec["accept_hist"]) > 0 and len(spec["accept_hist"]) == k + 1
+    assert llm.block_manager.num_free_pages == llm.block_manager.num_pages  # every page came back
+    if draft == "same":
+        # Every round but a request's last accepts all K drafts (the last may end mid-run, accepting K anyway).
+        assert acceptance(llm) == 1.0
+    elif draft == "random":
+        assert acceptance(llm) < 0.05
+    elif batch == 4 and k == 4:
+        assert 0.05 < acceptance(llm) < 0.95
+        assert sum(c > 0 for c in spec["accept_hist"]) >= 2  # different accepted lengths in one run
+
+
+def test_stop_tokens_inside_an_accepted_run():
+    llm = spec_llm("same", 4)  # all drafts accepted: a stop token always lands inside a run
+    reference = generate(ar_llm(), PROMPTS[:1], greedy(1))[0]
+    for i in (1, 3, 6, 10):
+        stop = reference[i]
+        expected = reference[:reference.index(stop) + 1]
+        out = llm.generate(PROMPTS[:1], greedy(1, stop_token_ids=[stop]), use_tqdm=False)[0]
+        assert out.token_ids == expected and out.finish_reason == "stop"
+    lengths = llm.generate(PROMPTS[:1], greedy(1), use_tqdm=False)[0]
+    assert lengths.finish_reason == "length" and len(lengths.token_ids) == MAX_TOKENS[0]
+
+
+def test_preemption_keeps_outputs():
+    # 5 requests need 9 pages (prompt + output + K lookahead) at the end; 4 pages force preemptions.
+    llm = LLM(TARGET, draft=DRAFTS["truncated"], speculate_k=4, **{**KW, "num_kv_pages": 4})
+    out = generate(llm, PROMPTS, greedy(5))
+    assert llm.last_stats["num_preemptions"] > 0
+    assert out == generate(ar_llm(), PROMPTS, greedy(5))
+
+
+def test_graph_batches_padded_like_cuda_graphs():
+    """The round through the CUDA-graph path (draft q_len 1 and 2, target q_len K+1; static buffers,
+    batch buckets, padded rows), run eagerly on the CPU, generates what the eager path generates."""
+    llm = LLM(TARGET, draft=DRAFTS["truncated"], speculate_k=3, **KW)
+    sp = llm.speculator
+    calls = []
+    for runner, q_lens in ((sp.draft, (1, 2)), (sp.target, (4,))):
+        for q_len in q_lens:
+            graphs = GraphRunner(runner, max_batch=6, q_len=q_len, capture=False)
+            run = graphs.run
+            graphs.run = lambda spec, ids=None, run=run, q=q_len: calls.append((q, spec.batch_size)) or run(spec, ids)
+            runner.extra_graphs.append(graphs)
+    out = generate(llm, PROMPTS[:3], greedy(3))  # 3 requests replay the bucket of 4
+    assert {q for q, _ in calls} == {1, 2, 4} and (4, 3) in calls
+    assert out == generate(ar_llm(), PROMPTS[:3], greedy(3))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="speculate_k must be a positive int"):
+        LLM(TARGET, draft=TARGET, speculate_k=0, **KW)
+    with pytest.raises(ValueError, match="draft .* has vocab_size 128256, the target 512"):
+        LLM(TARGET, draft="synthetic:tiny-llama", **KW)
+    with pytest.raises(ValueError, match="logprobs are not supported"):
+        spec_llm("same", 4).generate([[1, 2]], SamplingParams(logprobs=2), use_tqdm=False)
+
+
+# ---------------------------------------------------------------- sampling: the target's distribution
+
+@torch.inference_mode()
+def next_token_probs(llm: LLM, contexts: list[list[int]], params: SamplingParams) -> torch.Tensor:
+    """[len(contexts), V] sampling distribution of the token after each context (one page each)."""
+    runner, page, rows = llm.runner, llm.runner.page_size, []
+    for start in range(0, len(contexts), runner.num_kv_pages):
+        chunk = contexts[start:start + runner.num_kv_pages]
+        assert all(len(c) <= page for c in chunk)
+        indptr = [0]
+        for c in chunk:
+            indptr.append(indptr[-1] + len(c))
+        spec = BatchSpec(input_ids=[t for c in chunk for t in c], positions=[i for c in chunk for i in range(len(c))],
+                         qo_indptr=indptr, prefix_lens=[0] * len(chunk), block_tables=[[b] for b in range(len(chunk))],
+                         slot_mapping=[b * page + i for b, c in enumerate(chunk) for i in range(len(c))],
+                         logits_indices=[i - 1 for i in indptr[1:]])
+        logits = runner.execute(spec)
+        n = len(chunk)
+        rows.append(ops.probs_from_logits(logits, torch.full((n,), params.temperature),
+                                          torch.full((n,), params.top_k, dtype=torch.int32)))
+    return torch.cat(rows).double()
+
+
+def ratio_test(samples: list[list[int]], prompt: list[int], i: int, target: LLM, draft: LLM,
+               params: SamplingParams) -> tuple[float, float, float]:
+    """Output token i of each sample, bucketed by the target/draft probability ratio p/q of that token
+    given the sample's own prefix (< 1/2, < 1, < 2, >= 2): TV between the observed bucket frequencies
+    and their expectation under the target, its noise bound, and the TV of the draft's expectation
+    from the target's (>= the mean TV(p, q): the buckets separate exactly where p and q differ).
+    Valid for any distribution of the prefixes."""
+    prefixes = [tuple(s[:i]) for s in samples]
+    unique = sorted(set(prefixes))
+    contexts, row = [prompt + list(u) for u in unique], {u: r for r, u in enumerate(unique)}
+    index = torch.tensor([row[u] for u in prefixes])
+    p, q = next_token_probs(target, contexts, params)[index], next_token_probs(draft, contexts, params)[index]
+    buckets = (p > q / 2).long() + (p > q).long() + (p > 2 * q).long()  # [N, V] in 0..3
+    expected = torch.zeros(len(samples), 4, dtype=torch.float64).scatter_add_(1, buckets, p).mean(0)
+    drafted = torch.zeros(len(samples), 4, dtype=torch.float64).scatter_add_(1, buckets, q).mean(0)
+    sampled = buckets[torch.arange(len(samples)), torch.tensor([s[i] for s in samples])]
+    observed = torch.bincount(sampled, minlength=4).double() / len(samples)
+    # E[TV] of N samples ~ 0.5 * sum_b sqrt(2 p_b (1 - p_b) / (pi N)); allow 2x that.
+    bound = 2 * 0.5 * float(torch.sqrt(2 * expected * (1 - expected) / (math.pi * len(samples))).sum())
+    return 0.5 * float((observed - expected).abs().sum()), bound, 0.5 * float((drafted - expected).abs().sum())
+
+
+@pytest.mark.parametrize("temperature,top_k", [(0.7, 0), (1.0, 40)])
+def test_sampling_matches_the_target_distribution(temperature, top_k):
+    """Output tokens 1 and 2 of N requests (K = 1: the round's accepted draft or recovery token, then
+    the bonus token or the next round's first) follow the target's distribution given their prefixes,
+    as AR sampling's do; the draft's distribution is far from it (a verifier leaning towards the draft
+    would fail)."""
+    num, prompt = 1500, [100, 101, 102, 103]
+    params = SamplingParams(temperature=temperature, top_k=top_k, max_tokens=3, ignore_eos=True)
+    llm, draft = spec_llm("truncated", 1), LLM(DRAFTS["truncated"], **KW)
+    sd = [o.token_ids for o in llm.generate([prompt] * num, params, use_tqdm=False)]
+    assert 0.1 < acceptance(llm) < 0.9
+    ar = [o.token_ids for o in ar_llm().generate([prompt] * num, params, use_tqdm=False)]
+    for i in (1, 2):
+        for name, samples in (("ar", ar), ("sd", sd)):
+            error, bound, draft_error = ratio_test(samples, prompt, i, llm, draft, params)
+            assert error < bound, (name, i, error, bound)
+            assert draft_error > 4 * bound, (name, i, draft_error, bound)
