@@ -3,6 +3,14 @@
     python e2e/bench.py --llama --size 8 --b 1 --output_len 512          # Llama-3.1-8B shape, B=1
     python e2e/bench.py --qwen --size 8 --b 16 64                        # Qwen3-8B shape, two batch sizes
     python e2e/bench.py --target /path/to/hf/folder --example            # a real checkpoint, GSM8K examples
+    python e2e/bench.py --llama --size 8 --spec --k 4 --accept 0.9 0.7 0.5  # speculative, synthetic pair
+
+--spec runs synchronous speculative decoding (ssdk.engine.speculate_sync) and the AR baseline with the
+same engine in the same run. --draft names the draft (a checkpoint folder or synthetic:NAME with the
+target's tokenizer); without it the draft is the SYNTHETIC pair of ssdk.testing.synthetic: the target's
+first --draft_layers layers (same embedding, norm and head), with the target's deeper layers damped in
+place to the factor that gives each --accept greedy draft acceptance rate (found by bisection on short
+greedy runs, then measured again in the benchmark itself), or to each --damp factor given directly.
 
 Without --target the model is ``synthetic:<name>``: the real config with seeded random weights drawn
 on the GPU (no download, no 16 GB write); its speed is that of the real model, its text is noise.
@@ -60,6 +68,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max_model_len", type=int, default=None, help="default: longest prompt + output_len")
     p.add_argument("--name", default=None, help="result file name (default from model and mode)")
     p.add_argument("--no-save", action="store_true", help="do not write e2e/results/<name>.json")
+    p.add_argument("--spec", action="store_true", help="speculative decoding (plus the AR baseline)")
+    p.add_argument("--k", type=int, default=4, help="draft tokens per round (--spec)")
+    p.add_argument("--draft", default=None, help="draft checkpoint or synthetic:NAME (default: the synthetic pair)")
+    p.add_argument("--draft_layers", type=int, default=2, help="synthetic pair: layers of the draft")
+    levels = p.add_mutually_exclusive_group()
+    levels.add_argument("--accept", type=float, nargs="+", default=None,
+                        help="synthetic pair: greedy acceptance rates to calibrate the damping for")
+    levels.add_argument("--damp", type=float, nargs="+", default=None, help="synthetic pair: damping factors")
     return p.parse_args(argv)
 
 
@@ -108,6 +124,11 @@ def make_prompts(target: str, tokenizer: Tokenizer | None, args: argparse.Namesp
     return [tokenizer.encode(t)[: args.input_len] for t in texts]
 
 
+def fit_vocab(prompts: list[list[int]], vocab: int) -> list[list[int]]:
+    """Token ids folded into a reduced synthetic vocabulary (synthetic:NAME?vocab=V smoke runs)."""
+    return [[t % vocab for t in p] for p in prompts] if any(t >= vocab for p in prompts for t in p) else prompts
+
+
 def weight_bytes_per_step(llm: LLM) -> int:
     """Bytes of weights one decode step reads: all but the (untied) input embedding table."""
     mc = llm.config.model_config
@@ -115,13 +136,17 @@ def weight_bytes_per_step(llm: LLM) -> int:
     return params * llm.runner.dtype.itemsize
 
 
-def run_one(llm: LLM, args: argparse.Namespace, batch: int, all_prompts: list[list[int]]) -> dict:
+def run_one(llm: LLM, args: argparse.Namespace, batch: int, all_prompts: list[list[int]],
+            outputs: list | None = None) -> dict:
+    """One AR run (``outputs``: a list that receives the generations)."""
     count = len(GSM8K) if args.example else (args.numseqs or batch)
     prompts = [all_prompts[i % len(all_prompts)] for i in range(count)]
     params = SamplingParams(temperature=args.temp, max_tokens=args.output_len, ignore_eos=not args.example,
                             seed=None)
     llm.scheduler.max_num_seqs = batch
-    outputs = llm.generate(prompts, params)
+    llm.use_speculation = False
+    outputs = outputs if outputs is not None else []
+    outputs[:] = llm.generate(prompts, params)
     s = llm.last_stats
     decode_tok_s = s["decode_tokens"] / s["decode_s"] if s["decode_s"] else 0.0
     step_s = s["decode_s"] / max(s["decode_steps"], 1)
@@ -149,21 +174,130 @@ def run_one(llm: LLM, args: argparse.Namespace, batch: int, all_prompts: list[li
             "draft_ms": None, "identical_to_ar": None, "extra": extra}
 
 
+def acceptance(stats: dict) -> float:
+    """Accepted drafts / drafted tokens of a speculative generate (``LLM.last_stats["spec"]``)."""
+    return sum(n * c for n, c in enumerate(stats["accept_hist"])) / max(stats["seq_rounds"] * stats["k"], 1)
+
+
+def set_damp(llm: LLM, damp: float, state: dict) -> None:
+    """Damp the synthetic target's layers >= the draft's depth to ``damp`` (relative to the loaded weights)."""
+    if damp != state["damp"]:
+        if state["damp"] == 0:
+            raise ValueError("--damp/--accept: a damping of 0 cannot be undone in place; use a small value")
+        synthetic.damp_(llm.runner.model, damp / state["damp"], state["damp_from"])
+        state["damp"] = damp
+
+
+def calibrate(llm: LLM, want: float, prompts: list[list[int]], state: dict, steps: int = 10) -> float:
+    """Damping whose greedy acceptance on short runs is closest to ``want`` (bisection in log space;
+    acceptance falls as the damping grows)."""
+    params = SamplingParams(temperature=0, max_tokens=64, ignore_eos=True)
+    llm.use_speculation = True
+
+    def measure(damp: float) -> float:
+        set_damp(llm, damp, state)
+        llm.generate(prompts, params, use_tqdm=False)
+        return acceptance(llm.last_stats["spec"])
+
+    lo, hi = 1e-4, 1.0
+    tried = {hi: measure(hi)}
+    if tried[hi] < want:
+        for _ in range(steps):
+            mid = (lo * hi) ** 0.5
+            tried[mid] = measure(mid)
+            lo, hi = (mid, hi) if tried[mid] >= want else (lo, mid)
+    damp = min(tried, key=lambda d: abs(tried[d] - want))
+    print(f"  calibrated damping {damp:.4g}: greedy acceptance {tried[damp]:.3f} (wanted {want})")
+    return damp
+
+
+def run_spec(llm: LLM, args: argparse.Namespace, batch: int, all_prompts: list[list[int]], ar: dict,
+             ar_outputs: list, level: dict) -> dict:
+    count = len(GSM8K) if args.example else (args.numseqs or batch)
+    prompts = [all_prompts[i % len(all_prompts)] for i in range(count)]
+    params = SamplingParams(temperature=args.temp, max_tokens=args.output_len, ignore_eos=not args.example)
+    llm.scheduler.max_num_seqs = batch
+    llm.use_speculation = True
+    outputs = llm.generate(prompts, params)
+    s, sp, k = llm.last_stats, llm.last_stats["spec"], args.k
+    rounds, seq_rounds = max(sp["rounds"], 1), max(sp["seq_rounds"], 1)
+    tok_s = s["decode_tokens"] / s["decode_s"] if s["decode_s"] else 0.0
+    tokens_per_round = s["decode_tokens"] / seq_rounds  # per sequence, after EOS/max_tokens truncation
+    draft_ms, verify_ms = sp["draft_s"] / rounds * 1e3, sp["verify_s"] / rounds * 1e3
+    # The round's own timings (draft + verify, no scheduling): what tok/s would be with zero host overhead.
+    ideal = s["decode_tokens"] / rounds / ((draft_ms + verify_ms) / 1e3) if draft_ms + verify_ms else 0.0
+    reached = [sum(sp["accept_hist"][i:]) for i in range(k + 1)]  # seq-rounds accepting >= i drafts
+    identical = None
+    if args.temp == 0:
+        identical = [o.token_ids for o in outputs] == [o.token_ids for o in ar_outputs]
+    extra = {
+        "accept_hist": sp["accept_hist"], "accept_rate": round(acceptance(sp), 4),
+        "accept_rate_per_pos": [round(reached[i] / max(reached[i - 1], 1), 4) for i in range(1, k + 1)],
+        "tokens_per_round": round(tokens_per_round, 3), "rounds": sp["rounds"],
+        "ideal_tok_s": round(ideal, 1), "tok_s_over_ideal": round(tok_s / ideal, 3) if ideal else None,
+        "ar_tok_s": ar["tok_s"], "speedup_vs_ar": round(tok_s / ar["tok_s"], 3) if ar["tok_s"] else None,
+        "damp": level.get("damp"), "accept_wanted": level.get("accept"), "output_len": args.output_len,
+        "num_requests": len(outputs), "peak_memory_gb": round(s.get("peak_memory_gb", 0.0), 2),
+        "cuda_graphs": not llm.config.enforce_eager, "dtype": str(llm.runner.dtype).removeprefix("torch."),
+    }
+    print(f"B={batch:3d} K={k} damp={level.get('damp')}: {tok_s:8.1f} tok/s ({extra['speedup_vs_ar']}x AR), "
+          f"acceptance {extra['accept_rate']:.3f}, {tokens_per_round:.2f} tok/round, draft {draft_ms:.2f} ms + "
+          f"verify {verify_ms:.2f} ms per round, {extra['tok_s_over_ideal']} of ideal, hist {sp['accept_hist']}, "
+          f"identical to AR: {identical}")
+    return {"mode": "sd", "target": llm.config.model, "draft": llm.speculator.draft.config.model, "batch": batch,
+            "temp": args.temp, "k": k, "f": None, "tok_s": round(tok_s, 1),
+            "accept_mean": round(sum(n * c for n, c in enumerate(sp["accept_hist"])) / seq_rounds, 3),
+            "hit_rate": None, "verify_ms": round(verify_ms, 3), "draft_ms": round(draft_ms, 3),
+            "identical_to_ar": identical, "extra": extra}
+
+
+def spec_runs(llm: LLM, args: argparse.Namespace, all_prompts: list[list[int]], pair: dict | None) -> list[dict]:
+    """Per batch size and acceptance level: the AR baseline, then speculative decoding."""
+    levels: list[dict] = [{}]
+    if pair is not None:
+        if args.damp:
+            levels = [{"damp": d} for d in args.damp]
+        elif args.accept:
+            calib = [all_prompts[i % len(all_prompts)][:64] for i in range(8)]
+            levels = [{"accept": a, "damp": calibrate(llm, a, calib, pair)} for a in args.accept]
+    elif args.damp or args.accept:
+        sys.exit("--damp/--accept apply to the synthetic pair only (no --draft, a synthetic target)")
+    runs = []
+    for batch in args.b:
+        for level in levels:
+            if "damp" in level:
+                set_damp(llm, level["damp"], pair)
+            ar_outputs: list = []
+            ar = run_one(llm, args, batch, all_prompts, ar_outputs)
+            ar["extra"]["damp"] = level.get("damp")
+            runs += [ar, run_spec(llm, args, batch, all_prompts, ar, ar_outputs, level)]
+    return runs
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     target = target_of(args)
     copy_gbps = round(copy_bandwidth_gbps(), 1) if torch.cuda.is_available() else None  # before the KV cache
     all_prompts = make_prompts(target, load_tokenizer(target), args)
     max_model_len = args.max_model_len or max(len(p) for p in all_prompts) + args.output_len + 16
+    draft, pair = args.draft, None
+    if args.spec and draft is None:
+        if not target.startswith(SYNTHETIC_PREFIX):
+            sys.exit("--spec with a checkpoint target needs --draft")
+        draft = f"{target}{'&' if '?' in target else '?'}layers={args.draft_layers}"
+        pair = {"damp": 1.0, "damp_from": args.draft_layers}
     start = time.perf_counter()
     llm = LLM(target, tensor_parallel_size=args.gpus, enforce_eager=args.eager, max_num_seqs=max(args.b),
-              max_model_len=max_model_len, attention_backend=args.backend)
+              max_model_len=max_model_len, attention_backend=args.backend,
+              **({"draft": draft, "speculate_k": args.k} if args.spec else {}))
+    all_prompts = fit_vocab(all_prompts, llm.config.model_config.vocab_size)
     st = llm.stats
     print(f"{target}: load {st['load_s']:.1f} s, warm-up {st['warmup_s']:.1f} s, graph capture "
           f"{st['graph_capture_s']:.1f} s, {st['num_kv_pages']} KV pages ({st['kv_cache_gb']:.1f} GB); "
           f"ready in {time.perf_counter() - start:.1f} s")
-    llm.generate([[1000 + i for i in range(16)]], SamplingParams(temperature=0, max_tokens=8), use_tqdm=False)
-    runs = [run_one(llm, args, b, all_prompts) for b in args.b]
+    llm.generate(fit_vocab([[1000 + i for i in range(16)]], llm.config.model_config.vocab_size),
+                 SamplingParams(temperature=0, max_tokens=8), use_tqdm=False)
+    runs = spec_runs(llm, args, all_prompts, pair) if args.spec else [run_one(llm, args, b, all_prompts) for b in args.b]
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     result = {"device": device, "git_sha": git_sha(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
         timespec="seconds"), "torch": torch.__version__, "cuda": torch.version.cuda,
@@ -172,7 +306,8 @@ def main(argv: list[str] | None = None) -> None:
         "graph_capture_s": round(st["graph_capture_s"], 2), "runs": runs}
     llm.close()
     if not args.no_save:
-        name = args.name or (f"ar_{target.split(':')[-1].strip('/').split('/')[-1]}_tp{args.gpus}"
+        model = target.split(":")[-1].split("?")[0].strip("/").split("/")[-1]
+        name = args.name or (f"{'sd_k' + str(args.k) if args.spec else 'ar'}_{model}_tp{args.gpus}"
                              f"{'_eager' if args.eager else ''}{'_' + args.backend if args.backend != 'ssdk' else ''}")
         out = Path(__file__).resolve().parent / "results" / f"{name}.json"
         out.parent.mkdir(parents=True, exist_ok=True)

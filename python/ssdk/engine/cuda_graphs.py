@@ -47,6 +47,7 @@ class GraphRunner:
         self.prefix_lens = self.device_buf[o["prefix"]:o["prefix"] + max_batch]
         self.block_tables = self.device_buf[o["tables"]:].view(max_batch, pages)
         self.qo_indptr = torch.arange(0, (max_batch + 1) * q_len, q_len, dtype=torch.int32, device=runner.device)
+        self._copied: torch.cuda.Event | None = None  # the last host-to-device copy of ``host``
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.logits: dict[int, torch.Tensor] = {}
         if capture:
@@ -84,6 +85,8 @@ class GraphRunner:
         bs = spec.batch_size
         bucket = next(b for b in self.buckets if b >= bs)
         rows, padded, o, h = bs * self.q_len, bucket * self.q_len, self.offsets, self.host_np
+        if self._copied is not None:  # back-to-back runs without a host sync (speculative drafting):
+            self._copied.synchronize()  # the previous copy must have read the pinned buffer
         h[o["ids"]:o["ids"] + rows] = spec.input_ids
         h[o["ids"] + rows:o["ids"] + padded] = 0
         h[o["pos"]:o["pos"] + rows] = spec.positions
@@ -98,6 +101,9 @@ class GraphRunner:
             h[start:start + len(table)] = table
         used = o["tables"] + bucket * pages
         self.device_buf[:used].copy_(self.host[:used], non_blocking=True)
+        if self.capture:
+            self._copied = torch.cuda.Event()
+            self._copied.record()
         if input_ids is not None:
             self.input_ids[:rows].copy_(input_ids.reshape(-1))
         if not self.capture:

@@ -111,7 +111,7 @@ class LLM:
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None) -> Sequence:
         text, ids = self._tokenize(prompt)
         params = params or SamplingParams()
-        if self.speculator and params.logprobs:
+        if self.use_speculation and params.logprobs:
             raise ValueError("ssdk: logprobs are not supported with speculative decoding (draft=...)")
         seq = Sequence(ids, params, prompt=text)
         self.scheduler.add(seq)

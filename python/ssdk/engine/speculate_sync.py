@@ -186,8 +186,8 @@ class ChainSpeculator:
         target_logits = self.target.execute(self._spec(seqs, [n - 1 for n in lens], k + 1), ids)
         out, accept = self._verify(target_logits.view(batch, k + 1, -1), drafts.t().contiguous(), draft_logits,
                                    sampling, offsets)
+        t2 = self._mark()  # recorded before the sync below, so the event is complete when read
         host = torch.cat([accept[:, None], out], dim=1).tolist()  # the round's one host sync
-        t2 = self._mark()
         st = self.stats
         st["rounds"] += 1
         st["seq_rounds"] += batch
