@@ -72,7 +72,8 @@ def main() -> None:
             runner.run(shape, "flashinfer", lambda p, q, i, *_: fi_sampling.chain_speculative_sampling(q, i, p),
                        make_probs, stochastic_bytes, op="verify_chain", **extra)
             runner.run(shape, "flashinfer+softmax", lambda t, d, i, o, n: fi_sampling.chain_speculative_sampling(
-                fi_sampling.softmax(d, 1.0), i.int(), fi_sampling.softmax(t, 1.0)), make, stochastic_bytes,
+                fi_sampling.softmax(d.flatten(0, 1), 1.0).view(d.shape), i.int(),
+                fi_sampling.softmax(t.flatten(0, 1), 1.0).view(t.shape)), make, stochastic_bytes,
                 op="verify_chain", **extra)
             runner.run(shape, "ssdk-cuda", lambda p, q, i, o, acc, emit: cuda["chain_speculative_sampling"](
                 o, acc, emit, q, i, p, 1, 2, None), make_probs, 2 * batch * vocab * 4, op="chain_speculative_sampling",
