@@ -112,9 +112,14 @@ def copy_bandwidth_gbps(nbytes: int = 1 << 30) -> float:
 
 
 def git_sha() -> str:
-    """SSDK_GIT_SHA (set by scripts/gpu_check.sh: the device copy has no .git), else git."""
+    """SSDK_GIT_SHA, else a snapshot's SNAPSHOT_SHA (scripts/snapshot.sh; the device copy has no .git),
+    else git."""
     if os.environ.get("SSDK_GIT_SHA"):
         return os.environ["SSDK_GIT_SHA"]
+    snapshot = next((p / "SNAPSHOT_SHA" for p in (Path.cwd(), *Path.cwd().parents) if (p / "SNAPSHOT_SHA").exists()),
+                    None)
+    if snapshot is not None:
+        return snapshot.read_text().strip()
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
                              check=True, cwd=Path(__file__).resolve().parent).stdout.strip()
