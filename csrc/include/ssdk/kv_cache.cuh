@@ -37,6 +37,8 @@ __global__ void store_kv_cache_kernel(StoreKVArgs<T> a, unsigned chunks_per_head
   const T* src = is_v ? a.value + token * a.v_token_stride + head * a.v_head_stride
                       : a.key + token * a.k_token_stride + head * a.k_head_stride;
   V x;
+  pdl_wait();  // key/value and slot_mapping may come from the previous kernel
+  pdl_launch_dependents();
   x.load(src + col);
   const int64_t slot = a.slots_int64 ? static_cast<const int64_t*>(a.slot_mapping)[token]
                                      : static_cast<const int32_t*>(a.slot_mapping)[token];
@@ -57,12 +59,12 @@ cudaError_t launch_store_kv_cache(const StoreKVArgs<T>& a, bool aligned16, cudaS
   if (total >= (uint64_t{1} << 32)) return cudaErrorInvalidValue;
   const int block = total <= 128 * 132 ? 128 : 256;
   const unsigned grid = static_cast<unsigned>((total + block - 1) / block);
-  if (vectorizable) {
-    store_kv_cache_kernel<T, kVec><<<grid, block, 0, stream>>>(a, chunks, total);
-  } else {
-    store_kv_cache_kernel<T, 1><<<grid, block, 0, stream>>>(a, chunks, total);
-  }
-  return cudaGetLastError();
+  // Programmatic dependent launch: the launch overlaps the previous kernel's tail on sm_90.
+  if (vectorizable)
+    return launch_pdl(store_kv_cache_kernel<T, kVec>, dim3(grid), dim3(block), 0, stream, a, unsigned(chunks),
+                      unsigned(total));
+  return launch_pdl(store_kv_cache_kernel<T, 1>, dim3(grid), dim3(block), 0, stream, a, unsigned(chunks),
+                    unsigned(total));
 }
 
 }  // namespace ssdk::kv_cache

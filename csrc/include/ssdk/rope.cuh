@@ -105,6 +105,8 @@ __global__ void __launch_bounds__(256) rope_kernel(RopeArgs<T, C> a, int lanes_l
   const int64_t group = gid >> lanes_log2;
   const int64_t token = group / heads_total;
   if (token >= a.num_tokens) return;  // whole groups leave together
+  pdl_wait();  // q/k/v and positions may come from the previous kernel
+  pdl_launch_dependents();
   const int head = int(group - token * heads_total);
   const int half = a.rot_dim / 2;
   const int num_chunks = a.rot_dim / (2 * kPairs);
@@ -238,8 +240,8 @@ cudaError_t launch_with(const RopeArgs<T, C>& a, int num_chunks, int heads_total
   const int block = threads <= (int64_t{128} << 10) ? 128 : 256;  // small launches: spread over more SMs
   const int64_t grid = (threads + block - 1) / block;
   if (grid >= (int64_t{1} << 31)) return cudaErrorInvalidConfiguration;
-  rope_kernel<T, C, W, VECTORIZED, NC, NEOX, MODE><<<unsigned(grid), block, 0, stream>>>(a, lanes_log2, heads_total);
-  return cudaGetLastError();
+  return launch_pdl(rope_kernel<T, C, W, VECTORIZED, NC, NEOX, MODE>, dim3(unsigned(grid)), dim3(block), 0,
+                    stream, a, lanes_log2, heads_total);
 }
 
 // Picks 16-byte chunks when the caller found every q/k/v/cache/weight row and head 16-byte aligned
