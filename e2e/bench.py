@@ -274,7 +274,7 @@ def spec_runs(llm: LLM, args: argparse.Namespace, all_prompts: list[list[int]], 
     return runs
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     target = target_of(args)
     copy_gbps = round(copy_bandwidth_gbps(), 1) if torch.cuda.is_available() else None  # before the KV cache
@@ -313,6 +313,7 @@ def main(argv: list[str] | None = None) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {out}")
+    return result
 
 
 if __name__ == "__main__":

@@ -139,6 +139,26 @@ def test_greedy_follows_autoregressive_on_gpu(name):
         assert llm.block_manager.num_free_pages == llm.block_manager.num_pages
 
 
+def test_e2e_bench_smoke():
+    """e2e/bench.py --spec on the tiny synthetic pair: the AR baseline and SD at two damping levels."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "e2e" / "bench.py"
+    spec = importlib.util.spec_from_file_location("e2e_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--target", "synthetic:tiny-llama?vocab=512", "--spec", "--k", "3", "--draft_layers", "1",
+                         "--damp", "0.0001", "1.0", "--output_len", "12", "--b", "2", "--no-save"])
+    runs = result["runs"]
+    assert [r["mode"] for r in runs] == ["ar", "sd", "ar", "sd"]
+    same, far = runs[1], runs[3]
+    for run in (same, far):
+        assert run["identical_to_ar"] is True and run["k"] == 3 and run["draft_ms"] > 0 and run["verify_ms"] > 0
+        assert sum(run["extra"]["accept_hist"]) >= run["extra"]["rounds"] > 0  # 1-2 sequences per round
+    assert same["accept_mean"] > 2.5 > far["accept_mean"] and same["extra"]["tokens_per_round"] > 3
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="speculate_k must be a positive int"):
         LLM(TARGET, draft=TARGET, speculate_k=0, **KW)
@@ -199,7 +219,7 @@ def test_sampling_matches_the_target_distribution(temperature, top_k):
     the bonus token or the next round's first) follow the target's distribution given their prefixes,
     as AR sampling's do; the draft's distribution is far from it (a verifier leaning towards the draft
     would fail)."""
-    num, prompt = 1500, [100, 101, 102, 103]
+    num, prompt = 1000, [100, 101, 102, 103]
     params = SamplingParams(temperature=temperature, top_k=top_k, max_tokens=3, ignore_eos=True)
     llm, draft = spec_llm("truncated", 1), LLM(DRAFTS["truncated"], **KW)
     sd = [o.token_ids for o in llm.generate([prompt] * num, params, use_tqdm=False)]
