@@ -84,3 +84,9 @@ def compiled(fn: Callable) -> Callable:
     torch._dynamo.config.recompile_limit = 256
     torch._dynamo.config.accumulated_recompile_limit = 4096
     return torch.compile(fn, fullgraph=True, dynamic=False)
+
+
+def compiled_dynamic(fn: Callable) -> Callable:
+    """torch.compile provider with dynamic token counts: one compile per op instead of one per shape
+    (the generated kernels take numel at run time; T=1 is still specialized)."""
+    return torch.compile(fn, fullgraph=True, dynamic=True)

@@ -10,16 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from _common import Runner, optional_module, parse_args
+from _common import Runner, compiled_dynamic, optional_module, parse_args
 from ssdk.ops import get_impl
 
 HKV, D, PAGE, PREFIX = 8, 128, 16, 1024
-
-
-def compiled_dynamic(fn):
-    """torch.compile provider with dynamic token counts: one compile per op instead of one per shape
-    (the generated kernels take numel at run time; T=1 is still specialized)."""
-    return torch.compile(fn, fullgraph=True, dynamic=True)
 
 
 def main() -> None:

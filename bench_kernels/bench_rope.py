@@ -14,17 +14,11 @@ from __future__ import annotations
 
 import torch
 
-from _common import Runner, optional_module, parse_args
+from _common import Runner, compiled_dynamic, optional_module, parse_args
 from ssdk.ops import get_impl, rope_cos_sin_cache, rope_inv_freq
 from ssdk.ref import rope as ref
 
 HQ, HKV, D, MAX_POS, EPS = 32, 8, 128, 8192, 1e-6
-
-
-def compiled_dynamic(fn):
-    """torch.compile provider with dynamic token counts: one compile per op instead of one per shape
-    (the generated kernels take numel at run time; T=1 is still specialized)."""
-    return torch.compile(fn, fullgraph=True, dynamic=True)
 
 
 def main() -> None:

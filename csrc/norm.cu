@@ -45,16 +45,6 @@ void run(at::Tensor& out, const at::Tensor& input, at::Tensor* residual, const a
   check_cuda_call(norm::launch_rmsnorm<T>(args, c10::cuda::getCurrentCUDAStream()), "rmsnorm kernel launch");
 }
 
-template <typename F>
-void dispatch_float(at::ScalarType dtype, F&& f) {
-  switch (dtype) {
-    case at::kFloat: f(float{}); break;
-    case at::kHalf: f(__half{}); break;
-    case at::kBFloat16: f(__nv_bfloat16{}); break;
-    default: TORCH_CHECK(false, "ssdk: unsupported dtype ", dtype);
-  }
-}
-
 // The scalar path (odd or misaligned rows) holds at most 16 values per thread x 1024 threads.
 constexpr int64_t kMaxHidden = 16384;
 
@@ -72,7 +62,7 @@ void rmsnorm(at::Tensor& out, const at::Tensor& input, const at::Tensor& weight,
   TORCH_CHECK(out.sizes() == input.sizes(), "ssdk: out must have the shape of input ", shape_str(input), ", got ",
               shape_str(out));
   check_hidden(input.size(-1), "input");
-  dispatch_float(input.scalar_type(), [&](auto t) {
+  dispatch_float(input.scalar_type(), "input", [&](auto t) {
     using T = decltype(t);
     run<T>(out, input, nullptr, weight, eps, hf_exact);
   });
@@ -86,7 +76,7 @@ void fused_add_rmsnorm(at::Tensor& input, at::Tensor& residual, const at::Tensor
   TORCH_CHECK(residual.sizes() == input.sizes(), "ssdk: residual must have the shape of input ",
               shape_str(input), ", got ", shape_str(residual));
   check_hidden(input.size(-1), "input");
-  dispatch_float(input.scalar_type(), [&](auto t) {
+  dispatch_float(input.scalar_type(), "input", [&](auto t) {
     using T = decltype(t);
     run<T>(input, input, &residual, weight, eps, hf_exact);
   });

@@ -49,16 +49,6 @@ bool strides_aligned(std::initializer_list<int64_t> strides, int64_t elems) {
   return true;
 }
 
-template <typename F>
-void dispatch_float(at::ScalarType dtype, F&& f) {
-  switch (dtype) {
-    case at::kFloat: f(float{}); break;
-    case at::kHalf: f(__half{}); break;
-    case at::kBFloat16: f(__nv_bfloat16{}); break;
-    default: TORCH_CHECK(false, "ssdk: query has unsupported dtype ", dtype);
-  }
-}
-
 // Everything the three ops share: positions, query, key, head_size, the angle table.
 template <typename T, typename C>
 rotary::RopeArgs<T, C> common_args(const at::Tensor& positions, const at::Tensor& query, const at::Tensor* key,
@@ -119,7 +109,7 @@ int64_t check_cache(const at::Tensor& cache, const at::Tensor& query, int64_t he
 // Calls f(T{}, C{}) for the query dtype T and the table dtype C (float or T).
 template <typename F>
 void dispatch_table(const at::Tensor& query, const at::Tensor& table, F&& f) {
-  dispatch_float(query.scalar_type(), [&](auto t) {
+  dispatch_float(query.scalar_type(), "query", [&](auto t) {
     using T = decltype(t);
     if (table.scalar_type() == at::kFloat) {
       f(t, float{});
@@ -163,7 +153,7 @@ void rope_pos_ids(const at::Tensor& positions, at::Tensor& query, const std::opt
   TORCH_CHECK(inv_freq.dim() == 1 && inv_freq.size(0) >= 1 && 2 * inv_freq.size(0) <= head_size,
               "ssdk: inv_freq must have shape [rot / 2] with rot <= head_size=", head_size, ", got ",
               shape_str(inv_freq));
-  dispatch_float(query.scalar_type(), [&](auto t) {
+  dispatch_float(query.scalar_type(), "query", [&](auto t) {
     using T = decltype(t);
     bool aligned16;
     auto a = common_args<T, float>(positions, query, key ? &*key : nullptr, head_size, 2 * inv_freq.size(0),

@@ -2,6 +2,8 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <initializer_list>
 #include <string>
@@ -54,6 +56,17 @@ inline int64_t row_stride(const at::Tensor& t, const char* name) {
     inner = d;
   }
   return innermost >= 0 ? t.stride(innermost) : t.size(-1);
+}
+
+// Calls f(T{}) with T the CUDA element type of a floating dtype (float, __half, __nv_bfloat16).
+template <typename F>
+void dispatch_float(at::ScalarType dtype, const char* name, F&& f) {
+  switch (dtype) {
+    case at::kFloat: f(float{}); break;
+    case at::kHalf: f(__half{}); break;
+    case at::kBFloat16: f(__nv_bfloat16{}); break;
+    default: TORCH_CHECK(false, "ssdk: ", name, " has unsupported dtype ", dtype);
+  }
 }
 
 inline void check_cuda_call(cudaError_t err, const char* what) {
