@@ -61,3 +61,18 @@ def row_stride(t: torch.Tensor) -> int:
         if t.shape[d] > 1:
             return t.stride(d)
     return t.shape[-1]
+
+
+def out_or_new(out: torch.Tensor | None, shape: tuple[int, ...] | torch.Size, ref: torch.Tensor,
+               ref_name: str) -> torch.Tensor:
+    """``out`` checked to be a tensor of ``shape`` with ``ref``'s dtype and device, or a new one.
+
+    Layout requirements (rows, last-dim contiguity) stay with the caller.
+    """
+    if out is None:
+        return torch.empty(shape, dtype=ref.dtype, device=ref.device)
+    check_tensor(out, "out")
+    check_same_device(out, "out", ref, ref_name)
+    check_same_dtype(out, "out", ref, ref_name)
+    check_shape(out, "out", shape)
+    return out

@@ -7,8 +7,7 @@ import torch
 from .. import _C
 from ..ref import activation as ref
 from . import _backend
-from ._checks import FLOAT_DTYPES, check_dtype, check_rows, check_same_device, check_same_dtype, check_shape, \
-    check_tensor
+from ._checks import FLOAT_DTYPES, check_dtype, check_rows, check_tensor, out_or_new
 
 
 def silu_and_mul(x: torch.Tensor, out: torch.Tensor | None = None, hf_exact: bool = False) -> torch.Tensor:
@@ -31,14 +30,8 @@ def silu_and_mul(x: torch.Tensor, out: torch.Tensor | None = None, hf_exact: boo
     if x.shape[-1] % 2:
         raise ValueError(f"ssdk: x last dim must be even ([gate | up]), got {x.shape[-1]}")
     out_shape = (*x.shape[:-1], x.shape[-1] // 2)
-    if out is None:
-        out = torch.empty(out_shape, dtype=x.dtype, device=x.device)
-    else:
-        check_tensor(out, "out")
-        check_same_device(out, "out", x, "x")
-        check_same_dtype(out, "out", x, "x")
-        check_shape(out, "out", out_shape)
-        check_rows(out, "out")
+    out = out_or_new(out, out_shape, x, "x")
+    check_rows(out, "out")
     _backend.impl("silu_and_mul", x.device)(out, x, hf_exact)
     return out
 

@@ -14,7 +14,7 @@ import torch
 from .. import _C
 from ..ref import attention as ref
 from . import _backend
-from ._checks import check_dtype, check_same_device, check_same_dtype, check_shape, check_tensor
+from ._checks import check_dtype, check_same_device, check_same_dtype, check_shape, check_tensor, out_or_new
 
 HEAD_DIMS = (64, 128)
 ATTN_DTYPES = (torch.float16, torch.bfloat16)
@@ -118,14 +118,8 @@ def tree_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor
     if not isinstance(num_kv_splits, int) or num_kv_splits < 0:
         raise ValueError(f"ssdk: num_kv_splits must be a non-negative int, got {num_kv_splits!r}")
     sm_scale = 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else float(sm_scale)
-    if out is None:
-        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    else:
-        check_tensor(out, "out")
-        check_same_device(out, "out", q, "q")
-        check_same_dtype(out, "out", q, "q")
-        check_shape(out, "out", q.shape)
-        _check_last_dim_contiguous(out, "out")
+    out = out_or_new(out, q.shape, q, "q")
+    _check_last_dim_contiguous(out, "out")
     lse = torch.empty(q.shape[:2], dtype=torch.float32, device=q.device) if return_lse else None
     _backend.impl("tree_attention", q.device)(out, lse, q, k_cache, v_cache, block_tables, prefix_lens, qo_indptr,
                                               tree_mask, max_q_len, sm_scale, num_kv_splits)

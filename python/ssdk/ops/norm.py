@@ -13,7 +13,7 @@ from .. import _C
 from ..ref import norm as ref
 from . import _backend
 from ._checks import FLOAT_DTYPES, check_dtype, check_rows, check_same_device, check_same_dtype, check_shape, \
-    check_tensor
+    check_tensor, out_or_new
 
 MAX_HIDDEN = 16384
 
@@ -50,14 +50,8 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, out: torch
     out : [..., hidden], ``x * rsqrt(mean(x**2) + eps) * weight`` computed in fp32.
     """
     _check(x, weight, "x")
-    if out is None:
-        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    else:
-        check_tensor(out, "out")
-        check_same_device(out, "out", x, "x")
-        check_same_dtype(out, "out", x, "x")
-        check_shape(out, "out", x.shape)
-        check_rows(out, "out")
+    out = out_or_new(out, x.shape, x, "x")
+    check_rows(out, "out")
     _backend.impl("rmsnorm", x.device)(out, x, weight, float(eps), hf_exact)
     return out
 

@@ -78,6 +78,16 @@ def _split_offset(seed: int, offset: int | torch.Tensor, ref_t: torch.Tensor) ->
     return seed, offset, None
 
 
+
+def _check_draft_ids(ids: torch.Tensor, batch: int, k: int, ref: torch.Tensor, ref_name: str) -> None:
+    """draft_token_ids: a contiguous [batch, k] int32/int64 tensor on ref's device."""
+    check_tensor(ids, "draft_token_ids")
+    check_dtype(ids, "draft_token_ids", INDEX_DTYPES)
+    check_same_device(ids, "draft_token_ids", ref, ref_name)
+    check_shape(ids, "draft_token_ids", (batch, k))
+    if not ids.is_contiguous():
+        raise ValueError("ssdk: draft_token_ids must be contiguous")
+
 def _signed64(seed: int) -> int:
     """The schema's int is int64: pass the 64-bit seed's bit pattern."""
     return seed - 2**64 if seed >= 2**63 else seed
@@ -186,12 +196,7 @@ def chain_speculative_sampling(draft_probs: torch.Tensor, draft_token_ids: torch
     batch, k1, vocab = target_probs.shape
     check_shape(draft_probs, "draft_probs", (batch, k1 - 1, vocab))
     check_same_device(draft_probs, "draft_probs", target_probs, "target_probs")
-    check_tensor(draft_token_ids, "draft_token_ids")
-    check_dtype(draft_token_ids, "draft_token_ids", INDEX_DTYPES)
-    check_same_device(draft_token_ids, "draft_token_ids", target_probs, "target_probs")
-    check_shape(draft_token_ids, "draft_token_ids", (batch, k1 - 1))
-    if not draft_token_ids.is_contiguous():
-        raise ValueError("ssdk: draft_token_ids must be contiguous")
+    _check_draft_ids(draft_token_ids, batch, k1 - 1, target_probs, "target_probs")
     seed, off, off_t = _split_offset(seed, offset, target_probs)
     tokens = torch.empty(batch, k1, dtype=torch.int32, device=target_probs.device)
     accepted = maybe_output_accepted_token_num
@@ -242,12 +247,7 @@ def verify_chain(target_logits: torch.Tensor, draft_token_ids: torch.Tensor, tem
     batch, k1, vocab = target_logits.shape
     if k1 < 1:
         raise ValueError(f"ssdk: target_logits must have K+1 >= 1 rows per request, got shape {tuple(target_logits.shape)}")
-    check_tensor(draft_token_ids, "draft_token_ids")
-    check_dtype(draft_token_ids, "draft_token_ids", INDEX_DTYPES)
-    check_same_device(draft_token_ids, "draft_token_ids", target_logits, "target_logits")
-    check_shape(draft_token_ids, "draft_token_ids", (batch, k1 - 1))
-    if not draft_token_ids.is_contiguous():
-        raise ValueError("ssdk: draft_token_ids must be contiguous")
+    _check_draft_ids(draft_token_ids, batch, k1 - 1, target_logits, "target_logits")
     _check_sampling(batch, target_logits, temperature, top_k, top_p, saguaro_x, saguaro_f, temperature_optional=True)
     if draft_logits is not None and draft_probs is not None:
         raise ValueError("ssdk: pass draft_logits or draft_probs, not both")
