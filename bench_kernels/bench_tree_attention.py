@@ -103,7 +103,7 @@ def main() -> None:
         args_fn = lambda: ssdk_args  # noqa: E731  (the same buffers every call: hot L2 unless --cold)
         runner.run(shape, "ssdk-cuda", ssdk_cuda, args_fn, nbytes, floor_us=round(floor_us, 2))
         runner.run(shape, "ssdk-triton", ssdk_triton, args_fn, nbytes)
-        if batch <= 16:  # how the split heuristic compares with fixed split counts
+        if args.quick and batch <= 16:  # diagnostics: the split heuristic against fixed split counts
             for splits in (1, 4, 16):
                 fixed = ssdk_args[:-1] + (splits,)
                 runner.run(shape, f"ssdk-cuda-s{splits}", ssdk_cuda, lambda fixed=fixed: fixed, nbytes)

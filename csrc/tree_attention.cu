@@ -4,9 +4,9 @@
 // new tokens allowed by a compact ancestor bitmask (or causal when tree_mask is None).
 // Shapes: q/out [N, Hq, D]; k_cache/v_cache [pages, page_size, Hkv, D]; block_tables [B, max_pages];
 // prefix_lens [B]; qo_indptr [B + 1]; tree_mask [N, W] int32; lse [N, Hq] fp32. fp16/bf16, D in {64, 128}.
-// Arch: sm_80+ (mma.sync through CuTe atoms); needs the CUTLASS headers at build time (SSDK_HAS_CUTLASS).
+// Arch: sm_90 (mma.sync through CuTe's SM80 atoms, a thread-block cluster per row block for split-KV,
+// programmatic dependent launch). Needs the CUTLASS headers at build time (SSDK_HAS_CUTLASS).
 // Reference: ssdk.ref.attention.tree_attention (fp32 dense masked attention).
-#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -22,17 +22,6 @@ namespace ssdk {
 namespace {
 
 using tree_attn::TileShape;
-
-int sm_count(int device) {
-  static int counts[64] = {};
-  if (device >= 64) device = 63;
-  if (counts[device] == 0) {
-    int n = 0;
-    check_cuda_call(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
-    counts[device] = n;
-  }
-  return counts[device];
-}
 
 void check_index(const at::Tensor& t, const at::Tensor& q, const char* name) {
   check_same_device(t, q, name, "q");
@@ -50,12 +39,38 @@ void check_aligned_rows(const at::Tensor& t, const char* name, int dims) {
               c10::str(t.strides()));
 }
 
-// Splits per request so that a small launch still fills the GPU (about two CTAs per SM), capped by the
-// number of 64-token tiles the longest request can have.
-int choose_splits(int64_t base_ctas, int64_t max_tiles, int requested, int sms) {
-  int64_t splits = requested > 0 ? requested : (2 * sms + base_ctas - 1) / std::max<int64_t>(base_ctas, 1);
-  return static_cast<int>(std::clamp<int64_t>(splits, 1, std::max<int64_t>(max_tiles, 1)));
+#ifdef SSDK_HAS_CUTLASS
+int sm_count(int device) {
+  static int counts[64] = {};
+  if (device >= 64) device = 63;
+  if (counts[device] == 0) {
+    int n = 0;
+    check_cuda_call(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+    counts[device] = n;
+  }
+  return counts[device];
 }
+
+// KV splits per row block: enough that the grid fills one wave of resident CTAs (a small batch still
+// covers every SM; a large one is not cut into states it would have to merge), at most the cluster
+// limit and the 64-token tiles of the longest possible request (block_tables width), then as few as
+// give the same tiles per split.
+int choose_splits(int64_t base_ctas, int64_t max_tiles, int64_t requested, tree_attn::Occupancy occ, int sms) {
+  int64_t splits = requested > 0 ? requested : int64_t{sms} * occ.ctas_per_sm / std::max<int64_t>(base_ctas, 1);
+  max_tiles = std::max<int64_t>(max_tiles, 1);
+  splits = std::clamp<int64_t>(splits, 1, std::min<int64_t>(max_tiles, occ.max_splits));
+  const int64_t tiles_per_split = (max_tiles + splits - 1) / splits;
+  return static_cast<int>((max_tiles + tiles_per_split - 1) / tiles_per_split);
+}
+
+template <typename T, int D>
+void run(tree_attn::Params& p, TileShape shape, int64_t requested_splits, int64_t max_tiles, const at::Tensor& q) {
+  const tree_attn::Occupancy occ = tree_attn::occupancy<T, D>(shape);
+  p.num_splits = choose_splits(int64_t{p.batch} * p.num_kv_heads * p.m_tiles, max_tiles, requested_splits, occ,
+                               sm_count(q.get_device()));
+  check_cuda_call(tree_attn::launch<T, D>(p, shape, c10::cuda::getCurrentCUDAStream()), "tree_attention kernel launch");
+}
+#endif  // SSDK_HAS_CUTLASS
 
 }  // namespace
 
@@ -120,24 +135,13 @@ void tree_attention(at::Tensor& out, const std::optional<at::Tensor>& lse, const
 
 #ifdef SSDK_HAS_CUTLASS
   const int64_t group = num_qo_heads / num_kv_heads;
-  const TileShape shape = max_q_len * group <= tree_attn::block_m(TileShape::kNarrow) ? TileShape::kNarrow
-                                                                                     : TileShape::kWide;
+  const TileShape shape = tree_attn::shape_for_rows(max_q_len * group);
   const int64_t m_tiles = (max_q_len * group + tree_attn::block_m(shape) - 1) / tree_attn::block_m(shape);
+  TORCH_CHECK(m_tiles * tree_attn::kMaxSplits < (int64_t{1} << 31), "ssdk: max_q_len is too large");
   const int64_t max_tiles = (block_tables.size(1) * page_size + tree_attn::kBlockN - 1) / tree_attn::kBlockN;
   const c10::cuda::CUDAGuard guard(q.device());
-  const int splits = choose_splits(batch * num_kv_heads * m_tiles, max_tiles, static_cast<int>(num_kv_splits),
-                                   sm_count(q.get_device()));
-  TORCH_CHECK(m_tiles * splits < (int64_t{1} << 31), "ssdk: max_q_len is too large");
 
   tree_attn::Params p{};
-  at::Tensor partial_o, partial_lse;
-  if (splits > 1) {
-    const auto options = q.options().dtype(at::kFloat);
-    partial_o = at::empty({splits, n_total, num_qo_heads, head_dim}, options);
-    partial_lse = at::empty({splits, n_total, num_qo_heads}, options);
-    p.partial_o = partial_o.data_ptr<float>();
-    p.partial_lse = partial_lse.data_ptr<float>();
-  }
   p.q = q.data_ptr();
   p.out = out.data_ptr();
   p.lse = lse ? lse->data_ptr<float>() : nullptr;
@@ -160,25 +164,19 @@ void tree_attention(at::Tensor& out, const std::optional<at::Tensor>& lse, const
   p.block_table_stride = block_tables.stride(0);
   p.mask_stride = tree_mask ? tree_mask->stride(0) : 0;
   p.page_size = static_cast<int>(page_size);
-  p.n_total = static_cast<int>(n_total);
   p.num_qo_heads = static_cast<int>(num_qo_heads);
   p.num_kv_heads = static_cast<int>(num_kv_heads);
   p.group = static_cast<int>(group);
   p.batch = static_cast<int>(batch);
-  p.max_q_len = static_cast<int>(max_q_len);
   p.m_tiles = static_cast<int>(m_tiles);
-  p.num_splits = splits;
   p.scale_log2 = static_cast<float>(sm_scale * 1.4426950408889634);
-
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  cudaError_t err;
-  if (q.scalar_type() == at::kHalf)
-    err = head_dim == 64 ? tree_attn::launch<__half, 64>(p, shape, stream)
-                         : tree_attn::launch<__half, 128>(p, shape, stream);
-  else
-    err = head_dim == 64 ? tree_attn::launch<__nv_bfloat16, 64>(p, shape, stream)
-                         : tree_attn::launch<__nv_bfloat16, 128>(p, shape, stream);
-  check_cuda_call(err, "tree_attention kernel launch");
+  if (q.scalar_type() == at::kHalf) {
+    if (head_dim == 64) run<__half, 64>(p, shape, num_kv_splits, max_tiles, q);
+    else run<__half, 128>(p, shape, num_kv_splits, max_tiles, q);
+  } else {
+    if (head_dim == 64) run<__nv_bfloat16, 64>(p, shape, num_kv_splits, max_tiles, q);
+    else run<__nv_bfloat16, 128>(p, shape, num_kv_splits, max_tiles, q);
+  }
 #else
   TORCH_CHECK(false, "ssdk: tree_attention's CUDA kernel needs the CUTLASS/CuTe headers, and this build had none. "
               "Rebuild with them: pip install nvidia-cutlass (or set SSDK_CUTLASS_DIR to a CUTLASS checkout), then "

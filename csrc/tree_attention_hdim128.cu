@@ -6,5 +6,7 @@
 namespace ssdk::tree_attn {
 template cudaError_t launch<__half, 128>(const Params&, TileShape, cudaStream_t);
 template cudaError_t launch<__nv_bfloat16, 128>(const Params&, TileShape, cudaStream_t);
+template Occupancy occupancy<__half, 128>(TileShape);
+template Occupancy occupancy<__nv_bfloat16, 128>(TileShape);
 }  // namespace ssdk::tree_attn
 #endif

@@ -6,5 +6,7 @@
 namespace ssdk::tree_attn {
 template cudaError_t launch<__half, 64>(const Params&, TileShape, cudaStream_t);
 template cudaError_t launch<__nv_bfloat16, 64>(const Params&, TileShape, cudaStream_t);
+template Occupancy occupancy<__half, 64>(TileShape);
+template Occupancy occupancy<__nv_bfloat16, 64>(TileShape);
 }  // namespace ssdk::tree_attn
 #endif

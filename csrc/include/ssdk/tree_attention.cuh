@@ -8,14 +8,21 @@
 
 namespace ssdk::tree_attn {
 
-constexpr int kBlockN = 64;   // KV tokens per pipeline tile
-constexpr int kThreads = 128; // 4 warps per CTA
+constexpr int kBlockN = 64;     // KV tokens per pipeline tile
+constexpr int kMaxSplits = 16;  // KV splits of one row block = CTAs of one thread-block cluster
 
 // Tile shapes. A CTA owns BLOCK_M packed rows (row = query * group + head-in-group) of one request and
-// one kv head. kNarrow (decode, rows <= 16): one 16-row MMA tile, the 4 warps split each KV tile's
-// columns and merge their softmax states at the end. kWide: 64 rows, each warp owns 16 of them.
-enum class TileShape { kNarrow, kWide };
-constexpr int block_m(TileShape shape) { return shape == TileShape::kNarrow ? 16 : 64; }
+// one kv head, 16 rows per warp row; when BLOCK_M is small the warps also split each KV tile's columns:
+//   kM16: 1 x 4 warps (decode, GQA group <= 16)   kM32: 2 x 2 warps
+//   kM64: 4 x 1 warps                             kM128: 8 x 1 warps (trees; idle warps skip the MMAs)
+enum class TileShape { kM16, kM32, kM64, kM128 };
+constexpr int block_m(TileShape shape) {
+  return shape == TileShape::kM16 ? 16 : shape == TileShape::kM32 ? 32 : shape == TileShape::kM64 ? 64 : 128;
+}
+// The smallest tile that holds `rows` packed rows, else the largest.
+constexpr TileShape shape_for_rows(int64_t rows) {
+  return rows <= 16 ? TileShape::kM16 : rows <= 32 ? TileShape::kM32 : rows <= 64 ? TileShape::kM64 : TileShape::kM128;
+}
 
 struct Params {
   const void* q;  // [n_total, Hq, D]
@@ -27,20 +34,26 @@ struct Params {
   const int32_t* prefix_lens;          // [batch]
   const int32_t* qo_indptr;            // [batch + 1]
   const int32_t* tree_mask;            // [n_total, mask_stride] ancestor bits, or nullptr (causal)
-  float* partial_o;                    // [num_splits, n_total, Hq, D] when num_splits > 1
-  float* partial_lse;                  // [num_splits, n_total, Hq] (log2 domain)
   int64_t q_stride_n, q_stride_h, out_stride_n, out_stride_h;
   int64_t k_stride_page, k_stride_tok, k_stride_head;
   int64_t v_stride_page, v_stride_tok, v_stride_head;
   int64_t block_table_stride, mask_stride;
-  int page_size, n_total, num_qo_heads, num_kv_heads, group, batch;
-  int max_q_len, m_tiles, num_splits;
-  float scale_log2;  // sm_scale * log2(e)
+  int page_size, num_qo_heads, num_kv_heads, group, batch;
+  int m_tiles, num_splits;  // grid.x = m_tiles * num_splits; the splits of a row block form one cluster
+  float scale_log2;         // sm_scale * log2(e)
 };
 
-// Launches the attention kernel (and, when num_splits > 1, the merge kernel) on `stream`.
+// Launches the attention kernel on `stream` (one kernel: the splits merge inside their cluster).
 // T is __half or __nv_bfloat16; D is 64 or 128. Defined in tree_attention_hdim<D>.cu.
 template <typename T, int D>
 cudaError_t launch(const Params& params, TileShape shape, cudaStream_t stream);
+
+// Resident CTAs per SM and the largest split count (cluster size) the device can schedule for this
+// instantiation; cached after the first query. Sizes the KV split on the host.
+struct Occupancy {
+  int ctas_per_sm, max_splits;
+};
+template <typename T, int D>
+Occupancy occupancy(TileShape shape);
 
 }  // namespace ssdk::tree_attn

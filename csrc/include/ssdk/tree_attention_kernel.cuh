@@ -1,15 +1,19 @@
-// Tree attention kernels on tensor cores: CuTe's SM80 atoms (mma.sync m16n8k16 with fp32 accumulators,
-// ldmatrix, cp.async), which also run on sm_90. Included only by tree_attention_hdim<D>.cu.
+// Tree attention kernel on tensor cores: CuTe's SM80 atoms (mma.sync m16n8k16 with fp32 accumulators,
+// ldmatrix, cp.async) plus sm_90 thread-block clusters and programmatic dependent launch.
+// Included only by tree_attention_hdim<D>.cu.
 //
-// Work unit (one CTA of 4 warps): request b, kv head h, a block of packed rows and one KV split.
-// A packed row is (query i, head-in-group g) -> q head h * group + g, so the GQA heads that share a kv
-// head and the request's tree queries fill the MMA M dimension together. The request's KV range
-// [0, prefix + n) is cut into num_splits tile-aligned chunks (flash-decoding); partial states (O / l,
-// log2-sum-exp) are merged by merge_kernel. Inside a chunk, 64-token K/V tiles are gathered through
-// the page table with 16-byte cp.async into a 3-stage, XOR-swizzled shared-memory ring. Tiles before
-// the prefix end run unmasked; only the last tiles read the compact ancestor bits (or the causal rule).
-// Online softmax in the log2 domain (scale folded into log2(e)), P re-used from registers as the A
-// operand of P·V (FlashAttention-2 register layout).
+// Work unit (one CTA): request b, kv head h, a block of BLOCK_M packed rows and one KV split. A packed
+// row is (query i, head-in-group g) -> q head h * group + g, so the GQA heads that share a kv head and
+// the request's tree queries fill the MMA M dimension together and each K/V tile is read once per row
+// block. The request's KV range [0, prefix + n) is cut into num_splits tile-aligned chunks
+// (flash-decoding); the num_splits CTAs of a row block form one cluster and merge their softmax states
+// through distributed shared memory, so a call is one kernel with no workspace and no merge launch.
+// Inside a chunk, 64-token K/V tiles are gathered through the page table with 16-byte cp.async into a
+// 3-stage XOR-swizzled ring; the page ids of a tile are loaded one iteration before its copies are
+// issued. Tiles before the prefix end run unmasked; only tiles that reach the new tokens read the
+// compact ancestor bits (word 0 of each row is prefetched) or apply the causal rule. Online softmax in
+// the log2 domain (scale folded into log2(e)), P re-used from registers as the A operand of P·V
+// (FlashAttention-2 register layout).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -18,6 +22,7 @@
 #include <cute/arch/copy_sm80.hpp>
 #include <cute/arch/mma_sm80.hpp>
 
+#include "ssdk/common.cuh"
 #include "ssdk/tree_attention.cuh"
 
 namespace ssdk::tree_attn {
@@ -61,6 +66,44 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool pr
                                                               *reinterpret_cast<cute::uint128_t*>(smem), pred);
 }
 
+// Thread-block cluster primitives (sm_90, the extension's target; compiled for an older target they
+// reduce to a CTA barrier and local shared-memory loads, right for the one-split launches it gets).
+__device__ __forceinline__ void cluster_sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+#else
+  __syncthreads();
+#endif
+}
+// Address of this CTA's shared-memory object `smem` in CTA `rank` of the cluster.
+__device__ __forceinline__ uint32_t cluster_addr(const void* smem, uint32_t rank) {
+  uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mapa.shared::cluster.u32 %0, %0, %1;" : "+r"(addr) : "r"(rank));
+#endif
+  return addr;
+}
+__device__ __forceinline__ float cluster_load(uint32_t addr) {
+  float v;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(addr) : "memory");
+#else
+  asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(addr) : "memory");
+#endif
+  return v;
+}
+__device__ __forceinline__ float4 cluster_load4(uint32_t addr) {
+  float4 v;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(addr) : "memory");
+#else
+  asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(addr) : "memory");
+#endif
+  return v;
+}
+
 // Element offset of 16-byte chunk `chunk` of row `row` in a [rows][D] tile: chunks XOR-swizzled with
 // row % 8 so that the 8 row addresses of an ldmatrix hit 8 different bank groups.
 template <int D>
@@ -70,12 +113,15 @@ __device__ __forceinline__ int swz(int row, int chunk) {
 
 template <typename T, int D, TileShape kShape>
 struct Config {
-  static constexpr int kWarpsM = kShape == TileShape::kNarrow ? 1 : 4;
-  static constexpr int kWarpsN = 4 / kWarpsM;
-  static constexpr int kBlockM = 16 * kWarpsM;
+  static constexpr int kBlockM = block_m(kShape);
+  static constexpr int kWarpsM = kBlockM / 16;
+  static constexpr int kWarpsN = kWarpsM >= 4 ? 1 : 4 / kWarpsM;
+  static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
   static constexpr int kWarpN = kBlockN / kWarpsN;  // KV columns of a tile owned by one warp
   static constexpr int kStages = 3;
-  static constexpr int kChunks = D / 8;  // 16-byte chunks per row
+  static constexpr int kChunks = D / 8;                      // 16-byte chunks per row
+  static constexpr int kRowStep = kThreads / kChunks;        // tile rows one copy pass covers
+  static constexpr int kRowsPerThread = kBlockN / kRowStep;  // rows (page ids) one thread copies per tile
   static constexpr int kTileElems = kBlockN * D;
   static constexpr int kSmemQ = kBlockM * D * int(sizeof(T));
   static constexpr int kSmemKV = kStages * 2 * kTileElems * int(sizeof(T));
@@ -83,23 +129,32 @@ struct Config {
   static constexpr int kOStride = D + 8;              // fp32 epilogue row stride (fewer bank conflicts)
   static constexpr int kSmemEpi = kEpiRows * (kOStride + 2) * 4;
   static constexpr int kSmem = kSmemQ + (kSmemKV > kSmemEpi ? kSmemKV : kSmemEpi);
-  static_assert(kThreads % kChunks == 0 && (kBlockN * kChunks) % kThreads == 0);
+  // Two CTAs per SM where registers allow (D = 128 with 8 warps needs more than 128 per thread).
+  static constexpr int kMinBlocks = kThreads == 256 && D == 128 ? 1 : 2;
+  static_assert(kThreads % kChunks == 0 && kBlockN % kRowStep == 0);
   static_assert(kWarpN % 16 == 0 && D % 16 == 0);
 };
 
 template <typename T, int D, TileShape kShape>
-__global__ void __launch_bounds__(kThreads) tree_attention_kernel(const Params p) {
+__global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, kShape>::kMinBlocks)
+    tree_attention_kernel(const __grid_constant__ Params p) {
   using Cfg = Config<T, D, kShape>;
   constexpr int kBlockM = Cfg::kBlockM, kWarpN = Cfg::kWarpN, kStages = Cfg::kStages, kChunks = Cfg::kChunks;
+  constexpr int kThreads = Cfg::kThreads, kRowsPerThread = Cfg::kRowsPerThread;
   constexpr float kNegInf = -__builtin_huge_valf();
 
-  const int m_tile = blockIdx.x % p.m_tiles, split = blockIdx.x / p.m_tiles;
+  // The num_splits CTAs of one row block are consecutive in x and form one cluster.
+  const int split = blockIdx.x % p.num_splits, m_tile = blockIdx.x / p.num_splits;
   const int kv_head = blockIdx.y, b = blockIdx.z;
-  const int q_start = p.qo_indptr[b];
-  const int n = p.qo_indptr[b + 1] - q_start;
-  const int rows = n * p.group, row0 = m_tile * kBlockM;
-  if (row0 >= rows) return;
-  const int prefix = p.prefix_lens[b], kv_len = prefix + n;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int wm = warp % Cfg::kWarpsM, wn = warp / Cfg::kWarpsM;
+
+  pdl_wait();  // q, the cache and the index tensors may be written by the previous kernel
+  const int q_start = p.qo_indptr[b], q_end = p.qo_indptr[b + 1], prefix = p.prefix_lens[b];  // in parallel
+  const int n = q_end - q_start, rows = n * p.group, row0 = m_tile * kBlockM;
+  if (row0 >= rows) return;  // the whole cluster: its CTAs share (b, kv_head, m_tile)
+  // Causal rows of this block see new tokens up to their last query only; tree rows may see any.
+  const int kv_len = prefix + (p.tree_mask != nullptr ? n : min(n, (row0 + kBlockM - 1) / p.group + 1));
   const int tiles_per_split = ((kv_len + kBlockN - 1) / kBlockN + p.num_splits - 1) / p.num_splits;
   const int kv_begin = split * tiles_per_split * kBlockN;
   const int kv_end = min(kv_len, kv_begin + tiles_per_split * kBlockN);
@@ -109,9 +164,6 @@ __global__ void __launch_bounds__(kThreads) tree_attention_kernel(const Params p
   T* s_q = reinterpret_cast<T*>(smem);
   T* s_k = reinterpret_cast<T*>(smem + Cfg::kSmemQ);  // [kStages][kBlockN][D]
   T* s_v = s_k + kStages * Cfg::kTileElems;
-
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int wm = warp % Cfg::kWarpsM, wn = warp / Cfg::kWarpsM;
 
   // Q rows -> shared (zero rows past the request), in the same cp.async group as KV tile 0.
   const T* q = static_cast<const T*>(p.q);
@@ -126,48 +178,68 @@ __global__ void __launch_bounds__(kThreads) tree_attention_kernel(const Params p
     cp_async16(s_q + swz<D>(r, chunk), src, ok);
   }
 
-  // One 64-token K/V tile through the page table. Thread tid always copies chunk tid % kChunks of
-  // rows tid / kChunks + i * (kThreads / kChunks).
+  // K/V tiles through the page table. Thread tid always copies chunk tid % kChunks of rows
+  // tid / kChunks + i * kRowStep; page id -1 = past the chunk end (zero-filled, not read).
   const T* k_head = static_cast<const T*>(p.k_cache) + kv_head * p.k_stride_head;
   const T* v_head = static_cast<const T*>(p.v_cache) + kv_head * p.v_stride_head;
   const int32_t* page_table = p.block_tables + b * p.block_table_stride;
-  auto load_tile = [&](int tile, int stage) {
-    const int pos0 = kv_begin + tile * kBlockN, chunk = tid % kChunks;
+  const int copy_chunk = tid % kChunks, copy_row = tid / kChunks;
+  auto fetch_pages = [&](int tile, int (&pages)[kRowsPerThread]) {
+    const int pos0 = kv_begin + tile * kBlockN + copy_row;
+#pragma unroll
+    for (int i = 0; i < kRowsPerThread; ++i) {
+      const int pos = pos0 + i * Cfg::kRowStep;
+      pages[i] = tile < num_tiles && pos < kv_end ? __ldg(page_table + pos / p.page_size) : -1;
+    }
+  };
+  auto issue_tile = [&](int tile, int stage, const int (&pages)[kRowsPerThread]) {
+    const int pos0 = kv_begin + tile * kBlockN + copy_row;
     T* dst_k = s_k + stage * Cfg::kTileElems;
     T* dst_v = s_v + stage * Cfg::kTileElems;
 #pragma unroll
-    for (int i = 0; i < kBlockN * kChunks / kThreads; ++i) {
-      const int r = tid / kChunks + i * (kThreads / kChunks), pos = pos0 + r;
-      const bool ok = pos < kv_end;
+    for (int i = 0; i < kRowsPerThread; ++i) {
+      const int r = copy_row + i * Cfg::kRowStep;
+      const bool ok = pages[i] >= 0;
       const T* src_k = k_head;
       const T* src_v = v_head;
       if (ok) {
-        const int64_t page = __ldg(page_table + pos / p.page_size), slot = pos % p.page_size;
-        src_k = k_head + page * p.k_stride_page + slot * p.k_stride_tok + chunk * 8;
-        src_v = v_head + page * p.v_stride_page + slot * p.v_stride_tok + chunk * 8;
+        const int64_t slot = (pos0 + i * Cfg::kRowStep) % p.page_size;
+        src_k = k_head + pages[i] * p.k_stride_page + slot * p.k_stride_tok + copy_chunk * 8;
+        src_v = v_head + pages[i] * p.v_stride_page + slot * p.v_stride_tok + copy_chunk * 8;
       }
-      cp_async16(dst_k + swz<D>(r, chunk), src_k, ok);
-      cp_async16(dst_v + swz<D>(r, chunk), src_v, ok);
+      cp_async16(dst_k + swz<D>(r, copy_chunk), src_k, ok);
+      cp_async16(dst_v + swz<D>(r, copy_chunk), src_v, ok);
     }
   };
 
+  // Page ids of the first kStages - 1 tiles in one round trip, then their copies.
+  int pages[kStages - 1][kRowsPerThread];
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < num_tiles) load_tile(s, s);
-    cute::cp_async_fence();
-  }
+  for (int s = 0; s < kStages - 1; ++s) fetch_pages(s, pages[s]);
 
-  // Per-thread rows: g and g + 8 of this warp's 16 (MMA accumulator layout).
+  // Per-thread rows: g and g + 8 of this warp's 16 (MMA accumulator layout). Word 0 of each row's
+  // ancestor bits (new tokens 0..31) is loaded now, with the page ids, if this split reaches them.
   const int g = lane >> 2, t4 = lane & 3;
+  const bool active = row0 + wm * 16 < rows;  // warps whose 16 rows are all padding skip the math
   int row_qi[2];
   const int32_t* row_mask[2];
+  uint32_t mask0[2];
 #pragma unroll
   for (int hr = 0; hr < 2; ++hr) {
     const int row = row0 + wm * 16 + g + 8 * hr;
     row_qi[hr] = row < rows ? row / p.group : -1;  // -1: padding row, sees only the prefix
     row_mask[hr] = p.tree_mask != nullptr && row < rows ? p.tree_mask + (q_start + row_qi[hr]) * p.mask_stride
                                                         : nullptr;
+    mask0[hr] = row_mask[hr] != nullptr && kv_end > prefix ? __ldg(row_mask[hr]) : 0u;
   }
+
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < num_tiles) issue_tile(s, s, pages[s]);
+    cute::cp_async_fence();
+  }
+  int next_pages[kRowsPerThread];
+  fetch_pages(kStages - 1, next_pages);
 
   uint32_t q_frag[D / 16][4];
   float o[D / 8][4];
@@ -178,12 +250,14 @@ __global__ void __launch_bounds__(kThreads) tree_attention_kernel(const Params p
   for (int tile = 0; tile < num_tiles; ++tile) {
     cute::cp_async_wait<kStages - 2>();
     __syncthreads();
+    if (tile + kStages - 1 < num_tiles) issue_tile(tile + kStages - 1, (tile + kStages - 1) % kStages, next_pages);
+    cute::cp_async_fence();
+    fetch_pages(tile + kStages, next_pages);  // consumed by the next iteration's copies
+    if (!active) continue;
     if (tile == 0) {
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) ldsm(s_q + swz<D>(wm * 16 + (lane & 15), kk * 2 + (lane >> 4)), q_frag[kk]);
     }
-    if (tile + kStages - 1 < num_tiles) load_tile(tile + kStages - 1, (tile + kStages - 1) % kStages);
-    cute::cp_async_fence();
 
     const T* tk = s_k + (tile % kStages) * Cfg::kTileElems;
     const T* tv = s_v + (tile % kStages) * Cfg::kTileElems;
@@ -216,9 +290,14 @@ __global__ void __launch_bounds__(kThreads) tree_attention_kernel(const Params p
           const int hr = e >> 1, pos = pos0 + col0 + nf * 8 + 2 * t4 + (e & 1), j = pos - prefix;
           bool visible = pos < kv_end;
           if (visible && j >= 0) {
-            if (row_qi[hr] < 0) visible = false;
-            else if (row_mask[hr] != nullptr) visible = (__ldg(row_mask[hr] + (j >> 5)) >> (j & 31)) & 1;
-            else visible = j <= row_qi[hr];
+            if (row_qi[hr] < 0) {
+              visible = false;
+            } else if (row_mask[hr] != nullptr) {
+              const uint32_t word = j < 32 ? mask0[hr] : uint32_t(__ldg(row_mask[hr] + (j >> 5)));
+              visible = (word >> (j & 31)) & 1u;
+            } else {
+              visible = j <= row_qi[hr];
+            }
           }
           if (!visible) s[nf][e] = kNegInf;
         }
@@ -266,114 +345,161 @@ __global__ void __launch_bounds__(kThreads) tree_attention_kernel(const Params p
       }
     }
   }
+  pdl_launch_dependents();  // the next kernel may start its launch; it waits for our completion anyway
 
-  // Epilogue: every warp parks (m, l, O) in shared memory (over the KV ring), then the CTA merges the
-  // kWarpsN states of each row and writes coalesced rows.
+  // Epilogue: every warp parks (m, l, O) in shared memory (over the KV ring); after a cluster barrier
+  // the cluster's CTAs split the row block's (row, 4 columns) items among them and merge, for each,
+  // the kWarpsN x num_splits states, reading the other CTAs' states through distributed shared memory.
   cute::cp_async_wait<0>();
   __syncthreads();
   float* s_o = reinterpret_cast<float*>(smem + Cfg::kSmemQ);  // [kEpiRows][kOStride]
   float* s_m = s_o + Cfg::kEpiRows * Cfg::kOStride;
   float* s_l = s_m + Cfg::kEpiRows;
+  if (active) {
 #pragma unroll
-  for (int hr = 0; hr < 2; ++hr) {
-    l[hr] += __shfl_xor_sync(0xffffffffu, l[hr], 1);
-    l[hr] += __shfl_xor_sync(0xffffffffu, l[hr], 2);
-    const int r = wn * kBlockM + wm * 16 + g + 8 * hr;
-    if (t4 == 0) {
-      s_m[r] = m[hr];
-      s_l[r] = l[hr];
+    for (int hr = 0; hr < 2; ++hr) {
+      l[hr] += __shfl_xor_sync(0xffffffffu, l[hr], 1);
+      l[hr] += __shfl_xor_sync(0xffffffffu, l[hr], 2);
+      const int r = wn * kBlockM + wm * 16 + g + 8 * hr;
+      if (t4 == 0) {
+        s_m[r] = m[hr];
+        s_l[r] = l[hr];
+      }
+#pragma unroll
+      for (int df = 0; df < D / 8; ++df)
+        *reinterpret_cast<float2*>(s_o + r * Cfg::kOStride + df * 8 + 2 * t4) = make_float2(o[df][2 * hr], o[df][2 * hr + 1]);
     }
-#pragma unroll
-    for (int df = 0; df < D / 8; ++df)
-      *reinterpret_cast<float2*>(s_o + r * Cfg::kOStride + df * 8 + 2 * t4) = make_float2(o[df][2 * hr], o[df][2 * hr + 1]);
   }
-  __syncthreads();
+  cluster_sync();  // every state of the cluster is written (release / acquire)
 
-  for (int e = tid; e < kBlockM * (D / 4); e += kThreads) {
-    const int r = e / (D / 4), c4 = e % (D / 4), row = row0 + r;
-    if (row >= rows) break;  // rows grow with e
+  const int num_items = min(kBlockM, rows - row0) * (D / 4);
+  for (int e = split * kThreads + tid; e < num_items; e += kThreads * p.num_splits) {
+    const int r = e / (D / 4), c4 = e % (D / 4);
     float mx = kNegInf;
+    for (int rank = 0; rank < p.num_splits; ++rank) {
+      const uint32_t m_addr = cluster_addr(s_m + r, rank);
 #pragma unroll
-    for (int w = 0; w < Cfg::kWarpsN; ++w) mx = fmaxf(mx, s_m[w * kBlockM + r]);
+      for (int w = 0; w < Cfg::kWarpsN; ++w) mx = fmaxf(mx, cluster_load(m_addr + 4 * w * kBlockM));
+    }
     const float base = mx == kNegInf ? 0.f : mx;
     float sum = 0.f;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int rank = 0; rank < p.num_splits; ++rank) {
+      const uint32_t m_addr = cluster_addr(s_m + r, rank), l_addr = cluster_addr(s_l + r, rank);
+      const uint32_t o_addr = cluster_addr(s_o + r * Cfg::kOStride + c4 * 4, rank);
 #pragma unroll
-    for (int w = 0; w < Cfg::kWarpsN; ++w) {
-      const float scale = ex2(s_m[w * kBlockM + r] - base);
-      sum += scale * s_l[w * kBlockM + r];
-      const float4 v = *reinterpret_cast<const float4*>(s_o + (w * kBlockM + r) * Cfg::kOStride + c4 * 4);
-      acc.x += scale * v.x, acc.y += scale * v.y, acc.z += scale * v.z, acc.w += scale * v.w;
+      for (int w = 0; w < Cfg::kWarpsN; ++w) {
+        const float scale = ex2(cluster_load(m_addr + 4 * w * kBlockM) - base);
+        sum += scale * cluster_load(l_addr + 4 * w * kBlockM);
+        const float4 v = cluster_load4(o_addr + 4 * w * kBlockM * Cfg::kOStride);
+        acc.x += scale * v.x, acc.y += scale * v.y, acc.z += scale * v.z, acc.w += scale * v.w;
+      }
     }
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    acc.x *= inv, acc.y *= inv, acc.z *= inv, acc.w *= inv;
-    const float lse2 = sum > 0.f ? mx + log2f(sum) : kNegInf;
-    const int token = q_start + row / p.group, head = kv_head * p.group + row % p.group;
-    if (p.num_splits == 1) {
-      T* dst = static_cast<T*>(p.out) + token * p.out_stride_n + head * p.out_stride_h + c4 * 4;
-      *reinterpret_cast<uint2*>(dst) = make_uint2(pack2<T>(acc.x, acc.y), pack2<T>(acc.z, acc.w));
-      if (c4 == 0 && p.lse != nullptr) p.lse[int64_t(token) * p.num_qo_heads + head] = lse2 * 0.6931471805599453f;
-    } else {
-      const int64_t idx = (int64_t(split) * p.n_total + token) * p.num_qo_heads + head;
-      *reinterpret_cast<float4*>(p.partial_o + idx * D + c4 * 4) = acc;
-      if (c4 == 0) p.partial_lse[idx] = lse2;
-    }
+    const int row = row0 + r, token = q_start + row / p.group, head = kv_head * p.group + row % p.group;
+    T* dst = static_cast<T*>(p.out) + token * p.out_stride_n + head * p.out_stride_h + c4 * 4;
+    *reinterpret_cast<uint2*>(dst) =
+        make_uint2(pack2<T>(acc.x * inv, acc.y * inv), pack2<T>(acc.z * inv, acc.w * inv));
+    if (c4 == 0 && p.lse != nullptr)
+      p.lse[int64_t(token) * p.num_qo_heads + head] = sum > 0.f ? (mx + log2f(sum)) * 0.6931471805599453f : kNegInf;
   }
+  cluster_sync();  // no CTA leaves while another may still read its states
 }
 
-// Merges the num_splits partial states of every computed row: D / 4 threads per (token, head) row.
-// Grid: (row blocks, batch), mirroring the attention grid so rows no CTA computed stay untouched.
-template <typename T, int D>
-__global__ void __launch_bounds__(kThreads) merge_kernel(const Params p) {
-  constexpr int kRowThreads = D / 4, kRowsPerBlock = kThreads / kRowThreads;
-  constexpr float kNegInf = -__builtin_huge_valf();
-  const int b = blockIdx.y, q_start = p.qo_indptr[b];
-  const int n = min(p.qo_indptr[b + 1] - q_start, p.max_q_len);
-  const int r = blockIdx.x * kRowsPerBlock + threadIdx.x / kRowThreads, c4 = threadIdx.x % kRowThreads;
-  if (r >= n * p.num_qo_heads) return;
-  const int token = q_start + r / p.num_qo_heads, head = r % p.num_qo_heads;
-  const int64_t row = int64_t(token) * p.num_qo_heads + head, split_stride = int64_t(p.n_total) * p.num_qo_heads;
-  float mx = kNegInf;
-  for (int s = 0; s < p.num_splits; ++s) mx = fmaxf(mx, p.partial_lse[s * split_stride + row]);
-  const float base = mx == kNegInf ? 0.f : mx;
-  float sum = 0.f;
-  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-  for (int s = 0; s < p.num_splits; ++s) {
-    const float lse = p.partial_lse[s * split_stride + row];
-    if (lse == kNegInf) continue;
-    const float scale = ex2(lse - base);
-    sum += scale;
-    const float4 v = *reinterpret_cast<const float4*>(p.partial_o + (s * split_stride + row) * D + c4 * 4);
-    acc.x += scale * v.x, acc.y += scale * v.y, acc.z += scale * v.z, acc.w += scale * v.w;
-  }
-  const float inv = sum > 0.f ? 1.f / sum : 0.f;
-  T* dst = static_cast<T*>(p.out) + token * p.out_stride_n + head * p.out_stride_h + c4 * 4;
-  *reinterpret_cast<uint2*>(dst) = make_uint2(pack2<T>(acc.x * inv, acc.y * inv), pack2<T>(acc.z * inv, acc.w * inv));
-  if (c4 == 0 && p.lse != nullptr)
-    p.lse[row] = sum > 0.f ? (mx + log2f(sum)) * 0.6931471805599453f : kNegInf;
+// > 48 KB of dynamic shared memory and clusters of more than 8 CTAs need a per-kernel opt-in (per device).
+template <typename T, int D, TileShape kShape>
+cudaError_t prepare_kernel() {
+  constexpr int kMaxDevices = 64;
+  static bool ready[kMaxDevices] = {};
+  int device = 0;
+  if (const cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return err;
+  if (device < kMaxDevices && ready[device]) return cudaSuccess;
+  const auto kernel = tree_attention_kernel<T, D, kShape>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Config<T, D, kShape>::kSmem);
+  int major = 0;
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  if (err == cudaSuccess && major >= 9) err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+  if (err == cudaSuccess && device < kMaxDevices) ready[device] = true;
+  return err;
+}
+
+template <typename T, int D, TileShape kShape>
+cudaLaunchConfig_t launch_config(const Params& p, cudaStream_t stream, cudaLaunchAttribute (&attrs)[2]) {
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(p.m_tiles * p.num_splits, p.num_kv_heads, p.batch);
+  config.blockDim = dim3(Config<T, D, kShape>::kThreads);
+  config.dynamicSmemBytes = Config<T, D, kShape>::kSmem;
+  config.stream = stream;
+  attrs[0].id = cudaLaunchAttributeClusterDimension;
+  attrs[0].val.clusterDim.x = p.num_splits;
+  attrs[0].val.clusterDim.y = 1;
+  attrs[0].val.clusterDim.z = 1;
+  attrs[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attrs[1].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attrs;
+  config.numAttrs = 2;
+  return config;
 }
 
 template <typename T, int D, TileShape kShape>
 cudaError_t launch_shape(const Params& p, cudaStream_t stream) {
-  using Cfg = Config<T, D, kShape>;
-  auto kernel = tree_attention_kernel<T, D, kShape>;
-  if (Cfg::kSmem > 48 * 1024) {
-    const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmem);
-    if (err != cudaSuccess) return err;
-  }
-  kernel<<<dim3(p.m_tiles * p.num_splits, p.num_kv_heads, p.batch), kThreads, Cfg::kSmem, stream>>>(p);
-  if (p.num_splits > 1) {
-    constexpr int kRowsPerBlock = kThreads / (D / 4);
-    const int blocks = (p.max_q_len * p.num_qo_heads + kRowsPerBlock - 1) / kRowsPerBlock;
-    merge_kernel<T, D><<<dim3(blocks, p.batch), kThreads, 0, stream>>>(p);
-  }
-  return cudaGetLastError();
+  if (const cudaError_t err = prepare_kernel<T, D, kShape>(); err != cudaSuccess) return err;
+  cudaLaunchAttribute attrs[2];
+  const cudaLaunchConfig_t config = launch_config<T, D, kShape>(p, stream, attrs);
+  return cudaLaunchKernelEx(&config, tree_attention_kernel<T, D, kShape>, p);
 }
 
 template <typename T, int D>
 cudaError_t launch(const Params& p, TileShape shape, cudaStream_t stream) {
-  return shape == TileShape::kNarrow ? launch_shape<T, D, TileShape::kNarrow>(p, stream)
-                                     : launch_shape<T, D, TileShape::kWide>(p, stream);
+  switch (shape) {
+    case TileShape::kM16: return launch_shape<T, D, TileShape::kM16>(p, stream);
+    case TileShape::kM32: return launch_shape<T, D, TileShape::kM32>(p, stream);
+    case TileShape::kM64: return launch_shape<T, D, TileShape::kM64>(p, stream);
+    default: return launch_shape<T, D, TileShape::kM128>(p, stream);
+  }
+}
+
+// Resident CTAs per SM (occupancy query) and the largest cluster that fits: 16 when the device can hold
+// a 16-CTA cluster of this kernel, else 8 (portable), 1 without clusters (before sm_90).
+template <typename T, int D, TileShape kShape>
+Occupancy occupancy_shape() {
+  static const Occupancy cached = [] {
+    Occupancy occ{1, 1};
+    int device = 0, major = 0;
+    if (prepare_kernel<T, D, kShape>() != cudaSuccess || cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess)
+      return occ;
+    const auto kernel = tree_attention_kernel<T, D, kShape>;
+    int blocks = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, Config<T, D, kShape>::kThreads,
+                                                      Config<T, D, kShape>::kSmem) == cudaSuccess)
+      occ.ctas_per_sm = blocks > 0 ? blocks : 1;
+    if (major >= 9) {
+      Params probe{};
+      probe.m_tiles = 1;
+      probe.num_kv_heads = probe.batch = 1;
+      probe.num_splits = kMaxSplits;
+      cudaLaunchAttribute attrs[2];
+      cudaLaunchConfig_t config = launch_config<T, D, kShape>(probe, nullptr, attrs);
+      config.numAttrs = 1;  // the cluster shape only
+      int clusters = 0;
+      occ.max_splits = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config) == cudaSuccess && clusters > 0
+                           ? kMaxSplits : 8;
+    }
+    cudaGetLastError();  // a failed query leaves no sticky error behind
+    return occ;
+  }();
+  return cached;
+}
+
+template <typename T, int D>
+Occupancy occupancy(TileShape shape) {
+  switch (shape) {
+    case TileShape::kM16: return occupancy_shape<T, D, TileShape::kM16>();
+    case TileShape::kM32: return occupancy_shape<T, D, TileShape::kM32>();
+    case TileShape::kM64: return occupancy_shape<T, D, TileShape::kM64>();
+    default: return occupancy_shape<T, D, TileShape::kM128>();
+  }
 }
 
 }  // namespace ssdk::tree_attn
