@@ -165,6 +165,25 @@ def test_cuda_graph_capture(backend):
     assert_close(out, expected)
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("hidden", [2048, 4096, 5120, 8192])
+def test_rows_do_not_depend_on_the_batch(backend, hidden):
+    """Batch invariance (what greedy speculative == autoregressive decoding relies on): rows normalized
+    alone, or 3 at a time, are bitwise the rows of a 4096-row call (the CUDA kernel picks other launch
+    shapes for small and large inputs)."""
+    x, residual, weight = inputs(4096, hidden, torch.bfloat16, "cuda")
+    with use_backend(backend):
+        batched = rmsnorm(x, weight, EPS)
+        x_add, res_add = x.clone(), residual.clone()
+        fused_add_rmsnorm(x_add, res_add, weight, EPS)
+        for rows in (slice(0, 1), slice(4093, 4096)):
+            assert torch.equal(rmsnorm(x[rows].clone(), weight, EPS), batched[rows])
+            x_one, res_one = x[rows].clone(), residual[rows].clone()
+            fused_add_rmsnorm(x_one, res_one, weight, EPS)
+            assert torch.equal(x_one, x_add[rows]) and torch.equal(res_one, res_add[rows])
+
+
 @pytest.mark.cpu
 def test_bad_inputs_name_the_argument():
     x = torch.randn(4, 64)

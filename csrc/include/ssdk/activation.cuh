@@ -18,7 +18,8 @@ struct SiluAndMulArgs {
 
 __device__ __forceinline__ float silu(float g) { return g / (1.f + expf(-g)); }
 
-template <typename T, int W>
+// kStreaming: ld/st.global.cs (data touched once).
+template <typename T, int W, bool kStreaming = false>
 __global__ void silu_and_mul_kernel(SiluAndMulArgs<T> a, unsigned chunks_per_row, unsigned total) {
   using V = Vec<T, W>;
   const unsigned gid = blockIdx.x * blockDim.x + threadIdx.x;
@@ -28,8 +29,13 @@ __global__ void silu_and_mul_kernel(SiluAndMulArgs<T> a, unsigned chunks_per_row
   const T* in = a.input + row * a.input_stride + col;
   V gate, up, y;
   pdl_wait();  // the input may come from the previous kernel
-  gate.load(in);
-  up.load(in + a.d);
+  if constexpr (kStreaming) {
+    gate.load_streaming(in);
+    up.load_streaming(in + a.d);
+  } else {
+    gate.load(in);
+    up.load(in + a.d);
+  }
   pdl_launch_dependents();
 #pragma unroll
   for (int j = 0; j < W; ++j) {
@@ -37,7 +43,8 @@ __global__ void silu_and_mul_kernel(SiluAndMulArgs<T> a, unsigned chunks_per_row
     if (a.hf_exact) act = round_to<T>(act);
     y.data[j] = from_float<T>(act * to_float(up.data[j]));
   }
-  y.store(a.out + row * a.out_stride + col);
+  if constexpr (kStreaming) y.store_streaming(a.out + row * a.out_stride + col);
+  else y.store(a.out + row * a.out_stride + col);
 }
 
 // 16-byte chunks when d, both row strides and both pointers allow it; else one element per thread.

@@ -28,6 +28,22 @@ struct alignas(sizeof(T) * N) Vec {
   T data[N];
   __device__ __forceinline__ void load(const T* ptr) { *this = *reinterpret_cast<const Vec*>(ptr); }
   __device__ __forceinline__ void store(T* ptr) const { *reinterpret_cast<Vec*>(ptr) = *this; }
+  // Cache-streaming variants (ld/st.global.cs: data touched once, evicted first) for 16-byte vectors.
+  __device__ __forceinline__ void load_streaming(const T* ptr) {
+    if constexpr (sizeof(Vec) == 16) {
+      const uint4 bits = __ldcs(reinterpret_cast<const uint4*>(ptr));
+      *this = *reinterpret_cast<const Vec*>(&bits);
+    } else {
+      load(ptr);
+    }
+  }
+  __device__ __forceinline__ void store_streaming(T* ptr) const {
+    if constexpr (sizeof(Vec) == 16) {
+      __stcs(reinterpret_cast<uint4*>(ptr), *reinterpret_cast<const uint4*>(this));
+    } else {
+      store(ptr);
+    }
+  }
 };
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -36,17 +52,42 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-// Sum over the block; every thread gets the result. blockDim.x must be a multiple of 32.
-__device__ __forceinline__ float block_sum(float v) {
-  __shared__ float partial[32];
+// Pairwise (binary-tree) sum over the block of K values per thread, where thread t's value i stands
+// for index v = t + i * blockDim.x; every thread gets the result. Index bits are combined from the
+// lowest up (butterflies with ascending offsets, then the K values), and missing indices add exact
+// zeros, so for a power-of-two count of indices the result is bitwise the same whichever blockDim.x
+// and K split them. blockDim.x must be a multiple of 32; K a power of two <= 16.
+template <int K>
+__device__ __forceinline__ float block_pairwise_sum(float (&values)[K]) {
+  static_assert(K >= 1 && K <= 16 && (K & (K - 1)) == 0, "K must be a power of two <= 16");
+  __shared__ float partial[K][32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, num_warps = blockDim.x >> 5;
-  v = warp_sum(v);
-  if (num_warps == 1) return v;
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  v = lane < num_warps ? partial[lane] : 0.f;
-  v = warp_sum(v);
-  return v;
+  float v[K];
+#pragma unroll
+  for (int i = 0; i < K; ++i) {
+    v[i] = values[i];
+#pragma unroll
+    for (int offset = 1; offset < 32; offset <<= 1) v[i] += __shfl_xor_sync(0xffffffffu, v[i], offset);
+  }
+  if (num_warps > 1) {
+    if (lane == 0) {
+#pragma unroll
+      for (int i = 0; i < K; ++i) partial[i][warp] = v[i];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < K; ++i) {
+      v[i] = lane < num_warps ? partial[i][lane] : 0.f;
+#pragma unroll
+      for (int offset = 1; offset < 32; offset <<= 1) v[i] += __shfl_xor_sync(0xffffffffu, v[i], offset);
+    }
+  }
+#pragma unroll
+  for (int stride = 1; stride < K; stride <<= 1) {
+#pragma unroll
+    for (int i = 0; i + stride < K; i += 2 * stride) v[i] += v[i + stride];
+  }
+  return v[0];
 }
 
 // Programmatic dependent launch (sm_90+): a kernel launched with launch_pdl() may start while the

@@ -6,7 +6,8 @@
 // rounded to T before the norm, and the normalized value is rounded to T before the weight multiply.
 // Otherwise FlashInfer's order: one rounding at the end, the norm uses the fp32 sum.
 // One block per row; each thread keeps VPT vectors of VEC elements (and the matching weights) in
-// registers, so every byte is read once.
+// registers, so every byte is read once. Batch invariant: a row's result depends only on that row,
+// the weight and the layout (hidden size, alignment), never on how many rows are normalized with it.
 #pragma once
 #include <type_traits>
 
@@ -29,7 +30,9 @@ struct RMSNormArgs {
 constexpr int kMaxThreads = 1024;  // x 16 scalars per thread = the 16384 limit on odd rows
 constexpr int64_t kThroughputElements = int64_t{1} << 20;  // measured crossover on H100
 
-template <typename T, int VEC, int VPT>
+// kStreaming: ld/st.global.cs for the row data; kLateWeight: load the weight after the reduction
+// instead of with the row. Template flags so bench_kernels/tune_memory_bound.cu can compare them.
+template <typename T, int VEC, int VPT, bool kStreaming = false, bool kLateWeight = false>
 __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(RMSNormArgs<T> a) {
   using V = Vec<T, VEC>;
   const int row = blockIdx.x;
@@ -37,6 +40,8 @@ __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(RMSNormArgs<T> a) 
   const T* in_row = a.input + row * a.input_stride;
   T* res_row = a.residual ? a.residual + row * a.residual_stride : nullptr;
   T* out_row = a.out + row * a.out_stride;
+  auto load = [](V& v, const T* p) { if constexpr (kStreaming) v.load_streaming(p); else v.load(p); };
+  auto store = [](const V& v, T* p) { if constexpr (kStreaming) v.store_streaming(p); else v.store(p); };
 
   // Issue every load (input, residual, weight) before any use, so the row costs one memory round
   // trip; the weight latency also hides behind the reduction. Values stay packed in T (fewer registers,
@@ -47,9 +52,9 @@ __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(RMSNormArgs<T> a) 
   for (int i = 0; i < VPT; ++i) {
     const int v = threadIdx.x + i * blockDim.x;
     if (v < num_vec) {
-      x[i].load(in_row + v * VEC);
-      if (res_row) r[i].load(res_row + v * VEC);
-      w[i].load(a.weight + v * VEC);
+      load(x[i], in_row + v * VEC);
+      if (res_row) load(r[i], res_row + v * VEC);
+      if constexpr (!kLateWeight) w[i].load(a.weight + v * VEC);
     }
   }
   pdl_launch_dependents();
@@ -59,47 +64,58 @@ __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(RMSNormArgs<T> a) 
     const float s = to_float(x[i].data[j]) + to_float(r[i].data[j]);
     return a.hf_exact ? round_to<T>(s) : s;
   };
-  float sum_sq = 0.f;
+  // Sum of squares per vector (sequential over its VEC elements), then a pairwise sum over vector
+  // indices: the per-row arithmetic does not depend on VPT or the block size (batch invariance).
+  float sum_sq[VPT];
 #pragma unroll
   for (int i = 0; i < VPT; ++i) {
+    sum_sq[i] = 0.f;
     const int v = threadIdx.x + i * blockDim.x;
     if (v < num_vec) {
 #pragma unroll
       for (int j = 0; j < VEC; ++j) {
         const float value_ij = value(i, j);
-        sum_sq += value_ij * value_ij;
+        sum_sq[i] += value_ij * value_ij;
       }
       if (res_row) {
         V sum;
 #pragma unroll
         for (int j = 0; j < VEC; ++j) sum.data[j] = from_float<T>(to_float(x[i].data[j]) + to_float(r[i].data[j]));
-        sum.store(res_row + v * VEC);
+        store(sum, res_row + v * VEC);
       }
     }
   }
-  const float rstd = rsqrtf(block_sum(sum_sq) / a.hidden + a.eps);
+  const float rstd = rsqrtf(block_pairwise_sum(sum_sq) / a.hidden + a.eps);
 #pragma unroll
   for (int i = 0; i < VPT; ++i) {
     const int v = threadIdx.x + i * blockDim.x;
     if (v < num_vec) {
+      if constexpr (kLateWeight) w[i].load(a.weight + v * VEC);
       V y;
 #pragma unroll
       for (int j = 0; j < VEC; ++j) {
         const float normed = a.hf_exact ? round_to<T>(value(i, j) * rstd) : value(i, j) * rstd;
         y.data[j] = from_float<T>(normed * to_float(w[i].data[j]));
       }
-      y.store(out_row + v * VEC);
+      store(y, out_row + v * VEC);
     }
   }
 }
 
-template <typename T, int VEC>
-cudaError_t launch_rmsnorm_vec(const RMSNormArgs<T>& a, cudaStream_t stream) {
-  const int num_vec = a.hidden / VEC;
-  // Small inputs (decode, verify): one vector per thread, up to 1024 threads, for the shortest critical
-  // path. Large ones: two vectors per thread, so smaller blocks keep more rows resident per SM.
-  int vpt = int64_t{a.rows} * a.hidden >= kThroughputElements ? 2 : 1;
+// Vectors per thread. Small inputs (decode, verify) take one vector per thread (up to 1024 threads) for
+// the shortest critical path; large ones two, so smaller blocks keep more rows resident per SM. The
+// per-row sum is the same either way when the vector count is a power of two (block_pairwise_sum);
+// other widths keep one choice for every row count, so results never depend on the batch.
+inline int vectors_per_thread(int64_t rows, int hidden, int num_vec) {
+  const bool pow2 = num_vec >= 64 && (num_vec & (num_vec - 1)) == 0;
+  int vpt = pow2 && rows * hidden > kThroughputElements ? 2 : 1;
   while (vpt * kMaxThreads < num_vec) vpt *= 2;
+  return vpt;
+}
+
+template <typename T, int VEC, bool kStreaming = false, bool kLateWeight = false>
+cudaError_t launch_rmsnorm_vec(const RMSNormArgs<T>& a, cudaStream_t stream, int vpt) {
+  const int num_vec = a.hidden / VEC;
   if (vpt * VEC > 16) return cudaErrorInvalidValue;
   const int threads = ((num_vec + vpt - 1) / vpt + 31) / 32 * 32;
   const dim3 grid(a.rows), block(threads);
@@ -107,7 +123,8 @@ cudaError_t launch_rmsnorm_vec(const RMSNormArgs<T>& a, cudaStream_t stream) {
   cudaError_t err = cudaSuccess;
   auto launch = [&](auto vpt_constant) {
     constexpr int kVpt = decltype(vpt_constant)::value;
-    if constexpr (kVpt * VEC <= 16) err = launch_pdl(rmsnorm_kernel<T, VEC, kVpt>, grid, block, 0, stream, a);
+    if constexpr (kVpt * VEC <= 16)
+      err = launch_pdl(rmsnorm_kernel<T, VEC, kVpt, kStreaming, kLateWeight>, grid, block, 0, stream, a);
   };
   switch (vpt) {
     case 1: launch(std::integral_constant<int, 1>{}); break;
@@ -128,8 +145,8 @@ cudaError_t launch_rmsnorm(const RMSNormArgs<T>& a, cudaStream_t stream) {
                             (!a.residual || a.residual_stride % kVec == 0) && is_aligned(a.out, 16) &&
                             is_aligned(a.input, 16) && is_aligned(a.weight, 16) &&
                             (!a.residual || is_aligned(a.residual, 16));
-  if (vectorizable) return launch_rmsnorm_vec<T, kVec>(a, stream);
-  return launch_rmsnorm_vec<T, 1>(a, stream);
+  if (vectorizable) return launch_rmsnorm_vec<T, kVec>(a, stream, vectors_per_thread(a.rows, a.hidden, a.hidden / kVec));
+  return launch_rmsnorm_vec<T, 1>(a, stream, vectors_per_thread(a.rows, a.hidden, a.hidden));
 }
 
 }  // namespace ssdk::norm
