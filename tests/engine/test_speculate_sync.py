@@ -114,29 +114,125 @@ def test_graph_batches_padded_like_cuda_graphs():
     assert out == generate(ar_llm(), PROMPTS[:3], greedy(3))
 
 
+@pytest.mark.parametrize("backend", [pytest.param("torch", marks=pytest.mark.cpu),
+                                     pytest.param("triton", marks=pytest.mark.triton_interp)])
+def test_batch_invariant_mode_matches_default(backend):
+    """batch_invariant=True (ssdk.ops.batch_invariant_* layers; the Triton kernels under the interpreter):
+    greedy AR and SD (different accepted lengths in one batch) give the default mode's AR tokens."""
+    prompts, params = PROMPTS[:2], [SamplingParams(temperature=0, max_tokens=m, ignore_eos=True) for m in (7, 5)]
+    reference = generate(ar_llm(), prompts, params)
+    ar = LLM(TARGET, batch_invariant=True, **KW)
+    sd = LLM(TARGET, draft=DRAFTS["truncated"], speculate_k=3, batch_invariant=True, **KW)
+    assert ar.runner.model.lm_head.batch_invariant and sd.speculator.draft.model.lm_head.batch_invariant
+    with ops.use_backend(backend):
+        assert generate(ar, prompts, params) == reference
+        assert generate(sd, prompts, params) == reference
+    assert sum(c > 0 for c in sd.last_stats["spec"]["accept_hist"]) >= 2
+
+
+def gpu_pair(name: str, **kw) -> LLM:
+    return LLM(f"synthetic:{name}?damp=0.1&damp_from=2", draft=f"synthetic:{name}?layers=2", speculate_k=4,
+               device="cuda", progress=False, max_model_len=256, max_num_seqs=4, num_kv_pages=256, **kw)
+
+
+def gpu_prompts(batch: int) -> list[list[int]]:
+    return [[1000 + 37 * b + 11 * i for i in range(8 + 5 * b)] for b in range(batch)]
+
+
+def decode_rate(llm: LLM) -> str:
+    s = llm.last_stats
+    return f"{s['decode_tokens'] / s['decode_s']:.0f} tok/s ({1e3 * s['decode_s'] / s['decode_steps']:.2f} ms/step)"
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("name", ["llama-3.2-1b", "llama-3.1-8b"])
 def test_greedy_follows_autoregressive_on_gpu(name):
-    """Full-size shapes, bf16, CUDA graphs, the synthetic pair, batch 1 and 4: SD's greedy output is
-    AR's token for token up to a near-tie of AR's own logits (the GPU kernels for K+1 and 1 query rows
-    round differently, so bit-exactness is not expected there)."""
+    """Default mode, full-size shapes, bf16, CUDA graphs, the synthetic pair, batch 1 and 4: SD's greedy
+    output is AR's token for token up to a near-tie of AR's own logits (cuBLAS and the attention kernels
+    round K+1 and 1 query rows differently; batch_invariant=True below makes it exact)."""
     from ._compare import assert_greedy_close
 
-    llm = LLM(f"synthetic:{name}?damp=0.1&damp_from=2", draft=f"synthetic:{name}?layers=2", speculate_k=4,
-              device="cuda", progress=False, max_model_len=256, max_num_seqs=4, num_kv_pages=256)
+    llm = gpu_pair(name)
     assert llm.speculator.target.extra_graphs and len(llm.speculator.draft.extra_graphs) == 2
     for batch in (1, 4):
-        prompts = [[1000 + 37 * b + 11 * i for i in range(8 + 5 * b)] for b in range(batch)]
+        prompts = gpu_prompts(batch)
         llm.use_speculation = False
         ar = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=48, ignore_eos=True, logprobs=2),
                           use_tqdm=False)
+        generate(llm, prompts, SamplingParams(temperature=0, max_tokens=48, ignore_eos=True))
+        print(f"\n{name} default mode B={batch}: AR {decode_rate(llm)}", end="")
         llm.use_speculation = True
         sd = generate(llm, prompts, SamplingParams(temperature=0, max_tokens=48, ignore_eos=True))
+        print(f", SD {decode_rate(llm)}, acceptance {acceptance(llm):.2f}")
         agreed = sum(assert_greedy_close(s, a.token_ids, a.logprobs, f"{name} B={batch} request {i}")
                      for i, (s, a) in enumerate(zip(sd, ar)))
         assert agreed >= 0.75 * 48 * batch, (agreed, batch)
         assert 0 < acceptance(llm)
         assert llm.block_manager.num_free_pages == llm.block_manager.num_pages
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["llama-3.2-1b", "llama-3.1-8b"])
+def test_greedy_equals_autoregressive_on_gpu_batch_invariant(name):
+    """batch_invariant=True, full-size shapes, bf16, CUDA graphs, batch 1 and 4, 48 tokens: SD's greedy
+    output is AR's token for token (exact), at partial acceptance."""
+    llm = gpu_pair(name, batch_invariant=True)
+    params = SamplingParams(temperature=0, max_tokens=48, ignore_eos=True)
+    for batch in (1, 4):
+        prompts = gpu_prompts(batch)
+        llm.use_speculation = False
+        ar = generate(llm, prompts, params)
+        print(f"\n{name} batch_invariant B={batch}: AR {decode_rate(llm)}", end="")
+        llm.use_speculation = True
+        sd = generate(llm, prompts, params)
+        print(f", SD {decode_rate(llm)}, acceptance {acceptance(llm):.2f}")
+        assert sd == ar, f"{name} B={batch}"
+        assert 0 < acceptance(llm) < 1
+        assert llm.block_manager.num_free_pages == llm.block_manager.num_pages
+
+
+@pytest.mark.cuda
+def test_batch_invariant_logits_on_gpu():
+    """The property at the model level (Llama-3.2-1B shape, bf16): a token's logits are the same bits
+    decoded alone (CUDA graph, bucket 1), inside a batch of 5 requests (graph bucket 8), as row 0 of a
+    5-token chain (graph q_len 5) and, for later chain rows, as decodes after the chain."""
+    llm = LLM("synthetic:llama-3.2-1b", device="cuda", progress=False, max_model_len=256, max_num_seqs=8,
+              num_kv_pages=64, batch_invariant=True)
+    runner, page = llm.runner, llm.runner.page_size
+    runner.capture_graphs(5)
+    tokens = [[2000 + 7 * b + 13 * i for i in range(90)] for b in range(5)]
+    lens = [70 + 3 * b for b in range(5)]  # prompts cross the 64-key tile edge
+    tables = [list(range(8 * b, 8 * b + 8)) for b in range(5)]
+
+    def spec(rows: list[tuple[int, int]], q_len: int, logits_last: bool = False) -> BatchSpec:
+        """Request b computes tokens first .. first + q_len - 1 for each (b, first) in rows."""
+        ids, pos, slots = [], [], []
+        for b, first in rows:
+            ids += tokens[b][first:first + q_len]
+            pos += range(first, first + q_len)
+            slots += [tables[b][p // page] * page + p % page for p in range(first, first + q_len)]
+        indptr = list(range(0, len(ids) + 1, q_len))
+        return BatchSpec(ids, pos, indptr, [first for _, first in rows], [tables[b] for b, _ in rows], slots,
+                         [i - 1 for i in indptr[1:]] if logits_last else None)
+
+    with torch.inference_mode():
+        prefill = [(b, 0) for b in range(5)]
+        runner.execute(BatchSpec([t for b in range(5) for t in tokens[b][:lens[b] - 1]],
+                                 [p for b in range(5) for p in range(lens[b] - 1)],
+                                 [sum(n - 1 for n in lens[:b]) for b in range(6)], [0] * 5, tables,
+                                 [tables[b][p // page] * page + p % page for b, _ in prefill
+                                  for p in range(lens[b] - 1)], None))
+        alone = runner.execute(spec([(0, lens[0] - 1)], 1)).clone()
+        batch = runner.execute(spec([(b, lens[b] - 1) for b in range(5)], 1)).clone()
+        chain = runner.execute(spec([(0, lens[0] - 1)], 5)).clone()
+        after = [runner.execute(spec([(0, lens[0] - 1 + i)], 1)).clone() for i in (1, 2, 3)]
+    assert torch.equal(batch[0], alone[0])
+    assert torch.equal(chain[0], alone[0])
+    for i, row in zip((1, 2, 3), after):
+        assert torch.equal(chain[i], row[0]), i
+    for b in range(1, 5):  # and each request of the batch alone
+        with torch.inference_mode():
+            assert torch.equal(runner.execute(spec([(b, lens[b] - 1)], 1))[0], batch[b]), b
 
 
 def test_e2e_bench_smoke():
@@ -160,6 +256,8 @@ def test_e2e_bench_smoke():
 
 
 def test_bad_arguments():
+    with pytest.raises(ValueError, match="batch_invariant=True needs tensor_parallel_size=1"):
+        LLM(TARGET, tensor_parallel_size=2, batch_invariant=True, **KW)
     with pytest.raises(ValueError, match="speculate_k must be a positive int"):
         LLM(TARGET, draft=TARGET, speculate_k=0, **KW)
     with pytest.raises(ValueError, match="draft .* has vocab_size 128256, the target 512"):

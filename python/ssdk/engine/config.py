@@ -151,6 +151,11 @@ class EngineConfig:
     num_kv_pages : KV pages (overrides the memory-based sizing; CPU default fits max_num_seqs full sequences).
     attention_backend : "ssdk" (ssdk.ops.tree_attention) or "flashinfer" (GPU; implies enforce_eager).
     seed : seed of unseeded sampling and of synthetic weights.
+    batch_invariant : every row's logits bitwise independent of the batch (rows, requests, verify-chain
+        length): linear layers, attention and RMSNorm run through ``ssdk.ops.batch_invariant_*`` (fixed
+        tiles, no split-K / split-KV), so greedy speculative decoding equals greedy AR token for token on
+        the GPU too. Costs decode speed (a Triton GEMM instead of cuBLAS, attention without split-KV);
+        tensor_parallel_size=1 and attention_backend="ssdk" only.
     """
 
     model: str
@@ -166,6 +171,7 @@ class EngineConfig:
     num_kv_pages: int | None = None
     attention_backend: str = "ssdk"
     seed: int = 0
+    batch_invariant: bool = False
     model_config: ModelConfig = field(init=False)
 
     def __post_init__(self) -> None:
@@ -202,5 +208,8 @@ class EngineConfig:
             raise ValueError(f"ssdk: attention_backend must be 'ssdk' or 'flashinfer', got {self.attention_backend!r}")
         if self.attention_backend == "flashinfer" and self.device != "cuda":
             raise ValueError("ssdk: attention_backend='flashinfer' needs device='cuda'")
+        if self.batch_invariant and (tp > 1 or self.attention_backend != "ssdk"):
+            raise ValueError("ssdk: batch_invariant=True needs tensor_parallel_size=1 (an all-reduce's algorithm "
+                             "depends on the message size) and attention_backend='ssdk'")
         if self.device == "cpu" or self.attention_backend == "flashinfer":
             self.enforce_eager = True

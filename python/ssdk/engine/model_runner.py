@@ -88,6 +88,9 @@ class ModelRunner:
                 self.model = model_class(mc)(mc, config.max_model_len, self.device)
         finally:
             torch.set_default_dtype(default_dtype)
+        for module in self.model.modules():  # layers with a batch-invariant path (EngineConfig.batch_invariant)
+            if hasattr(module, "batch_invariant"):
+                module.batch_invariant = config.batch_invariant
         if config.model.startswith("synthetic:"):
             tensors = synthetic_tensors(config.model, self.dtype, self.device, config.seed)
         else:

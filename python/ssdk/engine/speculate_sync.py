@@ -41,7 +41,7 @@ def draft_config(target: EngineConfig, draft: str) -> EngineConfig:
     cfg = EngineConfig(model=str(draft), dtype=target.dtype, device=target.device, enforce_eager=True,
                        max_num_seqs=target.max_num_seqs, max_num_batched_tokens=target.max_num_batched_tokens,
                        max_model_len=target.max_model_len, page_size=target.page_size, num_kv_pages=1,
-                       seed=target.seed)
+                       seed=target.seed, batch_invariant=target.batch_invariant)
     tm, dm = target.model_config, cfg.model_config
     if dm.vocab_size != tm.vocab_size:
         raise ValueError(f"ssdk: draft {draft!r} has vocab_size {dm.vocab_size}, the target {tm.vocab_size}; "

@@ -13,6 +13,8 @@ class Attention(nn.Module):
     """Reads the batch layout from the attention context; ``k_cache``/``v_cache`` are set by the runner
     ([num_pages, page_size, num_kv_heads, head_dim] views of its KV-cache tensor)."""
 
+    batch_invariant = False  # set by the model runner (EngineConfig.batch_invariant)
+
     def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, scale: float):
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim, self.scale = num_heads, num_kv_heads, head_dim, scale
@@ -26,5 +28,9 @@ class Attention(nn.Module):
             ops.store_kv_cache(k, v, self.k_cache, self.v_cache, ctx.slot_mapping)
         if ctx.flashinfer is not None:
             return ctx.flashinfer.run(q, (self.k_cache, self.v_cache))
+        if self.batch_invariant:
+            return ops.batch_invariant_attention(q, self.k_cache, self.v_cache, ctx.block_tables, ctx.prefix_lens,
+                                                 ctx.qo_indptr, ctx.tree_mask, max_q_len=ctx.max_q_len,
+                                                 sm_scale=self.scale)
         return ops.tree_attention(q, self.k_cache, self.v_cache, ctx.block_tables, ctx.prefix_lens, ctx.qo_indptr,
                                   ctx.tree_mask, max_q_len=ctx.max_q_len, sm_scale=self.scale)

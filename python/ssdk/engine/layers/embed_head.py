@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ... import ops
 from ..parallel import current_tp
 
 
@@ -38,5 +39,9 @@ class VocabParallelEmbedding(nn.Module):
 class ParallelLMHead(VocabParallelEmbedding):
     """logits = hidden @ W^T over the full vocabulary (shards gathered on every rank)."""
 
+    batch_invariant = False  # set by the model runner (EngineConfig.batch_invariant)
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.batch_invariant:
+            return self.tp.all_gather_last(ops.batch_invariant_linear(hidden, self.weight))
         return self.tp.all_gather_last(F.linear(hidden, self.weight))

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ... import ops
 from ..parallel import current_tp
 
 
@@ -23,6 +24,8 @@ def _expect(param: nn.Parameter, loaded: torch.Tensor, dim: int, full: int, what
 
 
 class LinearBase(nn.Module):
+    batch_invariant = False  # set by the model runner (EngineConfig.batch_invariant)
+
     def __init__(self, in_features: int, out_features: int, bias: bool):
         super().__init__()
         self.tp = current_tp()
@@ -37,6 +40,8 @@ class LinearBase(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.batch_invariant:
+            return ops.batch_invariant_linear(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 
 
@@ -110,4 +115,4 @@ class RowParallelLinear(LinearBase):
         param.data.copy_(loaded.narrow(1, self.tp.rank * cols, cols))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.tp.all_reduce_(F.linear(x, self.weight, self.bias))
+        return self.tp.all_reduce_(super().forward(x))
