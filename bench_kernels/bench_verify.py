@@ -1,6 +1,7 @@
 """Speculative verification and sampling from logits vs torch and FlashInfer.
 
-Ops and byte models (floor = bytes / copy bandwidth, bf16 logits unless the shape says fp32):
+Ops and byte models (floor = bytes / copy bandwidth, bf16 logits unless the shape says fp32; every row's
+extra carries floor_us and the printed %peak column is the percentage of that floor reached):
   verify_chain       stochastic chain from target + draft logits, T = 1: reads B(K+1)V + BKV logits.
                      flashinfer = chain_speculative_sampling fed precomputed probabilities (the issue's
                      anchor: only the residual rows are read); flashinfer+softmax adds the two softmaxes.
@@ -36,6 +37,9 @@ def main() -> None:
         chain_grid = [(b, k, v, torch.bfloat16) for b in (1, 4, 16, 64) for k in (4, 6, 8) for v in (128256, 151936)]
         chain_grid += [(b, 6, 128256, torch.float32) for b in (1, 16, 64)]
     runner = Runner("verify", args)
+
+    def floor_us(nbytes: int) -> float:
+        return round(nbytes / (runner.results.copy_gbps * 1e3), 3)
     cuda = {op: get_impl(op, "cuda") for op in ("verify_chain", "chain_speculative_sampling", "verify_tree",
                                                 "sample_tokens")}
     triton = {op: get_impl(op, "triton") for op in ("verify_chain", "sample_tokens")}
@@ -52,15 +56,17 @@ def main() -> None:
                     torch.empty(batch, dtype=torch.int32, device="cuda"))
 
         stochastic_bytes = (2 * k + 1) * batch * vocab * size
+        greedy_bytes = (k + 1) * batch * vocab * size
+        chain_extra = dict(extra, floor_us=floor_us(stochastic_bytes))
         runner.run(shape, "ssdk-cuda", lambda t, d, i, o, n: cuda["verify_chain"](
             o, n, t, i, d, None, temperature, None, None, None, 0, 1, 2, None), make, stochastic_bytes,
-            op="verify_chain", **extra)
+            op="verify_chain", **chain_extra)
         if batch <= 16 and k == 6:
             runner.run(shape, "ssdk-triton", lambda t, d, i, o, n: triton["verify_chain"](
                 o, n, t, i, d, None, temperature, None, None, None, 0, 1, 2, None), make, stochastic_bytes,
-                op="verify_chain", **extra)
+                op="verify_chain", **chain_extra)
             runner.run(shape, "torch", lambda t, d, i, o, n: ref.verify_chain(t, i, temperature, draft_logits=d),
-                       make, stochastic_bytes, op="verify_chain", **extra)
+                       make, stochastic_bytes, op="verify_chain", **chain_extra)
         if fi_sampling is not None:
             def make_probs():
                 target, draft, ids, _, _ = make()
@@ -70,22 +76,22 @@ def main() -> None:
                         torch.zeros(batch, dtype=torch.int32, device="cuda"))
 
             runner.run(shape, "flashinfer", lambda p, q, i, *_: fi_sampling.chain_speculative_sampling(q, i, p),
-                       make_probs, stochastic_bytes, op="verify_chain", **extra)
+                       make_probs, stochastic_bytes, op="verify_chain", **chain_extra)
             runner.run(shape, "flashinfer+softmax", lambda t, d, i, o, n: fi_sampling.chain_speculative_sampling(
                 fi_sampling.softmax(d.flatten(0, 1), 1.0).view(d.shape), i.int(),
                 fi_sampling.softmax(t.flatten(0, 1), 1.0).view(t.shape)), make, stochastic_bytes,
-                op="verify_chain", **extra)
+                op="verify_chain", **chain_extra)
             runner.run(shape, "ssdk-cuda", lambda p, q, i, o, acc, emit: cuda["chain_speculative_sampling"](
                 o, acc, emit, q, i, p, 1, 2, None), make_probs, 2 * batch * vocab * 4, op="chain_speculative_sampling",
                 **extra)
             runner.run(shape, "flashinfer", lambda p, q, i, *_: fi_sampling.chain_speculative_sampling(q, i, p),
                        make_probs, 2 * batch * vocab * 4, op="chain_speculative_sampling", **extra)
-        greedy_bytes = (k + 1) * batch * vocab * size
+        greedy_extra = dict(extra, floor_us=floor_us(greedy_bytes))
         runner.run(shape, "ssdk-cuda", lambda t, d, i, o, n: cuda["verify_chain"](
             o, n, t, i, None, None, None, None, None, None, 0, 1, 2, None), make, greedy_bytes,
-            op="verify_chain_greedy", **extra)
+            op="verify_chain_greedy", **greedy_extra)
         runner.run(shape, "torch", lambda t, d, i, o, n: ref.verify_chain(t, i, None), make, greedy_bytes,
-                   op="verify_chain_greedy", **extra)
+                   op="verify_chain_greedy", **greedy_extra)
 
     tree_grid = [(1, 6, 3), (16, 6, 3), (64, 6, 3)] if args.quick else \
         [(b, k, f) for b in (1, 4, 16, 64) for k in (4, 6, 8) for f in (2, 3)]

@@ -8,6 +8,8 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <algorithm>
+
 #include "ops.h"
 #include "ssdk/tree_mask.cuh"
 #include "torch_utils.h"
@@ -80,8 +82,16 @@ void build_tree_mask(const at::Tensor& parents, const at::Tensor& qo_indptr, con
   args.batch = static_cast<int>(batch);
   args.words = static_cast<int>(tree_mask.size(1));
   args.packed_rows = static_cast<int>(packed_rows);
+  // CTAs per request: about one 16-byte vector per thread of the average segment (the buffer's
+  // capacity is the only size known without a host sync), at most ~8 resident waves' worth over the batch.
+  int chunks = 1;
+  if (packed_mask.has_value() && batch > 0) {
+    const int64_t per_request = packed_mask->numel() / batch;
+    const int64_t want = (per_request + 16 * tree::kThreads - 1) / (16 * tree::kThreads);
+    chunks = static_cast<int>(std::clamp<int64_t>(want, 1, std::max<int64_t>(1, 8 * num_sms(parents) / batch)));
+  }
   const c10::cuda::CUDAGuard guard(parents.device());
-  check_cuda_call(tree::launch_tree_mask(args, num_sms(parents), c10::cuda::getCurrentCUDAStream()),
+  check_cuda_call(tree::launch_tree_mask(args, chunks, c10::cuda::getCurrentCUDAStream()),
                   "build_tree_mask kernel launch");
 }
 

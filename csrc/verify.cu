@@ -30,6 +30,10 @@ int num_sms(int device) {
 
 int ceil_div(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
 
+// Vocabulary chunk of one statistics work item: fixed, so a row's partials (and their merge order) do not
+// depend on the batch size; 16 KB of bf16 = four 16-byte loads per thread.
+constexpr int kStatsChunk = 8192;
+
 // Split a row of `vocab` into `parts` chunks that are multiples of 8 elements (16-byte aligned).
 void split(int vocab, int want, int& parts, int& chunk) {
   want = std::max(1, std::min({want, 64, ceil_div(vocab, 2048)}));
@@ -138,8 +142,9 @@ void launch_filter(const RowMap<T>& map, int num_rows, int vocab, const Filters&
   fa.sag_f = f.sag_f;
   fa.sag_target = f.sag_target;
   fa.dists = dists;
-  sampling::filter_kernel<T, 16 / sizeof(T)><<<num_rows, sampling::kThreads, 0, stream>>>(fa);
-  check_cuda_call(cudaGetLastError(), "filter kernel launch");
+  check_cuda_call(launch_pdl(sampling::filter_kernel<T, 16 / sizeof(T)>, dim3(num_rows), dim3(sampling::kThreads), 0,
+                             stream, fa),
+                  "filter kernel launch");
 }
 
 template <typename T, int MODE>
@@ -157,8 +162,9 @@ void launch_verify(VerifyArgs<T>& a, int sms, cudaStream_t stream) {
     }
   }
   TORCH_CHECK(grid < (int64_t{1} << 31), "ssdk: problem too large (", grid, " work items)");
-  sampling::verify_kernel<T, 16 / sizeof(T), MODE><<<static_cast<unsigned>(grid), sampling::kThreads, 0, stream>>>(a);
-  check_cuda_call(cudaGetLastError(), "verify kernel launch");
+  check_cuda_call(launch_pdl(sampling::verify_kernel<T, 16 / sizeof(T), MODE>, dim3(static_cast<unsigned>(grid)),
+                             dim3(sampling::kThreads), 0, stream, a),
+                  "verify kernel launch");
 }
 
 // Common setup: sizes, statistics split, final split, workspace, filter pre-pass.
@@ -167,7 +173,8 @@ void prepare(VerifyArgs<T>& a, const Filters& f, bool stochastic, const at::Tens
              cudaStream_t stream) {
   const bool filtered = f.any() && stochastic;
   a.fused = !filtered && a.num_rows > 0;
-  split(a.vocab, ceil_div(4 * sms, std::max(a.num_rows, 1)), a.S, a.chunk);
+  a.chunk = kStatsChunk;
+  a.S = ceil_div(a.vocab, kStatsChunk);
   if (stochastic) split(a.vocab, ceil_div(2 * sms, std::max(a.batch, 1)), a.S2, a.chunk2);
   else split(a.vocab, 1, a.S2, a.chunk2);
   ws = make_workspace(ref, a.fused ? static_cast<int64_t>(a.num_rows) * a.S : 0, static_cast<int64_t>(a.batch) * a.S2,
@@ -254,10 +261,12 @@ void probs_from_logits(at::Tensor& out, const at::Tensor& logits, const at::Tens
     launch_filter<T>(map, static_cast<int>(batch), static_cast<int>(vocab), f, ws.dists, stream);
     int parts, chunk;
     split(static_cast<int>(vocab), ceil_div(4 * num_sms(logits.get_device()), batch), parts, chunk);
-    sampling::write_probs_kernel<T, 16 / sizeof(T)><<<dim3(batch, parts), sampling::kThreads, 0, stream>>>(
-        map.target, map.target_stride, ws.dists, out.data_ptr<float>(), static_cast<int>(vocab), chunk,
-        rows_vectorizable(map.target, map.target_stride));
-    check_cuda_call(cudaGetLastError(), "write_probs kernel launch");
+    check_cuda_call(launch_pdl(sampling::write_probs_kernel<T, 16 / sizeof(T)>,
+                               dim3(static_cast<unsigned>(batch), static_cast<unsigned>(parts)),
+                               dim3(sampling::kThreads), 0, stream, map.target, map.target_stride,
+                               static_cast<const RowDist*>(ws.dists), out.data_ptr<float>(), static_cast<int>(vocab),
+                               chunk, rows_vectorizable(map.target, map.target_stride)),
+                    "write_probs kernel launch");
   });
 }
 

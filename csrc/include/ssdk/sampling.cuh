@@ -106,16 +106,39 @@ __device__ __forceinline__ void accumulate(Stat& st, float x, int v, float scale
   }
 }
 
-// Block-wide merge; every thread gets the result. blockDim.x == kThreads.
-__device__ __forceinline__ Stat block_merge(Stat st, float scale) {
-  __shared__ Stat warp_stats[kThreads / 32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+// A block of N elements (largest bm at index bi, first on ties): one max update / rescale per block,
+// one exp2 per element (skipped for greedy rows, scale 0, whose sum is never used).
+template <int N>
+__device__ __forceinline__ void accumulate_block(Stat& st, const float* x, float bm, int bi, float scale) {
+  if (bm > st.m) {
+    st.s = st.s == 0.f ? 0.f : st.s * exp2f((st.m - bm) * scale);
+    st.m = bm;
+    st.idx = bi;
+  }
+  if (scale > 0.f && st.m > -INFINITY) {
+    float sum = 0.f;
+#pragma unroll
+    for (int k = 0; k < N; ++k) sum += x[k] > -INFINITY ? exp2f((x[k] - st.m) * scale) : 0.f;
+    st.s += sum;
+  }
+}
+
+// Warp-wide merge (butterfly; merge is symmetric, so every lane gets the same bits).
+__device__ __forceinline__ Stat warp_merge(Stat st, float scale) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
     Stat other{__shfl_xor_sync(0xffffffffu, st.m, o), __shfl_xor_sync(0xffffffffu, st.s, o),
                __shfl_xor_sync(0xffffffffu, st.idx, o)};
     st = merge(st, other, scale);
   }
+  return st;
+}
+
+// Block-wide merge; every thread gets the result. blockDim.x == kThreads.
+__device__ __forceinline__ Stat block_merge(Stat st, float scale) {
+  __shared__ Stat warp_stats[kThreads / 32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  st = warp_merge(st, scale);
   __syncthreads();  // warp_stats may still be read by a previous call
   if (lane == 0) warp_stats[warp] = st;
   __syncthreads();
@@ -147,15 +170,20 @@ __device__ __forceinline__ Pick better(Pick a, const Pick& b) {
   return a;
 }
 
-__device__ __forceinline__ Pick block_best(Pick p) {
-  __shared__ Pick warp_picks[kThreads / 32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+__device__ __forceinline__ Pick warp_best(Pick p) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
     Pick other{__shfl_xor_sync(0xffffffffu, p.score, o), __shfl_xor_sync(0xffffffffu, p.idx, o),
                __shfl_xor_sync(0xffffffffu, p.fb_score, o), __shfl_xor_sync(0xffffffffu, p.fb_idx, o)};
     p = better(p, other);
   }
+  return p;
+}
+
+__device__ __forceinline__ Pick block_best(Pick p) {
+  __shared__ Pick warp_picks[kThreads / 32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  p = warp_best(p);
   __syncthreads();
   if (lane == 0) warp_picks[warp] = p;
   __syncthreads();
@@ -216,10 +244,54 @@ __device__ __forceinline__ void for_each_uniform(const T* row, int n, F&& f) {
   }
 }
 
+// Block-merged statistics of [lo, hi) of a row (lo a multiple of VEC when vec_ok): 16-byte loads, four
+// in flight per thread, each group of 4 * VEC elements folded in as one accumulate_block.
 template <typename T, int VEC>
 __device__ __forceinline__ Stat row_stats(const T* row, int lo, int hi, bool vec_ok, float scale) {
   Stat st = empty_stat();
-  for_each<T, VEC>(row, lo, hi, vec_ok, [&](int v, float x) { accumulate(st, x, v, scale); });
+  int tail = lo + threadIdx.x;
+  if (vec_ok) {
+    const int vhi = lo + (hi - lo) / VEC * VEC;
+    const int step = blockDim.x * VEC;
+    int v = lo + threadIdx.x * VEC;
+    for (; v + 3 * step < vhi; v += 4 * step) {
+      Vec<T, VEC> d[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) d[u].load(row + v + u * step);
+      float x[4 * VEC];
+      float bm = -INFINITY;
+      int bi = INT_MAX;
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+          x[u * VEC + j] = to_float(d[u].data[j]);
+          if (x[u * VEC + j] > bm) {
+            bm = x[u * VEC + j];
+            bi = v + u * step + j;
+          }
+        }
+      accumulate_block<4 * VEC>(st, x, bm, bi, scale);
+    }
+    for (; v < vhi; v += step) {
+      Vec<T, VEC> d;
+      d.load(row + v);
+      float x[VEC];
+      float bm = -INFINITY;
+      int bi = INT_MAX;
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) {
+        x[j] = to_float(d.data[j]);
+        if (x[j] > bm) {
+          bm = x[j];
+          bi = v + j;
+        }
+      }
+      accumulate_block<VEC>(st, x, bm, bi, scale);
+    }
+    tail = vhi + threadIdx.x;
+  }
+  for (int s = tail; s < hi; s += blockDim.x) accumulate(st, to_float(row[s]), s, scale);
   return block_merge(st, scale);
 }
 

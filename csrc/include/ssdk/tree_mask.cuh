@@ -1,10 +1,14 @@
 // Draft-tree description for a batch of trees: depth, positions, the compact ancestor bitmask and
 // FlashInfer's packed custom mask (see ssdk.ops.tree.build_tree_mask for the exact layout).
 //
-// Grid (chunks, B): every CTA of request b rebuilds the request's ancestor table in shared memory
-// (one thread walks one node's parent chain; trees are small), then CTA 0 writes positions, depth and
-// the compact mask, and all CTAs of the request split its packed segment byte by byte. Segment
-// offsets are the byte sizes of the earlier requests summed by each CTA: no host sync, no second pass.
+// Grid (chunks, B), one kernel, no host sync. Every CTA of request b loads the request's parents and
+// builds its ancestor table in shared memory, transposed (word w of node i at anc[w * Np + i], so the
+// threads' read-modify-writes hit distinct banks): one thread walks one node's parent chain. The CTAs of
+// a request then split the request's work: node slice x of ceil(n / chunks) nodes (depth, positions,
+// compact rows) and every chunks-th 16-byte vector of the packed segment, each assembled from
+// funnel-shifted ancestor words (all ones inside the prefix) and stored with one 16-byte store (byte
+// stores only where a vector straddles the segment's ends). Segment offsets are the byte sizes of the
+// earlier requests, summed by each CTA. Launched as a programmatic dependent (waits before any access).
 #pragma once
 #include "ssdk/common.cuh"
 
@@ -33,31 +37,95 @@ __device__ __forceinline__ int64_t segment_bytes(const TreeMaskArgs& a, int b) {
   return (static_cast<int64_t>(rows) * (a.prefix_lens[b] + n) + 7) / 8;
 }
 
+// The packed segment of one request, seen as a bit stream of rows x cols bits.
+struct Segment {
+  const uint32_t* anc;  // transposed ancestor table [W][Np]
+  int Np, W, n;         // table stride, words, nodes in the table
+  int prefix, first_row;
+  int64_t rows, cols;
+
+  __device__ __forceinline__ uint32_t anc_word(int node, int w) const {
+    return node < n && w < W ? anc[w * Np + node] : 0u;
+  }
+
+  // Bits of columns [c, c + len) of packed row r (node first_row + r), len in [1, 32], bit 0 = column c.
+  __device__ __forceinline__ uint32_t row_bits(int64_t r, int64_t c, int len) const {
+    const uint32_t mask = len == 32 ? 0xffffffffu : (1u << len) - 1u;
+    const int64_t j0 = c - prefix;  // first tree column (negative: inside the prefix)
+    if (j0 + len <= 0) return mask;
+    const int node = first_row + static_cast<int>(r);
+    uint32_t bits;
+    if (j0 >= 0) {
+      const int w = static_cast<int>(j0 >> 5);
+      bits = __funnelshift_r(anc_word(node, w), anc_word(node, w + 1), static_cast<uint32_t>(j0 & 31));
+    } else {
+      const int s = static_cast<int>(-j0);  // 1..31 prefix columns first
+      bits = (anc_word(node, 0) << s) | ((1u << s) - 1u);
+    }
+    return bits & mask;
+  }
+
+  // 128 bits of the stream starting at bit k0 (may be negative: those bits are 0, as are bits past the end).
+  __device__ __forceinline__ uint4 bits128(int64_t k0) const {
+    uint32_t o0 = 0u, o1 = 0u, o2 = 0u, o3 = 0u;  // named, not an array: stays in registers
+    const int64_t k = k0 > 0 ? k0 : 0;
+    int pos = static_cast<int>(k - k0);
+    int64_t r = k / cols, c = k - r * cols;
+    while (pos < 128 && r < rows) {
+      const int off = pos & 31;
+      const int len = static_cast<int>(min(static_cast<int64_t>(32 - off), cols - c));
+      const uint32_t v = row_bits(r, c, len) << off;
+      const int t = pos >> 5;
+      o0 |= t == 0 ? v : 0u;
+      o1 |= t == 1 ? v : 0u;
+      o2 |= t == 2 ? v : 0u;
+      o3 |= t == 3 ? v : 0u;
+      pos += len;
+      c += len;
+      if (c == cols) {
+        c = 0;
+        ++r;
+      }
+    }
+    return make_uint4(o0, o1, o2, o3);
+  }
+};
+
 __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
-  extern __shared__ uint32_t smem[];  // [32 * words] parents, then [32 * words][words] ancestor table
-  const int b = blockIdx.y;
+  extern __shared__ uint32_t smem[];  // [Np] parents, then [W][Np] ancestor table (transposed)
+  __shared__ long long partial[kThreads / 32];
+  pdl_wait();
+  pdl_launch_dependents();
+  const int b = blockIdx.y, chunks = gridDim.x, x = blockIdx.x;
+  const int W = a.words, Np = 32 * W;
   const int start = a.qo_indptr[b];
-  const int n = min(a.qo_indptr[b + 1] - start, 32 * a.words);
+  const int n_all = a.qo_indptr[b + 1] - start;
+  const int n = min(n_all, Np);  // nodes past 32 * W have no ancestor bits (documented limit)
   const int prefix = a.prefix_lens[b];
-  const int W = a.words;
   int* par = reinterpret_cast<int*>(smem);
-  uint32_t* anc = smem + 32 * W;
+  uint32_t* anc = smem + Np;
+
+  // Offset of this request's segment: the earlier segments' sizes (loads issued before the walk).
+  long long before = 0;
+  if (a.packed != nullptr)
+    for (int r = threadIdx.x; r < b; r += blockDim.x) before += segment_bytes(a, r);
 
   for (int i = threadIdx.x; i < n; i += blockDim.x) par[i] = a.parents[start + i];
   __syncthreads();
-  // One thread per node: walk to the root, setting one bit per ancestor in the node's own row.
+  const int per = (n + chunks - 1) / chunks;
+  const int node_lo = min(n, x * per), node_hi = min(n, node_lo + per);
+  // One thread per node: walk to the root, setting one bit per ancestor in the node's own column.
   // A parent that is not a smaller local index ends the walk (malformed input cannot loop forever).
   for (int i = threadIdx.x; i < n; i += blockDim.x) {
-    uint32_t* row = anc + i * W;
-    for (int w = 0; w < W; ++w) row[w] = 0u;
+    for (int w = 0; w < W; ++w) anc[w * Np + i] = 0u;
     int d = -1;
     for (int j = i; j >= 0;) {
-      row[j >> 5] |= 1u << (j & 31);
+      anc[(j >> 5) * Np + i] |= 1u << (j & 31);
       ++d;
       const int p = par[j];
       j = p < j ? p : -1;
     }
-    if (blockIdx.x == 0) {
+    if (i >= node_lo && i < node_hi) {
       a.depth[start + i] = d;
       if (a.positions_int64)
         static_cast<int64_t*>(a.positions)[start + i] = static_cast<int64_t>(prefix) + d;
@@ -66,15 +134,13 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
     }
   }
   __syncthreads();
-  if (blockIdx.x == 0) {  // coalesced copy of the compact rows
-    for (int k = threadIdx.x; k < n * W; k += blockDim.x) a.tree_mask[static_cast<int64_t>(start) * W + k] = anc[k];
+  // This CTA's slice of the compact rows, coalesced.
+  for (int k = node_lo * W + threadIdx.x; k < node_hi * W; k += blockDim.x) {
+    const int i = k / W, w = k - i * W;
+    a.tree_mask[static_cast<int64_t>(start) * W + k] = anc[w * Np + i];
   }
   if (a.packed == nullptr) return;
 
-  // Offset of this request's segment: sum of the earlier segments (block-wide reduction).
-  __shared__ long long partial[kThreads / 32];
-  long long before = 0;
-  for (int r = threadIdx.x; r < b; r += blockDim.x) before += segment_bytes(a, r);
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) before += __shfl_xor_sync(0xffffffffu, before, o);
   if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = before;
@@ -82,38 +148,34 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   int64_t offset = 0;
   for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w) offset += partial[w];
   const int64_t bytes = segment_bytes(a, b);
-  if (blockIdx.x == 0 && threadIdx.x == 0) {
+  if (x == 0 && threadIdx.x == 0) {
     a.mask_indptr[b + 1] = static_cast<int32_t>(offset + bytes);
     if (b == 0) a.mask_indptr[0] = 0;
   }
+  if (bytes == 0) return;
 
-  const int rows = a.packed_rows > 0 ? min(a.packed_rows, n) : n;
-  const int first_row = n - rows;  // packed rows are the request's last `rows` nodes
-  const uint32_t cols = static_cast<uint32_t>(prefix + n);
-  const uint32_t total_bits = static_cast<uint32_t>(rows) * cols;
+  Segment seg{anc, Np, W, n, prefix, 0, 0, 0};
+  seg.rows = a.packed_rows > 0 ? min(a.packed_rows, n_all) : n_all;
+  seg.first_row = n_all - static_cast<int>(seg.rows);  // packed rows are the request's last `rows` nodes
+  seg.cols = static_cast<int64_t>(prefix) + n_all;
   uint8_t* out = a.packed + offset;
-  for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < bytes;
-       k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const uint32_t bit0 = static_cast<uint32_t>(k) * 8u;
-    uint32_t r = bit0 / cols, c = bit0 - r * cols;
-    uint32_t byte = 0;
-    if (c + 8u <= static_cast<uint32_t>(prefix)) {
-      byte = 0xffu;  // all eight bits in the fully visible prefix of one row
+  // 16-byte vectors of the address space that overlap [out, out + bytes).
+  const uintptr_t base = reinterpret_cast<uintptr_t>(out) & ~static_cast<uintptr_t>(15);
+  const int64_t head = static_cast<int64_t>(reinterpret_cast<uintptr_t>(out) - base);  // 0..15
+  const int64_t num_vec = (head + bytes + 15) / 16;
+  for (int64_t q = static_cast<int64_t>(x) * blockDim.x + threadIdx.x; q < num_vec;
+       q += static_cast<int64_t>(chunks) * blockDim.x) {
+    const int64_t rel = q * 16 - head;  // segment byte of the vector's first byte
+    const uint4 v = seg.bits128(rel * 8);
+    if (rel >= 0 && rel + 16 <= bytes) {
+      *reinterpret_cast<uint4*>(out + rel) = v;
     } else {
 #pragma unroll
-      for (int t = 0; t < 8; ++t) {
-        if (bit0 + t < total_bits) {
-          uint32_t bit = 1u;
-          if (c >= static_cast<uint32_t>(prefix)) {
-            const int j = static_cast<int>(c) - prefix;
-            bit = (anc[(first_row + r) * W + (j >> 5)] >> (j & 31)) & 1u;
-          }
-          byte |= bit << t;
-        }
-        if (++c == cols) { c = 0; ++r; }
+      for (int e = 0; e < 16; ++e) {
+        const uint32_t word = e < 4 ? v.x : e < 8 ? v.y : e < 12 ? v.z : v.w;
+        if (rel + e >= 0 && rel + e < bytes) out[rel + e] = static_cast<uint8_t>(word >> (8 * (e & 3)));
       }
     }
-    out[k] = static_cast<uint8_t>(byte);
   }
 }
 
@@ -121,7 +183,8 @@ inline size_t tree_mask_smem_bytes(int words) {
   return static_cast<size_t>(32 * words) * (1 + words) * sizeof(uint32_t);
 }
 
-inline cudaError_t launch_tree_mask(const TreeMaskArgs& a, int num_sms, cudaStream_t stream) {
+// chunks: CTAs per request (the launcher sizes it from the packed buffer's capacity per request).
+inline cudaError_t launch_tree_mask(const TreeMaskArgs& a, int chunks, cudaStream_t stream) {
   if (a.batch == 0) {
     if (a.packed) return cudaMemsetAsync(a.mask_indptr, 0, sizeof(int32_t), stream);
     return cudaSuccess;
@@ -132,10 +195,7 @@ inline cudaError_t launch_tree_mask(const TreeMaskArgs& a, int num_sms, cudaStre
                                            static_cast<int>(smem));
     if (err != cudaSuccess) return err;
   }
-  // Enough CTAs per request that the packed segments (up to ~100 KB each) spread over the GPU.
-  const int chunks = a.packed ? max(1, min(16, (2 * num_sms + a.batch - 1) / a.batch)) : 1;
-  tree_mask_kernel<<<dim3(chunks, a.batch), kThreads, smem, stream>>>(a);
-  return cudaGetLastError();
+  return launch_pdl(tree_mask_kernel, dim3(chunks, a.batch), dim3(kThreads), smem, stream, a);
 }
 
 }  // namespace ssdk::tree

@@ -99,6 +99,8 @@ __device__ __forceinline__ unsigned long long block_sum_u64(unsigned long long v
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kThreads) filter_kernel(FilterArgs<T> a) {
   __shared__ unsigned long long hist[kRadixBins];
+  pdl_wait();
+  pdl_launch_dependents();
   const int r = blockIdx.x;
   const int req = a.map.request_of(r);
   const bool draft = a.map.is_draft(r);
@@ -211,66 +213,97 @@ __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
   return v;
 }
 
+// The distribution of a stats row, merged from its S vocabulary partials by one warp (lanes load the
+// partials in parallel, then a butterfly merge): call with the whole warp; every lane gets the result.
 template <typename T>
-__device__ __forceinline__ RowDist dist_of(const VerifyArgs<T>& a, int stats_row, int req) {
+__device__ __forceinline__ RowDist warp_dist_of(const VerifyArgs<T>& a, int stats_row, int req) {
   if (a.dists) return a.dists[stats_row];
   float scale, inv_t;
   temperature_scales(a.temperature, req, scale, inv_t);
   Stat st = empty_stat();
   const Stat* p = a.partials + static_cast<int64_t>(stats_row) * a.S;
-  for (int c = 0; c < a.S; ++c) {
+  for (int c = threadIdx.x & 31; c < a.S; c += 32) {
     const Stat part{__ldcg(&p[c].m), __ldcg(&p[c].s), __ldcg(&p[c].idx)};
     st = merge(st, part, scale);
   }
+  st = warp_merge(st, scale);
   return {st.m, st.s, st.idx, 0u, 0xffffffffu, 1.f, scale, inv_t};
+}
+
+// Best pick of a request's S2 chunk picks, by one warp (every lane gets the result).
+__device__ __forceinline__ Pick warp_reduce_picks(const Pick* picks, int count) {
+  Pick best{-INFINITY, INT_MAX, -INFINITY, INT_MAX};
+  for (int c = threadIdx.x & 31; c < count; c += 32)
+    best = better(best, Pick{__ldcg(&picks[c].score), __ldcg(&picks[c].idx), __ldcg(&picks[c].fb_score),
+                             __ldcg(&picks[c].fb_idx)});
+  return warp_best(best);
 }
 
 __device__ __forceinline__ int load_id(const void* ids, bool int64, int64_t i) {
   return int64 ? static_cast<int>(static_cast<const int64_t*>(ids)[i]) : static_cast<const int32_t*>(ids)[i];
 }
 
-// Chain decision (kChain: logits, kChainProbs: flashinfer-style probabilities).
+// Chain decision (kChain: logits, kChainProbs: flashinfer-style probabilities). Logit chains test one
+// position per warp (the warp merges the position's target and draft statistics); then warps 0 and 1
+// merge the final target row and its draft row.
 template <typename T, int MODE>
 __device__ void decide_chain(const VerifyArgs<T>& a, int b, uint64_t offset, Decision& dec) {
   __shared__ int first_reject, passed;
   const int K = a.map.K, V = a.vocab, rpr = a.map.rows_per_req;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, num_warps = blockDim.x >> 5;
   const float t = a.temperature ? a.temperature[b] : 0.f;
   const bool greedy = MODE == kChain && !(t > 0.f);
+  const bool q_logits = MODE == kChain && !greedy && a.draft_probs == nullptr && a.map.draft != nullptr;
   if (threadIdx.x == 0) {
     first_reject = K;
     passed = 0;
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < K; i += blockDim.x) {
-    const int x = load_id(a.ids, a.ids_int64, static_cast<int64_t>(b) * K + i);
-    const bool in_vocab = x >= 0 && x < V;
-    bool ok;
-    if constexpr (MODE == kChainProbs) {
+  if constexpr (MODE == kChainProbs) {
+    for (int i = threadIdx.x; i < K; i += blockDim.x) {
+      const int x = load_id(a.ids, a.ids_int64, static_cast<int64_t>(b) * K + i);
+      const bool in_vocab = x >= 0 && x < V;
       const float px = in_vocab ? to_float(a.map.target[(static_cast<int64_t>(b) * (K + 1) + i) * a.map.target_stride + x]) : 0.f;
       const float qx = in_vocab ? a.draft_probs[(static_cast<int64_t>(b) * K + i) * a.draft_probs_stride + x] : 0.f;
-      ok = uniform(a.seed, offset, b, kTagAccept, i) * qx < px;
-    } else {
-      const RowDist pd = dist_of(a, b * rpr + i, b);
-      if (greedy) {
-        ok = x == pd.argmax;
-      } else {
-        const T* prow = a.map.row(b * rpr + i);
-        const float px = in_vocab ? row_prob(pd, to_float(prow[x])) : 0.f;
-        float qx = 0.f;
-        if (in_vocab && a.draft_probs) {
-          qx = a.draft_probs[(static_cast<int64_t>(b) * K + i) * a.draft_probs_stride + x];
-        } else if (in_vocab && a.map.draft) {
-          qx = row_prob(dist_of(a, b * rpr + K + 1 + i, b), to_float(a.map.row(b * rpr + K + 1 + i)[x]));
+      const bool ok = uniform(a.seed, offset, b, kTagAccept, i) * qx < px;
+      if (!ok) atomicMin(&first_reject, i);
+      if (ok) atomicAdd(&passed, 1);
+    }
+  } else {
+    for (int i = warp; i < K; i += num_warps) {
+      const RowDist pd = warp_dist_of(a, b * rpr + i, b);
+      RowDist qd{};
+      if (q_logits) qd = warp_dist_of(a, b * rpr + K + 1 + i, b);
+      if (lane == 0) {
+        const int x = load_id(a.ids, a.ids_int64, static_cast<int64_t>(b) * K + i);
+        const bool in_vocab = x >= 0 && x < V;
+        bool ok;
+        if (greedy) {
+          ok = x == pd.argmax;
+        } else {
+          const float px = in_vocab ? row_prob(pd, to_float(a.map.row(b * rpr + i)[x])) : 0.f;
+          float qx = 0.f;
+          if (in_vocab && a.draft_probs) qx = a.draft_probs[(static_cast<int64_t>(b) * K + i) * a.draft_probs_stride + x];
+          else if (in_vocab && q_logits) qx = row_prob(qd, to_float(a.map.row(b * rpr + K + 1 + i)[x]));
+          ok = uniform(a.seed, offset, b, kTagAccept, i) * qx < px;
         }
-        ok = uniform(a.seed, offset, b, kTagAccept, i) * qx < px;
+        if (!ok) atomicMin(&first_reject, i);
+        if (ok) atomicAdd(&passed, 1);
       }
     }
-    if (!ok) atomicMin(&first_reject, i);
-    if (ok) atomicAdd(&passed, 1);
   }
   __syncthreads();
+  const int L = first_reject;
+  if constexpr (MODE != kChainProbs) {
+    if (warp == 0) {
+      const RowDist p = warp_dist_of(a, b * rpr + L, b);
+      if (lane == 0) dec.p = p;
+    } else if (warp == 1 && L < K && q_logits) {
+      const RowDist q = warp_dist_of(a, b * rpr + K + 1 + L, b);
+      if (lane == 0) dec.q = q;
+    }
+  }
   if (threadIdx.x == 0) {
-    const int L = first_reject;
     dec.accept_len = L;
     dec.fi_count = passed;
     dec.final_row = b * (K + 1) + L;
@@ -280,16 +313,10 @@ __device__ void decide_chain(const VerifyArgs<T>& a, int b, uint64_t offset, Dec
     if constexpr (MODE == kChainProbs) {
       dec.q_row = L < K ? b * K + L : -1;
     } else {
-      dec.p = dist_of(a, b * rpr + L, b);
       if (greedy) dec.token = dec.p.argmax;
-      if (L < K && a.draft_probs) {
-        dec.q_row = b * K + L;
-      } else if (L < K && a.map.draft) {
-        dec.q_row = b * rpr + K + 1 + L;
-        dec.q = dist_of(a, dec.q_row, b);
-      } else {
-        dec.q_row = -1;
-      }
+      if (L < K && a.draft_probs) dec.q_row = b * K + L;
+      else if (L < K && q_logits) dec.q_row = b * rpr + K + 1 + L;
+      else dec.q_row = -1;
     }
   }
   __syncthreads();
@@ -317,7 +344,16 @@ __device__ void decide_tree(const VerifyArgs<T>& a, int b, uint64_t offset, Deci
       atomicMin(&s_first[p], c);
       for (int c2 = c + 1; c2 < n; ++c2)
         if (s_parent[c2] == p) { next = c2; break; }
-      const RowDist pd = dist_of(a, start + p, b);
+    }
+    s_next[c] = next;
+  }
+  // Candidate probabilities under the parent's distribution, one warp per child.
+  const int lane = threadIdx.x & 31;
+  for (int c = threadIdx.x >> 5; c < n; c += blockDim.x >> 5) {
+    const int p = s_parent[c];
+    if (p < 0) continue;
+    const RowDist pd = warp_dist_of(a, start + p, b);
+    if (lane == 0) {
       const int tok = load_id(a.ids, a.ids_int64, start + c);
       float val = 0.f;
       if (tok >= 0 && tok < a.vocab) {
@@ -325,7 +361,6 @@ __device__ void decide_tree(const VerifyArgs<T>& a, int b, uint64_t offset, Deci
       }
       s_val[c] = val;
     }
-    s_next[c] = next;
   }
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -362,8 +397,14 @@ __device__ void decide_tree(const VerifyArgs<T>& a, int b, uint64_t offset, Deci
       dec.tree_node = node;
       dec.exclude = exclude;
       dec.final_row = start + node;
-      dec.p = dist_of(a, start + node, b);
-      if (greedy) dec.token = dec.p.argmax;
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x < 32 && dec.final_row >= 0) {
+    const RowDist p = warp_dist_of(a, dec.final_row, b);
+    if (lane == 0) {
+      dec.p = p;
+      if (greedy) dec.token = p.argmax;
     }
   }
   __syncthreads();
@@ -444,9 +485,11 @@ __device__ Pick sample_pass(const VerifyArgs<T>& a, int b, int lo, int hi, uint6
 }
 
 template <typename T, int VEC, int MODE>
-__global__ void __launch_bounds__(kThreads) verify_kernel(VerifyArgs<T> a) {
+__global__ void __launch_bounds__(kThreads, 3) verify_kernel(VerifyArgs<T> a) {
   __shared__ int s_ticket, s_last, s_num_excl;
   __shared__ Decision dec;
+  pdl_wait();  // the previous launch may still own the ticket and the counters
+  pdl_launch_dependents();
   if (a.fused) {
     if (threadIdx.x == 0) s_ticket = static_cast<int>(atomicAdd(&g_ticket, 1u));
     __syncthreads();
@@ -476,7 +519,7 @@ __global__ void __launch_bounds__(kThreads) verify_kernel(VerifyArgs<T> a) {
       needed *= a.map.rows_per_req > 0 ? a.map.rows_per_req : a.map.qo_indptr[b + 1] - a.map.qo_indptr[b];
       long long spins = 0;
       while (ld_acquire(&g_stats_count[b]) < needed) {
-        __nanosleep(128);
+        __nanosleep(64);
         if (++spins > (1ll << 26)) __trap();  // never expected: fail loudly instead of hanging
       }
     }
@@ -523,16 +566,11 @@ __global__ void __launch_bounds__(kThreads) verify_kernel(VerifyArgs<T> a) {
       if (s_last) {
         __threadfence();
         __shared__ int s_token;
+        Pick best{-INFINITY, INT_MAX, -INFINITY, INT_MAX};
+        if (sample && threadIdx.x < 32) best = warp_reduce_picks(a.picks + static_cast<int64_t>(b) * a.S2, a.S2);
         if (threadIdx.x == 0) {
           int token = dec.token;
-          if (sample) {
-            Pick best{-INFINITY, INT_MAX, -INFINITY, INT_MAX};
-            for (int c = 0; c < a.S2; ++c) {
-              const Pick* pc = a.picks + static_cast<int64_t>(b) * a.S2 + c;
-              best = better(best, Pick{__ldcg(&pc->score), __ldcg(&pc->idx), __ldcg(&pc->fb_score), __ldcg(&pc->fb_idx)});
-            }
-            token = best.score > 0.f ? best.idx : best.fb_idx;
-          }
+          if (sample) token = best.score > 0.f ? best.idx : best.fb_idx;
           s_token = token;
           g_final_count[b] = 0;
           if (a.fused) g_stats_count[b] = 0;
@@ -565,15 +603,13 @@ __global__ void __launch_bounds__(kThreads) verify_kernel(VerifyArgs<T> a) {
         s_last = atomicAdd(&g_final_count[b], 1u) == static_cast<unsigned>(a.S2 - 1);
       }
       __syncthreads();
-      if (s_last && threadIdx.x == 0) {
+      if (s_last && threadIdx.x < 32) {
         __threadfence();
-        Pick best{-INFINITY, INT_MAX, -INFINITY, INT_MAX};
-        for (int c = 0; c < a.S2; ++c) {
-          const Pick* pc = a.picks + static_cast<int64_t>(b) * a.S2 + c;
-          best = better(best, Pick{__ldcg(&pc->score), __ldcg(&pc->idx), __ldcg(&pc->fb_score), __ldcg(&pc->fb_idx)});
+        const Pick best = warp_reduce_picks(a.picks + static_cast<int64_t>(b) * a.S2, a.S2);
+        if (threadIdx.x == 0) {
+          a.sampled[b] = best.idx;
+          g_final_count[b] = 0;
         }
-        a.sampled[b] = best.idx;
-        g_final_count[b] = 0;
       }
     }
   }
@@ -589,6 +625,8 @@ __global__ void __launch_bounds__(kThreads) verify_kernel(VerifyArgs<T> a) {
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kThreads) write_probs_kernel(const T* logits, int64_t stride, const RowDist* dists,
                                                               float* out, int vocab, int chunk, bool vec_ok) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int r = blockIdx.x;
   const RowDist d = dists[r];
   const int lo = blockIdx.y * chunk, hi = min(vocab, lo + chunk);
