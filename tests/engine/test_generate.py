@@ -82,6 +82,35 @@ def test_graph_batches_padded_like_cuda_graphs(tiny_llama):
     assert calls == [3] * 5, "every decode step goes through the graph path"
 
 
+def test_pipelined_greedy_decode(tiny_llama):
+    """Greedy decode through the greedy graph path (argmax inside, run eagerly on the CPU): each step is
+    launched before the previous step's tokens are read, with its input tokens taken from the device.
+    Same tokens as the eager path with requests that stop early (stop token), end by length at different
+    steps, cross pages while ahead (page_size 4), and wait for a free slot (max_num_seqs 2)."""
+    from ssdk.engine.cuda_graphs import GraphRunner
+
+    from .test_vs_transformers import prompts_for
+
+    prompts = prompts_for(tiny_llama, lengths=(5, 12, 7))
+    llm = LLM(str(tiny_llama), progress=False, max_model_len=64, page_size=4, max_num_seqs=2)
+    params = [SamplingParams(temperature=0, max_tokens=n, ignore_eos=True) for n in (9, 4, 12)]
+    eager = [o.token_ids for o in llm.generate(prompts, params, use_tqdm=False)]
+    stop = eager[2][6]
+    params[2] = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True, stop_token_ids=[stop])
+    eager[2] = eager[2][:eager[2].index(stop) + 1]
+    graphs = GraphRunner(llm.runner, max_batch=2, capture=False, greedy=True)
+    inputs = []
+    launch = graphs.launch_greedy
+    graphs.launch_greedy = lambda spec, ids=None: inputs.append(ids is not None) or launch(spec, ids)
+    llm.runner.graphs = graphs
+    out = llm.generate(prompts, params, use_tqdm=False)
+    assert [o.token_ids for o in out] == eager
+    assert [o.finish_reason for o in out] == ["length", "length", "stop"]
+    assert 2 * sum(inputs) > len(inputs) and not all(inputs), "most steps are launched ahead from device tokens"
+    assert llm.block_manager.num_free_pages == llm.block_manager.num_pages
+    assert llm.last_stats["decode_tokens"] == sum(len(t) - 1 for t in eager)
+
+
 def test_memory_profiling_pass(tiny_qwen3):
     """The GPU's KV sizing pass (a max_num_batched_tokens prefill over a scratch cache, no KV writes) runs,
     and the engine generates the same tokens once the real cache is back."""

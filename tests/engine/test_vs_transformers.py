@@ -42,7 +42,8 @@ def release(llm: LLM) -> None:
 
 def engine_logits(llm: LLM, prompt: list[int], decode_steps: int) -> torch.Tensor:
     """Logits of the engine's prefill (last prompt token) and of ``decode_steps`` greedy decode steps,
-    stacked [1 + decode_steps, vocab]; the rows line up with a full forward over prompt + output."""
+    stacked [1 + decode_steps, vocab]; the rows line up with a full forward over prompt + output.
+    (logprobs=1 keeps every step on the host-sampled path, whose logits pass through ``execute``.)"""
     captured = []
     execute = llm.runner.execute
 
@@ -53,8 +54,8 @@ def engine_logits(llm: LLM, prompt: list[int], decode_steps: int) -> torch.Tenso
 
     llm.runner.execute = spy
     try:
-        llm.generate([prompt], SamplingParams(temperature=0, max_tokens=decode_steps + 1, ignore_eos=True),
-                     use_tqdm=False)
+        llm.generate([prompt], SamplingParams(temperature=0, max_tokens=decode_steps + 1, ignore_eos=True,
+                                              logprobs=1), use_tqdm=False)
     finally:
         llm.runner.execute = execute
     return torch.cat(captured)
@@ -148,5 +149,10 @@ def test_real_shapes_logits_gpu(tmp_path_factory, name):
     prompt = prompts_for(path, lengths=(40,))[0]
     ours = engine_logits(llm, prompt, decode_steps=4)
     release(llm)
-    _, exact = hf_greedy(load_hf(path, torch.bfloat16, "cuda"), prompt, 5)
+    tokens, exact = hf_greedy(load_hf(path, torch.bfloat16, "cuda"), prompt, 5)
     assert_close(ours, exact, torch.bfloat16, scale=8.0)
+    # Against the fp32 model on the same tokens, the engine's bf16 error is no larger than transformers'.
+    fp32 = hf_logits(load_hf(path, torch.float32, "cuda"), prompt + tokens[:4])[len(prompt) - 1:].float().cpu()
+    ours_err, hf_err = (ours - fp32).abs().amax(-1), (exact - fp32).abs().amax(-1)
+    print(f"{name}: max |logit - fp32| per step: engine {ours_err.tolist()}, transformers bf16 {hf_err.tolist()}")
+    assert ours_err.max() <= 1.5 * hf_err.max(), (ours_err, hf_err)

@@ -15,7 +15,8 @@ from .loader import load_tokenizer
 from .model_runner import ModelRunner
 from .sampling import SamplingParams
 from .scheduler import Scheduler
-from .sequence import Sequence
+from .cuda_graphs import PendingTokens
+from .sequence import Sequence, Status
 from .speculate_sync import ChainSpeculator, draft_config, runner_config
 from .workers import Workers, init_tp
 
@@ -87,6 +88,7 @@ class LLM:
         self.stats: dict[str, float] = {**self.runner.timings, "num_kv_pages": self.runner.num_kv_pages,
                                         "kv_cache_gb": self.runner.kv_cache.numel() * self.runner.dtype.itemsize / 1e9}
         self._closed = False
+        self._in_flight: tuple[list[Sequence], PendingTokens] | None = None  # launched greedy decode step
         self._reset_step_stats()
 
     def _reset_step_stats(self) -> None:
@@ -118,14 +120,26 @@ class LLM:
         return seq
 
     def step(self) -> list[Sequence]:
-        """Schedule and run one step; return the requests that finished in it."""
+        """Schedule and run one step; return the requests that finished in it.
+
+        Greedy decoding through the CUDA graphs is pipelined: a step launches the decode step after the
+        one in flight (its input tokens taken from the device) before it reads the tokens of the one in
+        flight, so the host's scheduling and bookkeeping overlap the GPU's work (see _greedy_decode_step).
+        """
         start = time.perf_counter()
+        if self._in_flight is not None:
+            return self._greedy_decode_step(start)
         seqs, prefill = self.scheduler.schedule()
         if not seqs:
             raise RuntimeError("ssdk: no request could be scheduled (the KV cache is too small for the next one)")
         if not prefill and self.use_speculation:
             return self._speculative_step(seqs, start)
         spec = self.runner.spec_for(seqs)
+        if not prefill and self.workers is None and all(s.params.greedy and not s.params.logprobs for s in seqs):
+            pending = self.runner.launch_greedy(spec)
+            if pending is not None:
+                self._in_flight = (seqs, pending)
+                return self._greedy_decode_step(start)
         if self.workers:
             self.workers.call("execute", spec)
         logits = self.speculator.prefill(spec) if self.use_speculation and prefill else self.runner.execute(spec)
@@ -138,6 +152,27 @@ class LLM:
         self._step_stats[f"{kind}_s"] += time.perf_counter() - start
         self._step_stats[f"{kind}_steps"] += 1
         return self.scheduler.postprocess(seqs, sampled)
+
+    def _greedy_decode_step(self, start: float) -> list[Sequence]:
+        """Launch the step after the greedy decode step in flight when the scheduler can commit to it
+        (Scheduler.schedule_ahead), then read and account the in-flight step's tokens: one host sync per
+        step, taken while the GPU already runs the next one. Rows of requests that the in-flight step
+        finished are dropped when the step ahead is read."""
+        seqs, pending = self._in_flight
+        ahead = None
+        if self.scheduler.schedule_ahead(seqs):
+            ahead = self.runner.launch_greedy(self.runner.spec_ahead(seqs), pending.device)
+        live = [(s, t) for s, t in zip(seqs, pending.wait()) if s.status is not Status.FINISHED]
+        finished = self.scheduler.postprocess([s for s, _ in live], [t for _, t in live])
+        self._in_flight = None
+        if ahead is not None:
+            for seq in seqs:
+                seq.num_scheduled_tokens = int(seq.status is not Status.FINISHED)
+            self._in_flight = (seqs, ahead)
+        self._step_stats["decode_tokens"] += len(live)
+        self._step_stats["decode_s"] += time.perf_counter() - start
+        self._step_stats["decode_steps"] += 1
+        return finished
 
     def _speculative_step(self, seqs: list[Sequence], start: float) -> list[Sequence]:
         """One draft + verify round; rejected pages are freed (both caches share the block tables)."""
@@ -171,7 +206,7 @@ class LLM:
         bar = tqdm(total=len(prompts), desc="Generating", unit="req",
                    disable=not (self.progress if use_tqdm is None else use_tqdm))
         start = time.perf_counter()
-        while self.scheduler.has_unfinished():
+        while self.scheduler.has_unfinished() or self._in_flight is not None:
             for seq in self.step():
                 outputs[order[seq.seq_id]] = self._output(order[seq.seq_id], seq)
                 bar.update(1)

@@ -17,7 +17,7 @@ import torch
 from .. import ops
 from .config import EngineConfig
 from .context import Context, attention_context
-from .cuda_graphs import GraphRunner
+from .cuda_graphs import GraphRunner, PendingTokens
 from .loader import iter_checkpoint, load_weights, synthetic_tensors
 from .models import model_class
 from .parallel import TPGroup, building
@@ -108,7 +108,7 @@ class ModelRunner:
         self.timings["graph_capture_s"] = 0.0
         if not config.enforce_eager:
             start = time.perf_counter()
-            self.graphs = GraphRunner(self, max_batch=config.max_num_seqs, q_len=1)
+            self.graphs = GraphRunner(self, max_batch=config.max_num_seqs, q_len=1, greedy=True)
             self.timings["graph_capture_s"] = time.perf_counter() - start
 
     # ------------------------------------------------------------------ memory
@@ -218,6 +218,15 @@ class ModelRunner:
         every = len(logits) == len(ids)
         return BatchSpec(ids, positions, indptr, prefix, tables, slots, None if every else logits)
 
+    def spec_ahead(self, seqs: list[Sequence]) -> BatchSpec:
+        """The decode step after the one in flight: each sequence computes its pending token (sampled by
+        the step in flight, not appended yet) at position ``num_tokens``; the token ids come from the device."""
+        page = self.page_size
+        positions = [seq.num_tokens for seq in seqs]
+        tables = [seq.block_table for seq in seqs]
+        slots = [t[p // page] * page + p % page for t, p in zip(tables, positions)]
+        return BatchSpec([0] * len(seqs), positions, list(range(len(seqs) + 1)), positions, tables, slots)
+
     def _tensor(self, values: list[int], dtype: torch.dtype) -> torch.Tensor:
         host = torch.tensor(values, dtype=dtype, pin_memory=self.device.type == "cuda")
         return host.to(self.device, non_blocking=True)
@@ -254,6 +263,14 @@ class ModelRunner:
         if spec.logits_indices is not None:
             hidden = hidden[self._tensor(spec.logits_indices, torch.int64)]
         return self.model.compute_logits(hidden)
+
+    @torch.inference_mode()
+    def launch_greedy(self, spec: BatchSpec, input_ids: torch.Tensor | None = None) -> PendingTokens | None:
+        """Launch a greedy decode step as one CUDA-graph replay with the argmax inside (no host sync);
+        None when the graphs cannot run ``spec``. ``input_ids``: as in :meth:`execute`."""
+        if self.graphs is None or not self.graphs.greedy or not self.graphs.can_run(spec):
+            return None
+        return self.graphs.launch_greedy(spec, input_ids)
 
     @torch.inference_mode()
     def sample(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:

@@ -91,6 +91,26 @@ class Scheduler:
         self.running.extend(scheduled)
         return scheduled
 
+    def schedule_ahead(self, seqs: list[Sequence]) -> bool:
+        """Schedule the decode step after the one in flight for ``seqs`` (whose tokens are not known yet),
+        if that step is certain to be the next one: no waiting request can be admitted, ``seqs`` are exactly
+        the running sequences, none finishes by length in the step in flight, and every one gets a page for
+        its pending token without preempting. Reserves those pages and returns True, else changes nothing.
+        A sequence that the step in flight ends (EOS, stop token) wastes its row of the step ahead."""
+        admissible = self.waiting and len(self.running) < self.max_num_seqs
+        if admissible or len(seqs) != len(self.running) or any(a is not b for a, b in zip(seqs, self.running)):
+            return False
+        bm, missing = self.block_manager, 0
+        for seq in seqs:
+            if seq.num_output_tokens + 1 >= seq.params.max_tokens or seq.num_tokens + 1 >= self.max_model_len:
+                return False
+            missing += bm.missing_pages(seq, seq.num_tokens + 1 + self.lookahead)
+        if missing > bm.num_free_pages:
+            return False
+        for seq in seqs:
+            bm.reserve(seq, seq.num_tokens + 1 + self.lookahead)
+        return True
+
     def _preempt(self, seq: Sequence) -> None:
         self.block_manager.free(seq)
         seq.status = Status.WAITING
