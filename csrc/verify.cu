@@ -175,8 +175,13 @@ void prepare(VerifyArgs<T>& a, const Filters& f, bool stochastic, const at::Tens
   a.fused = !filtered && a.num_rows > 0;
   a.chunk = kStatsChunk;
   a.S = ceil_div(a.vocab, kStatsChunk);
-  if (stochastic) split(a.vocab, ceil_div(2 * sms, std::max(a.batch, 1)), a.S2, a.chunk2);
-  else split(a.vocab, 1, a.S2, a.chunk2);
+  // Final-sample chunks: at least 2 CTAs per SM over the batch, and at most ~4096 entries each so the
+  // last request's sampling tail stays short at large batch.
+  if (stochastic) {
+    split(a.vocab, std::max(ceil_div(2 * sms, std::max(a.batch, 1)), ceil_div(a.vocab, 4096)), a.S2, a.chunk2);
+  } else {
+    split(a.vocab, 1, a.S2, a.chunk2);
+  }
   ws = make_workspace(ref, a.fused ? static_cast<int64_t>(a.num_rows) * a.S : 0, static_cast<int64_t>(a.batch) * a.S2,
                       filtered ? a.num_rows : 0);
   a.partials = ws.partials;

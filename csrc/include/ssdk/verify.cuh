@@ -433,17 +433,20 @@ __device__ Pick final_pass(const VerifyArgs<T>& a, const Decision& dec, int b, i
       draws = philox_draws(a.seed, offset, b, kTagSample, qi);
       cached_q = qi;
     }
-    const float expo = -logf(to_unit(word(draws, v & 3)));
-    offer(pick.score, pick.idx, fmaxf(p - q, 0.f) / expo, v);
-    offer(pick.fb_score, pick.fb_idx, p / expo, v);
+    // Scores r / E as r * (1 / E): one reciprocal instead of two divisions (1-ulp differences only).
+    const float inv_e = __frcp_rn(-logf(to_unit(word(draws, v & 3))));
+    offer(pick.score, pick.idx, fmaxf(p - q, 0.f) * inv_e, v);
+    offer(pick.fb_score, pick.fb_idx, p * inv_e, v);
   };
+  // Probabilities as weight * (1 / sum) (the acceptance tests divide; the race tolerates 1-ulp changes).
+  const float p_inv = 1.f / dec.p.sum, q_inv = 1.f / dec.q.sum;
   for_each<T, VEC>(prow, lo, hi, a.vec_target, [&](int v, float x) {
     float p;
     if constexpr (MODE == kChainProbs) p = x;
-    else p = row_prob(dec.p, x);
+    else p = row_weight(dec.p, x) * p_inv;
     float q = 0.f;
     if (qprobs) q = qprobs[v];
-    else if (qlogits) q = row_prob(dec.q, to_float(qlogits[v]));
+    else if (qlogits) q = row_weight(dec.q, to_float(qlogits[v])) * q_inv;
     consider(v, p, q);
   });
   return block_best(pick);
