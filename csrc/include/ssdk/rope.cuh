@@ -120,6 +120,9 @@ __global__ void __launch_bounds__(256) rope_kernel(RopeArgs<T, C> a, int lanes_l
   const T* src = is_v ? a.value + token * a.v_token_stride + kv_head * a.v_head_stride : x_ptr;
 
   // Element offsets of chunk c: neox lo = c*W, hi = half + c*W; GPT-J one chunk of W at c*W.
+  // Every independent load goes out before any use, so a (token, head) costs one memory round trip
+  // plus the position -> angle-row hop: x, the norm weights, then the angles.
+  const int64_t pos = load_index(a.positions, a.positions_int64, token);
   float x1[NC][W], x2[NC][W];  // x2 unused for GPT-J
 #pragma unroll
   for (int i = 0; i < NC; ++i) {
@@ -127,6 +130,42 @@ __global__ void __launch_bounds__(256) rope_kernel(RopeArgs<T, C> a, int lanes_l
     if (c >= num_chunks) break;
     load_floats<T, W, VECTORIZED>(src + c * W, x1[i]);
     if constexpr (NEOX) load_floats<T, W, VECTORIZED>(src + half + c * W, x2[i]);
+  }
+  float w1[NC][W], w2[NC][W];  // kNormCache: the q_norm / k_norm weights of this lane's elements
+  if constexpr (MODE == Mode::kNormCache) {
+    if (!is_v) {
+      const T* w_ptr = is_q ? a.q_weight : a.k_weight;
+#pragma unroll
+      for (int i = 0; i < NC; ++i) {
+        const int c = lane + i * lanes;
+        if (c >= num_chunks) break;
+        load_floats<T, W, VECTORIZED>(w_ptr + c * W, w1[i]);
+        if constexpr (NEOX) load_floats<T, W, VECTORIZED>(w_ptr + half + c * W, w2[i]);
+      }
+    }
+  }
+  const bool in_table = MODE == Mode::kInvFreq || (pos >= 0 && pos < a.max_position);
+  float cos_v[NC][kPairs], sin_v[NC][kPairs];
+  if (!is_v) {
+#pragma unroll
+    for (int i = 0; i < NC; ++i) {
+      const int c = lane + i * lanes;
+      if (c >= num_chunks) break;
+      const int pair0 = c * kPairs;
+      if constexpr (MODE == Mode::kInvFreq) {
+        float inv_freq[kPairs];
+        load_floats<float, kPairs, VECTORIZED>(a.inv_freq + pair0, inv_freq);
+#pragma unroll
+        for (int j = 0; j < kPairs; ++j) sincosf(static_cast<float>(pos) * inv_freq[j], &sin_v[i][j], &cos_v[i][j]);
+      } else if (in_table) {
+        const C* row = a.cos_sin + pos * a.rot_dim;
+        load_floats<C, kPairs, VECTORIZED>(row + pair0, cos_v[i]);
+        load_floats<C, kPairs, VECTORIZED>(row + half + pair0, sin_v[i]);
+      } else {  // out of the table: poison the token (no host sync to raise)
+#pragma unroll
+        for (int j = 0; j < kPairs; ++j) cos_v[i][j] = sin_v[i][j] = __int_as_float(0x7fc00000);
+      }
+    }
   }
 
   int64_t slot = -1;
@@ -172,47 +211,26 @@ __global__ void __launch_bounds__(256) rope_kernel(RopeArgs<T, C> a, int lanes_l
     const unsigned mask = lanes == 32 ? 0xffffffffu : ((1u << lanes) - 1) << (threadIdx.x & 31 & ~(lanes - 1));
     for (int offset = lanes >> 1; offset > 0; offset >>= 1) sum_sq += __shfl_xor_sync(mask, sum_sq, offset, lanes);
     const float rstd = rsqrtf(sum_sq / a.rot_dim + a.eps);
-    const T* w_ptr = is_q ? a.q_weight : a.k_weight;
     for_chunks([&](int c, int i) {
-      float w1[W], w2[W];
-      load_floats<T, W, VECTORIZED>(w_ptr + c * W, w1);
-      if constexpr (NEOX) load_floats<T, W, VECTORIZED>(w_ptr + half + c * W, w2);
 #pragma unroll
       for (int j = 0; j < W; ++j) {
         const float n1 = x1[i][j] * rstd;
-        x1[i][j] = round_to<T>((a.hf_exact ? round_to<T>(n1) : n1) * w1[j]);
+        x1[i][j] = round_to<T>((a.hf_exact ? round_to<T>(n1) : n1) * w1[i][j]);
         if constexpr (NEOX) {
           const float n2 = x2[i][j] * rstd;
-          x2[i][j] = round_to<T>((a.hf_exact ? round_to<T>(n2) : n2) * w2[j]);
+          x2[i][j] = round_to<T>((a.hf_exact ? round_to<T>(n2) : n2) * w2[i][j]);
         }
       }
     });
   }
 
-  const int64_t pos = load_index(a.positions, a.positions_int64, token);
-  const bool in_table = MODE == Mode::kInvFreq || (pos >= 0 && pos < a.max_position);
   for_chunks([&](int c, int i) {
-    float cos_v[kPairs], sin_v[kPairs];
-    const int pair0 = c * kPairs;
-    if constexpr (MODE == Mode::kInvFreq) {
-      float inv_freq[kPairs];
-      load_floats<float, kPairs, VECTORIZED>(a.inv_freq + pair0, inv_freq);
-#pragma unroll
-      for (int j = 0; j < kPairs; ++j) sincosf(static_cast<float>(pos) * inv_freq[j], &sin_v[j], &cos_v[j]);
-    } else if (in_table) {
-      const C* row = a.cos_sin + pos * a.rot_dim;
-      load_floats<C, kPairs, VECTORIZED>(row + pair0, cos_v);
-      load_floats<C, kPairs, VECTORIZED>(row + half + pair0, sin_v);
-    } else {  // out of the table: poison the token (no host sync to raise)
-#pragma unroll
-      for (int j = 0; j < kPairs; ++j) cos_v[j] = sin_v[j] = __int_as_float(0x7fc00000);
-    }
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) {
       if constexpr (NEOX) {
-        rotate_pair<T>(x1[i][j], x2[i][j], cos_v[j], sin_v[j], a.hf_exact);
+        rotate_pair<T>(x1[i][j], x2[i][j], cos_v[i][j], sin_v[i][j], a.hf_exact);
       } else {
-        rotate_pair<T>(x1[i][2 * j], x1[i][2 * j + 1], cos_v[j], sin_v[j], a.hf_exact);
+        rotate_pair<T>(x1[i][2 * j], x1[i][2 * j + 1], cos_v[i][j], sin_v[i][j], a.hf_exact);
       }
     }
     store_floats<T, W, VECTORIZED>(x_ptr + c * W, x1[i]);
