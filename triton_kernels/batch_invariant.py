@@ -27,7 +27,6 @@ import os
 import torch
 import triton
 import triton.language as tl
-
 from ssdk.ops._checks import row_stride
 
 LOG2E = 1.4426950408889634

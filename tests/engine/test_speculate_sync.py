@@ -131,6 +131,7 @@ def test_batch_invariant_mode_matches_default(backend):
 
 
 def gpu_pair(name: str, damp: float, **kw) -> LLM:
+    """The synthetic benchmark pair at a full-size shape (damp 0.01: acceptance 0.7-0.95 on H100)."""
     return LLM(f"synthetic:{name}?damp={damp}&damp_from=2", draft=f"synthetic:{name}?layers=2", speculate_k=4,
                device="cuda", progress=False, max_model_len=256, max_num_seqs=4, num_kv_pages=256, **kw)
 
@@ -146,37 +147,12 @@ def decode_rate(llm: LLM) -> str:
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("name", ["llama-3.2-1b", "llama-3.1-8b"])
-def test_greedy_follows_autoregressive_on_gpu(name):
-    """Default mode, full-size shapes, bf16, CUDA graphs, the synthetic pair, batch 1 and 4: SD's greedy
-    output is AR's token for token up to a near-tie of AR's own logits (cuBLAS and the attention kernels
-    round K+1 and 1 query rows differently; batch_invariant=True below makes it exact). How soon a near-tie
-    comes is the random model's business (on H100 the 8B shape met one after 14 tokens)."""
-    from ._compare import assert_greedy_close
-
-    llm = gpu_pair(name, 0.1)
-    assert llm.speculator.target.extra_graphs and len(llm.speculator.draft.extra_graphs) == 2
-    for batch in (1, 4):
-        prompts = gpu_prompts(batch)
-        llm.use_speculation = False
-        ar = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=48, ignore_eos=True, logprobs=2),
-                          use_tqdm=False)
-        generate(llm, prompts, SamplingParams(temperature=0, max_tokens=48, ignore_eos=True))
-        print(f"\n{name} default mode B={batch}: AR {decode_rate(llm)}", end="")
-        llm.use_speculation = True
-        sd = generate(llm, prompts, SamplingParams(temperature=0, max_tokens=48, ignore_eos=True))
-        print(f", SD {decode_rate(llm)}, acceptance {acceptance(llm):.2f}")
-        agreed = [assert_greedy_close(s, a.token_ids, a.logprobs, f"{name} B={batch} request {i}")
-                  for i, (s, a) in enumerate(zip(sd, ar))]
-        print(f"{name} default mode B={batch}: SD == AR for the first {agreed} tokens")
-        assert 0 < acceptance(llm)
-        assert llm.block_manager.num_free_pages == llm.block_manager.num_pages
-
-
-@pytest.mark.cuda
-@pytest.mark.parametrize("name", ["llama-3.2-1b", "llama-3.1-8b"])
 def test_greedy_equals_autoregressive_on_gpu_batch_invariant(name):
     """batch_invariant=True, full-size shapes, bf16, CUDA graphs, batch 1 and 4, 48 tokens: SD's greedy
-    output is AR's token for token (exact)."""
+    output is AR's token for token (exact). In the default mode it is not: cuBLAS and the attention kernels
+    round K+1 and 1 query rows differently, the K/V written by verify passes differ from AR's in the low
+    bits, and greedy SD leaves AR at the first near-tie (on H100 at the 8B shape after 14 tokens, and once
+    where AR's 3rd-or-later candidate was within reach: a check against AR's top-2 logprobs cannot tell)."""
     llm = gpu_pair(name, 0.01, batch_invariant=True)
     params = SamplingParams(temperature=0, max_tokens=48, ignore_eos=True)
     for batch in (1, 4):

@@ -7,9 +7,14 @@ import math
 
 import pytest
 import torch
-
-from ssdk.ops import batch_invariant_attention, batch_invariant_fused_add_rmsnorm, batch_invariant_linear, \
-    batch_invariant_rmsnorm, rmsnorm, use_backend
+from ssdk.ops import (
+    batch_invariant_attention,
+    batch_invariant_fused_add_rmsnorm,
+    batch_invariant_linear,
+    batch_invariant_rmsnorm,
+    rmsnorm,
+    use_backend,
+)
 from ssdk.ref import attention as ref
 from ssdk.testing.tolerances import assert_close, poison_
 

@@ -21,8 +21,15 @@ import torch
 
 from ..ref import attention as ref_attention
 from . import _backend
-from ._checks import check_dtype, check_rows, check_same_device, check_same_dtype, check_shape, check_tensor, \
-    out_or_new
+from ._checks import (
+    check_dtype,
+    check_rows,
+    check_same_device,
+    check_same_dtype,
+    check_shape,
+    check_tensor,
+    out_or_new,
+)
 from .attention import _check as _check_attention
 from .norm import _check as _check_norm
 
