@@ -9,6 +9,11 @@
 //                over its chunk of the final row (residual max(p - q, 0), or p minus the rejected
 //                children) -> picks; the last CTA of the request reduces the picks and writes outputs.
 //
+// Below kFusedMinBatch requests (verify.cu) the statistics run as their own launch instead (stats_kernel,
+// one CTA per (row, chunk)) and verify_kernel follows as a programmatic dependent with final work only:
+// two launches cost fewer dependent round trips than ticket + counter + spin when the batch is small.
+// Both paths compute the same partials and merge them in the same order (identical outputs).
+//
 // Work items are handed out by an atomic ticket, so a final CTA only waits for stats work that was
 // handed out before it, to CTAs already running: no deadlock whatever the CTA scheduling order.
 // The ticket and per-request counters are device globals reset by the kernel itself, so the launch is
@@ -149,7 +154,7 @@ struct VerifyArgs {
   bool ids_int64;
   const int32_t* parents;     // tree
   const float* temperature;   // [B] or nullptr (all greedy)
-  const RowDist* dists;       // filter path: [num_rows]; nullptr: fused statistics
+  const RowDist* dists;       // filter path: [num_rows]; nullptr: merged from the statistics partials
   Stat* partials;             // [num_rows * S]
   Pick* picks;                // [B * S2]
   int32_t* out_tokens;        // [B, out_width]
@@ -162,6 +167,7 @@ struct VerifyArgs {
   int batch, vocab, num_rows;
   int S, chunk, S2, chunk2, lag;
   bool fused, vec_target, vec_draft;
+  bool stats_pass;            // host: launch stats_kernel before an unfused verify_kernel
   uint64_t seed, offset;
   const int64_t* offset_tensor;
 };
@@ -487,6 +493,34 @@ __device__ Pick sample_pass(const VerifyArgs<T>& a, int b, int lo, int hi, uint6
   return block_best(pick);
 }
 
+// Statistics of one (row, vocabulary chunk) work item -> partials[row * S + chunk]; returns the request.
+template <typename T, int VEC>
+__device__ __forceinline__ int stats_item(const VerifyArgs<T>& a, int row, int chunk) {
+  const int req = a.map.request_of(row);
+  float scale, inv_t;
+  temperature_scales(a.temperature, req, scale, inv_t);
+  const int lo = chunk * a.chunk, hi = min(a.vocab, lo + a.chunk);
+  const bool vec_ok = a.map.is_draft(row) ? a.vec_draft : a.vec_target;
+  const Stat st = row_stats<T, VEC>(a.map.row(row), lo, hi, vec_ok, scale);
+  if (threadIdx.x == 0) {
+    Stat* out = a.partials + static_cast<int64_t>(row) * a.S + chunk;
+    out->m = st.m;
+    out->s = st.s;
+    out->idx = st.idx;
+  }
+  return req;
+}
+
+// Unfused statistics (small batches, where the fused kernel's ticket / counter / spin round trips cost
+// more than a second launch): one CTA per (row, chunk); verify_kernel follows as a programmatic dependent
+// with fused = false and reads the same partials.
+template <typename T, int VEC>
+__global__ void __launch_bounds__(kThreads) stats_kernel(VerifyArgs<T> a) {
+  pdl_wait();
+  pdl_launch_dependents();
+  stats_item<T, VEC>(a, static_cast<int>(blockIdx.x) / a.S, static_cast<int>(blockIdx.x) % a.S);
+}
+
 template <typename T, int VEC, int MODE>
 __global__ void __launch_bounds__(kThreads, 3) verify_kernel(VerifyArgs<T> a) {
   __shared__ int s_ticket, s_last, s_num_excl;
@@ -501,17 +535,8 @@ __global__ void __launch_bounds__(kThreads, 3) verify_kernel(VerifyArgs<T> a) {
   const uint64_t offset = a.offset + (a.offset_tensor ? static_cast<uint64_t>(*a.offset_tensor) : 0ull);
 
   if (w.stats) {
-    const int req = a.map.request_of(w.row);
-    float scale, inv_t;
-    temperature_scales(a.temperature, req, scale, inv_t);
-    const int lo = w.chunk * a.chunk, hi = min(a.vocab, lo + a.chunk);
-    const bool vec_ok = a.map.is_draft(w.row) ? a.vec_draft : a.vec_target;
-    const Stat st = row_stats<T, VEC>(a.map.row(w.row), lo, hi, vec_ok, scale);
+    const int req = stats_item<T, VEC>(a, w.row, w.chunk);
     if (threadIdx.x == 0) {
-      Stat* out = a.partials + static_cast<int64_t>(w.row) * a.S + w.chunk;
-      out->m = st.m;
-      out->s = st.s;
-      out->idx = st.idx;
       __threadfence();
       atomicAdd(&g_stats_count[req], 1u);
     }
