@@ -249,12 +249,16 @@ __device__ __forceinline__ int load_id(const void* ids, bool int64, int64_t i) {
   return int64 ? static_cast<int>(static_cast<const int64_t*>(ids)[i]) : static_cast<const int32_t*>(ids)[i];
 }
 
-// Chain decision (kChain: logits, kChainProbs: flashinfer-style probabilities). Logit chains test one
-// position per warp (the warp merges the position's target and draft statistics); then warps 0 and 1
-// merge the final target row and its draft row.
+// Chain decision (kChain: logits, kChainProbs: flashinfer-style probabilities). Logit chains take one
+// position per warp, 0..K (K: the bonus row, no test): the draft token and its logits are loaded while the
+// warp merges the position's target (and draft) statistics, and the distributions of the first
+// kCachedPositions positions stay in shared memory, so the final row costs no further round trip.
+constexpr int kCachedPositions = 32;
+
 template <typename T, int MODE>
 __device__ void decide_chain(const VerifyArgs<T>& a, int b, uint64_t offset, Decision& dec) {
   __shared__ int first_reject, passed;
+  __shared__ RowDist s_pd[kCachedPositions], s_qd[kCachedPositions];
   const int K = a.map.K, V = a.vocab, rpr = a.map.rows_per_req;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, num_warps = blockDim.x >> 5;
   const float t = a.temperature ? a.temperature[b] : 0.f;
@@ -276,37 +280,53 @@ __device__ void decide_chain(const VerifyArgs<T>& a, int b, uint64_t offset, Dec
       if (ok) atomicAdd(&passed, 1);
     }
   } else {
-    for (int i = warp; i < K; i += num_warps) {
+    for (int i = warp; i <= K; i += num_warps) {
+      // Token and its logits first (every lane, broadcast loads), so they overlap the partials' loads.
+      const int x = i < K ? load_id(a.ids, a.ids_int64, static_cast<int64_t>(b) * K + i) : -1;
+      const bool in_vocab = x >= 0 && x < V;
+      float pl = 0.f, qv = 0.f;
+      if (!greedy && in_vocab) {
+        pl = to_float(a.map.row(b * rpr + i)[x]);
+        if (a.draft_probs) qv = a.draft_probs[(static_cast<int64_t>(b) * K + i) * a.draft_probs_stride + x];
+        else if (q_logits) qv = to_float(a.map.row(b * rpr + K + 1 + i)[x]);
+      }
       const RowDist pd = warp_dist_of(a, b * rpr + i, b);
       RowDist qd{};
-      if (q_logits) qd = warp_dist_of(a, b * rpr + K + 1 + i, b);
+      if (q_logits && i < K) qd = warp_dist_of(a, b * rpr + K + 1 + i, b);
       if (lane == 0) {
-        const int x = load_id(a.ids, a.ids_int64, static_cast<int64_t>(b) * K + i);
-        const bool in_vocab = x >= 0 && x < V;
-        bool ok;
-        if (greedy) {
-          ok = x == pd.argmax;
-        } else {
-          const float px = in_vocab ? row_prob(pd, to_float(a.map.row(b * rpr + i)[x])) : 0.f;
-          float qx = 0.f;
-          if (in_vocab && a.draft_probs) qx = a.draft_probs[(static_cast<int64_t>(b) * K + i) * a.draft_probs_stride + x];
-          else if (in_vocab && q_logits) qx = row_prob(qd, to_float(a.map.row(b * rpr + K + 1 + i)[x]));
-          ok = uniform(a.seed, offset, b, kTagAccept, i) * qx < px;
+        if (i < kCachedPositions) {
+          s_pd[i] = pd;
+          s_qd[i] = qd;
         }
-        if (!ok) atomicMin(&first_reject, i);
-        if (ok) atomicAdd(&passed, 1);
+        if (i < K) {
+          bool ok;
+          if (greedy) {
+            ok = x == pd.argmax;
+          } else {
+            const float px = in_vocab ? row_prob(pd, pl) : 0.f;
+            const float qx = !in_vocab ? 0.f : q_logits ? row_prob(qd, qv) : qv;
+            ok = uniform(a.seed, offset, b, kTagAccept, i) * qx < px;
+          }
+          if (!ok) atomicMin(&first_reject, i);
+          if (ok) atomicAdd(&passed, 1);
+        }
       }
     }
   }
   __syncthreads();
   const int L = first_reject;
   if constexpr (MODE != kChainProbs) {
-    if (warp == 0) {
-      const RowDist p = warp_dist_of(a, b * rpr + L, b);
-      if (lane == 0) dec.p = p;
-    } else if (warp == 1 && L < K && q_logits) {
-      const RowDist q = warp_dist_of(a, b * rpr + K + 1 + L, b);
-      if (lane == 0) dec.q = q;
+    if (L >= kCachedPositions) {  // long chains only: merge the final rows again
+      if (warp == 0) {
+        const RowDist p = warp_dist_of(a, b * rpr + L, b);
+        if (lane == 0) dec.p = p;
+      } else if (warp == 1 && L < K && q_logits) {
+        const RowDist q = warp_dist_of(a, b * rpr + K + 1 + L, b);
+        if (lane == 0) dec.q = q;
+      }
+    } else if (threadIdx.x == 0) {
+      dec.p = s_pd[L];
+      dec.q = s_qd[L];
     }
   }
   if (threadIdx.x == 0) {
