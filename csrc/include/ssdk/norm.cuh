@@ -102,13 +102,15 @@ __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(RMSNormArgs<T> a) 
   }
 }
 
-// Vectors per thread. Small inputs (decode, verify) take one vector per thread (up to 1024 threads) for
-// the shortest critical path; large ones two, so smaller blocks keep more rows resident per SM. The
-// per-row sum is the same either way when the vector count is a power of two (block_pairwise_sum);
-// other widths keep one choice for every row count, so results never depend on the batch.
-inline int vectors_per_thread(int64_t rows, int hidden, int num_vec) {
+// Launch shape, from bench_kernels/tune_memory_bound.cu on H100 (docs/kernel_notes.md). Small inputs
+// (decode, verify): one vector per thread, up to 1024 threads, for the shortest critical path. Large
+// rmsnorm: two vectors per thread, so smaller blocks keep more rows resident per SM. Large fused op: one
+// vector per thread, streaming row accesses, weight loaded after the reduction. The per-row sum is the same
+// for one or two vectors per thread when the vector count is a power of two (block_pairwise_sum); other
+// widths keep one choice for every row count, so results never depend on the batch.
+inline int vectors_per_thread(int64_t rows, int hidden, int num_vec, bool fused) {
   const bool pow2 = num_vec >= 64 && (num_vec & (num_vec - 1)) == 0;
-  int vpt = pow2 && rows * hidden > kThroughputElements ? 2 : 1;
+  int vpt = pow2 && !fused && rows * hidden > kThroughputElements ? 2 : 1;
   while (vpt * kMaxThreads < num_vec) vpt *= 2;
   return vpt;
 }
@@ -145,8 +147,12 @@ cudaError_t launch_rmsnorm(const RMSNormArgs<T>& a, cudaStream_t stream) {
                             (!a.residual || a.residual_stride % kVec == 0) && is_aligned(a.out, 16) &&
                             is_aligned(a.input, 16) && is_aligned(a.weight, 16) &&
                             (!a.residual || is_aligned(a.residual, 16));
-  if (vectorizable) return launch_rmsnorm_vec<T, kVec>(a, stream, vectors_per_thread(a.rows, a.hidden, a.hidden / kVec));
-  return launch_rmsnorm_vec<T, 1>(a, stream, vectors_per_thread(a.rows, a.hidden, a.hidden));
+  const bool fused = a.residual != nullptr;
+  if (!vectorizable) return launch_rmsnorm_vec<T, 1>(a, stream, vectors_per_thread(a.rows, a.hidden, a.hidden, fused));
+  const int vpt = vectors_per_thread(a.rows, a.hidden, a.hidden / kVec, fused);
+  if (fused && int64_t{a.rows} * a.hidden > kThroughputElements)
+    return launch_rmsnorm_vec<T, kVec, /*kStreaming=*/true, /*kLateWeight=*/true>(a, stream, vpt);
+  return launch_rmsnorm_vec<T, kVec>(a, stream, vpt);
 }
 
 }  // namespace ssdk::norm
