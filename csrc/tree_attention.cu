@@ -53,22 +53,21 @@ int sm_count(int device) {
 
 // KV splits per row block: enough that the grid fills one wave of resident CTAs (a small batch still
 // covers every SM; a large one is not cut into states it would have to merge), at most the cluster
-// limit and one per 64-token tile of a block_tables row. The table width (a host int) is cut into
-// equal 16-token-aligned chunks, so a CTA knows its range before reading any length; trailing splits
-// that would start past the width are dropped.
-void set_splits(tree_attn::Params& p, int64_t requested, tree_attn::Occupancy occ, int sms) {
-  const int64_t base_ctas = std::max<int64_t>(int64_t{p.batch} * p.num_kv_heads * p.m_tiles, 1);
-  const int64_t table_tiles = std::max<int64_t>((p.table_tokens + tree_attn::kBlockN - 1) / tree_attn::kBlockN, 1);
-  int64_t splits = requested > 0 ? requested : int64_t{sms} * occ.ctas_per_sm / base_ctas;
-  splits = std::clamp<int64_t>(splits, 1, std::min<int64_t>(table_tiles, occ.max_splits));
-  const int64_t chunk = (std::max<int64_t>(p.table_tokens, 1) + splits - 1) / splits;
-  p.split_tokens = static_cast<int>((chunk + 15) / 16 * 16);
-  p.num_splits = static_cast<int>((std::max<int64_t>(p.table_tokens, 1) + p.split_tokens - 1) / p.split_tokens);
+// limit and the 64-token tiles of the longest possible request (block_tables width), then as few as
+// give the same tiles per split.
+int choose_splits(int64_t base_ctas, int64_t max_tiles, int64_t requested, tree_attn::Occupancy occ, int sms) {
+  int64_t splits = requested > 0 ? requested : int64_t{sms} * occ.ctas_per_sm / std::max<int64_t>(base_ctas, 1);
+  max_tiles = std::max<int64_t>(max_tiles, 1);
+  splits = std::clamp<int64_t>(splits, 1, std::min<int64_t>(max_tiles, occ.max_splits));
+  const int64_t tiles_per_split = (max_tiles + splits - 1) / splits;
+  return static_cast<int>((max_tiles + tiles_per_split - 1) / tiles_per_split);
 }
 
 template <typename T, int D>
-void run(tree_attn::Params& p, TileShape shape, int64_t requested_splits, const at::Tensor& q) {
-  set_splits(p, requested_splits, tree_attn::occupancy<T, D>(shape), sm_count(q.get_device()));
+void run(tree_attn::Params& p, TileShape shape, int64_t requested_splits, int64_t max_tiles, const at::Tensor& q) {
+  const tree_attn::Occupancy occ = tree_attn::occupancy<T, D>(shape);
+  p.num_splits = choose_splits(int64_t{p.batch} * p.num_kv_heads * p.m_tiles, max_tiles, requested_splits, occ,
+                               sm_count(q.get_device()));
   check_cuda_call(tree_attn::launch<T, D>(p, shape, c10::cuda::getCurrentCUDAStream()), "tree_attention kernel launch");
 }
 #endif  // SSDK_HAS_CUTLASS
@@ -139,9 +138,7 @@ void tree_attention(at::Tensor& out, const std::optional<at::Tensor>& lse, const
   const TileShape shape = tree_attn::shape_for_rows(max_q_len * group);
   const int64_t m_tiles = (max_q_len * group + tree_attn::block_m(shape) - 1) / tree_attn::block_m(shape);
   TORCH_CHECK(m_tiles * tree_attn::kMaxSplits < (int64_t{1} << 31), "ssdk: max_q_len is too large");
-  const int64_t table_tokens = block_tables.size(1) * page_size;
-  TORCH_CHECK(table_tokens < (int64_t{1} << 30), "ssdk: block_tables addresses too many positions (",
-              table_tokens, ")");
+  const int64_t max_tiles = (block_tables.size(1) * page_size + tree_attn::kBlockN - 1) / tree_attn::kBlockN;
   const c10::cuda::CUDAGuard guard(q.device());
 
   tree_attn::Params p{};
@@ -172,14 +169,13 @@ void tree_attention(at::Tensor& out, const std::optional<at::Tensor>& lse, const
   p.group = static_cast<int>(group);
   p.batch = static_cast<int>(batch);
   p.m_tiles = static_cast<int>(m_tiles);
-  p.table_tokens = static_cast<int>(table_tokens);
   p.scale_log2 = static_cast<float>(sm_scale * 1.4426950408889634);
   if (q.scalar_type() == at::kHalf) {
-    if (head_dim == 64) run<__half, 64>(p, shape, num_kv_splits, q);
-    else run<__half, 128>(p, shape, num_kv_splits, q);
+    if (head_dim == 64) run<__half, 64>(p, shape, num_kv_splits, max_tiles, q);
+    else run<__half, 128>(p, shape, num_kv_splits, max_tiles, q);
   } else {
-    if (head_dim == 64) run<__nv_bfloat16, 64>(p, shape, num_kv_splits, q);
-    else run<__nv_bfloat16, 128>(p, shape, num_kv_splits, q);
+    if (head_dim == 64) run<__nv_bfloat16, 64>(p, shape, num_kv_splits, max_tiles, q);
+    else run<__nv_bfloat16, 128>(p, shape, num_kv_splits, max_tiles, q);
   }
 #else
   TORCH_CHECK(false, "ssdk: tree_attention's CUDA kernel needs the CUTLASS/CuTe headers, and this build had none. "

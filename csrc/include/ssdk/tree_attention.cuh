@@ -40,8 +40,6 @@ struct Params {
   int64_t block_table_stride, mask_stride;
   int page_size, num_qo_heads, num_kv_heads, group, batch;
   int m_tiles, num_splits;  // grid.x = m_tiles * num_splits; the splits of a row block form one cluster
-  int table_tokens;         // block_table_width * page_size: positions a block_tables row can address
-  int split_tokens;         // KV positions per split (a multiple of 16): split s owns [s, s + 1) * split_tokens
   float scale_log2;         // sm_scale * log2(e)
 };
 

@@ -104,14 +104,6 @@ __device__ __forceinline__ float4 cluster_load4(uint32_t addr) {
   return v;
 }
 
-// Read-only global load kept in program order (volatile): issued where written, so independent loads
-// placed before a branch are in flight together instead of being sunk past it.
-__device__ __forceinline__ int load_nc(const int32_t* ptr) {
-  int v;
-  asm volatile("ld.global.nc.b32 %0, [%1];" : "=r"(v) : "l"(ptr));
-  return v;
-}
-
 // Element offset of 16-byte chunk `chunk` of row `row` in a [rows][D] tile: chunks XOR-swizzled with
 // row % 8 so that the 8 row addresses of an ldmatrix hit 8 different bank groups.
 template <int D>
@@ -126,9 +118,7 @@ struct Config {
   static constexpr int kWarpsN = kWarpsM >= 4 ? 1 : 4 / kWarpsM;
   static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
   static constexpr int kWarpN = kBlockN / kWarpsN;  // KV columns of a tile owned by one warp
-  // Ring depth: 4 stages (48 KB of 16 KB K+V tiles in flight) for 4-warp CTAs at D = 64; 3 where
-  // registers (8 warps) or shared memory (32 KB tiles at D = 128) are the limit.
-  static constexpr int kStages = D == 64 && kThreads == 128 ? 4 : 3;
+  static constexpr int kStages = 3;
   static constexpr int kChunks = D / 8;                      // 16-byte chunks per row
   static constexpr int kRowStep = kThreads / kChunks;        // tile rows one copy pass covers
   static constexpr int kRowsPerThread = kBlockN / kRowStep;  // rows (page ids) one thread copies per tile
@@ -159,37 +149,16 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp % Cfg::kWarpsM, wn = warp / Cfg::kWarpsM;
 
-  // The split's KV range starts at a host-known position, so the page ids of its first tiles are
-  // loaded in the same round trip as the request's lengths (bounded by the table width; entries past
-  // the request's end are discarded below, never used as addresses).
-  const int kv_begin = split * p.split_tokens;
-  const int32_t* page_table = p.block_tables + b * p.block_table_stride;
-  const int copy_chunk = tid % kChunks, copy_row = tid / kChunks;
-  const int split_end = min(p.table_tokens, kv_begin + p.split_tokens);
   pdl_wait();  // q, the cache and the index tensors may be written by the previous kernel
-  int pages[kStages - 1][kRowsPerThread];
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-#pragma unroll
-    for (int i = 0; i < kRowsPerThread; ++i) {
-      const int pos = kv_begin + s * kBlockN + copy_row + i * Cfg::kRowStep;
-      pages[s][i] = pos < split_end ? load_nc(page_table + pos / p.page_size) : -1;
-    }
-  }
-  const int q_start = load_nc(p.qo_indptr + b), q_end = load_nc(p.qo_indptr + b + 1);
-  const int prefix = load_nc(p.prefix_lens + b);
+  const int q_start = p.qo_indptr[b], q_end = p.qo_indptr[b + 1], prefix = p.prefix_lens[b];  // in parallel
   const int n = q_end - q_start, rows = n * p.group, row0 = m_tile * kBlockM;
   if (row0 >= rows) return;  // the whole cluster: its CTAs share (b, kv_head, m_tile)
   // Causal rows of this block see new tokens up to their last query only; tree rows may see any.
   const int kv_len = prefix + (p.tree_mask != nullptr ? n : min(n, (row0 + kBlockM - 1) / p.group + 1));
-  const int kv_end = min(kv_len, split_end);
+  const int tiles_per_split = ((kv_len + kBlockN - 1) / kBlockN + p.num_splits - 1) / p.num_splits;
+  const int kv_begin = split * tiles_per_split * kBlockN;
+  const int kv_end = min(kv_len, kv_begin + tiles_per_split * kBlockN);
   const int num_tiles = kv_end > kv_begin ? (kv_end - kv_begin + kBlockN - 1) / kBlockN : 0;
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-#pragma unroll
-    for (int i = 0; i < kRowsPerThread; ++i)
-      if (kv_begin + s * kBlockN + copy_row + i * Cfg::kRowStep >= kv_end) pages[s][i] = -1;
-  }
 
   extern __shared__ __align__(128) uint8_t smem[];
   T* s_q = reinterpret_cast<T*>(smem);
@@ -213,36 +182,43 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
   // tid / kChunks + i * kRowStep; page id -1 = past the chunk end (zero-filled, not read).
   const T* k_head = static_cast<const T*>(p.k_cache) + kv_head * p.k_stride_head;
   const T* v_head = static_cast<const T*>(p.v_cache) + kv_head * p.v_stride_head;
-  auto fetch_pages = [&](int tile, int (&tile_pages)[kRowsPerThread]) {
+  const int32_t* page_table = p.block_tables + b * p.block_table_stride;
+  const int copy_chunk = tid % kChunks, copy_row = tid / kChunks;
+  auto fetch_pages = [&](int tile, int (&pages)[kRowsPerThread]) {
     const int pos0 = kv_begin + tile * kBlockN + copy_row;
 #pragma unroll
     for (int i = 0; i < kRowsPerThread; ++i) {
       const int pos = pos0 + i * Cfg::kRowStep;
-      tile_pages[i] = pos < kv_end ? __ldg(page_table + pos / p.page_size) : -1;
+      pages[i] = tile < num_tiles && pos < kv_end ? __ldg(page_table + pos / p.page_size) : -1;
     }
   };
-  auto issue_tile = [&](int tile, int stage, const int (&tile_pages)[kRowsPerThread]) {
+  auto issue_tile = [&](int tile, int stage, const int (&pages)[kRowsPerThread]) {
     const int pos0 = kv_begin + tile * kBlockN + copy_row;
     T* dst_k = s_k + stage * Cfg::kTileElems;
     T* dst_v = s_v + stage * Cfg::kTileElems;
 #pragma unroll
     for (int i = 0; i < kRowsPerThread; ++i) {
       const int r = copy_row + i * Cfg::kRowStep;
-      const bool ok = tile_pages[i] >= 0;
+      const bool ok = pages[i] >= 0;
       const T* src_k = k_head;
       const T* src_v = v_head;
       if (ok) {
         const int64_t slot = (pos0 + i * Cfg::kRowStep) % p.page_size;
-        src_k = k_head + tile_pages[i] * p.k_stride_page + slot * p.k_stride_tok + copy_chunk * 8;
-        src_v = v_head + tile_pages[i] * p.v_stride_page + slot * p.v_stride_tok + copy_chunk * 8;
+        src_k = k_head + pages[i] * p.k_stride_page + slot * p.k_stride_tok + copy_chunk * 8;
+        src_v = v_head + pages[i] * p.v_stride_page + slot * p.v_stride_tok + copy_chunk * 8;
       }
       cp_async16(dst_k + swz<D>(r, copy_chunk), src_k, ok);
       cp_async16(dst_v + swz<D>(r, copy_chunk), src_v, ok);
     }
   };
 
+  // Page ids of the first kStages - 1 tiles in one round trip, then their copies.
+  int pages[kStages - 1][kRowsPerThread];
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) fetch_pages(s, pages[s]);
+
   // Per-thread rows: g and g + 8 of this warp's 16 (MMA accumulator layout). Word 0 of each row's
-  // ancestor bits (new tokens 0..31) is loaded now, with the first tiles, if this split reaches them.
+  // ancestor bits (new tokens 0..31) is loaded now, with the page ids, if this split reaches them.
   const int g = lane >> 2, t4 = lane & 3;
   const bool active = row0 + wm * 16 < rows;  // warps whose 16 rows are all padding skip the math
   int row_qi[2];

@@ -96,9 +96,7 @@ def tree_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor
     k_cache, v_cache : [num_pages, page_size, num_kv_heads, head_dim], q's dtype; the token at position
         ``pos`` of request ``b`` sits at ``[block_tables[b, pos // page_size], pos % page_size]``.
         num_qo_heads must be a multiple of num_kv_heads (GQA, any ratio). Last dim contiguous.
-    block_tables : [batch, max_pages] int32, logical page -> physical page. CUDA splits KV by this width
-        (max_pages * page_size positions): a table much wider than the longest request leaves splits idle,
-        so pass ``block_tables[:, :pages_needed]`` (a view) for speed.
+    block_tables : [batch, max_pages] int32, logical page -> physical page.
     prefix_lens : [batch] int32, tokens cached before the new ones.
     qo_indptr : [batch + 1] int32, query row offsets (qo_indptr[0] = 0, non-decreasing).
     tree_mask : optional [N_total, W] int32 ancestor bits over the request's new tokens: bit ``j & 31`` of
