@@ -102,17 +102,37 @@ __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(RMSNormArgs<T> a) 
   }
 }
 
-// Launch shape, from bench_kernels/tune_memory_bound.cu on H100 (docs/kernel_notes.md). Small inputs
-// (decode, verify): one vector per thread, up to 1024 threads, for the shortest critical path. Large
-// rmsnorm: two vectors per thread, so smaller blocks keep more rows resident per SM. Large fused op: one
-// vector per thread, streaming row accesses, weight loaded after the reduction. The per-row sum is the same
-// for one or two vectors per thread when the vector count is a power of two (block_pairwise_sum); other
-// widths keep one choice for every row count, so results never depend on the batch.
-inline int vectors_per_thread(int64_t rows, int hidden, int num_vec, bool fused) {
+// Launch shape, from bench_kernels/tune_memory_bound.cu on H100 (docs/kernel_notes.md):
+// - small inputs (<= 1M elements: decode, verify): one vector per thread, up to 1024 threads, for the
+//   shortest critical path;
+// - large inputs whose rows fit in one wave of one-vector-per-thread blocks, and the large fused op:
+//   one vector per thread, streaming row accesses, the weight loaded after the reduction;
+// - large rmsnorm over more rows: two vectors per thread, so smaller blocks keep more rows resident.
+// The per-row sum is the same for one or two vectors per thread when the vector count is a power of two
+// (block_pairwise_sum); other widths keep one choice for every row count, so results never depend on the
+// batch.
+struct LaunchPlan {
+  int vpt;
+  bool streaming_late_weight;
+};
+
+inline int sm_count() {
+  static int cached[64] = {};
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device >= 64) return 132;
+  if (cached[device] == 0) cudaDeviceGetAttribute(&cached[device], cudaDevAttrMultiProcessorCount, device);
+  return cached[device] > 0 ? cached[device] : 132;
+}
+
+inline LaunchPlan plan_launch(int64_t rows, int hidden, int num_vec, bool fused, bool vectorized) {
+  int min_vpt = 1;
+  while (min_vpt * kMaxThreads < num_vec) min_vpt *= 2;
+  if (!vectorized || rows * hidden <= kThroughputElements) return {min_vpt, false};
   const bool pow2 = num_vec >= 64 && (num_vec & (num_vec - 1)) == 0;
-  int vpt = pow2 && !fused && rows * hidden > kThroughputElements ? 2 : 1;
-  while (vpt * kMaxThreads < num_vec) vpt *= 2;
-  return vpt;
+  const int threads = (num_vec / min_vpt + 31) / 32 * 32;
+  const int64_t rows_per_wave = int64_t{sm_count()} * (2048 / threads);
+  if (fused || !pow2 || min_vpt > 1 || rows <= rows_per_wave) return {min_vpt, true};
+  return {2, false};
 }
 
 template <typename T, int VEC, bool kStreaming = false, bool kLateWeight = false>
@@ -148,11 +168,11 @@ cudaError_t launch_rmsnorm(const RMSNormArgs<T>& a, cudaStream_t stream) {
                             is_aligned(a.input, 16) && is_aligned(a.weight, 16) &&
                             (!a.residual || is_aligned(a.residual, 16));
   const bool fused = a.residual != nullptr;
-  if (!vectorizable) return launch_rmsnorm_vec<T, 1>(a, stream, vectors_per_thread(a.rows, a.hidden, a.hidden, fused));
-  const int vpt = vectors_per_thread(a.rows, a.hidden, a.hidden / kVec, fused);
-  if (fused && int64_t{a.rows} * a.hidden > kThroughputElements)
-    return launch_rmsnorm_vec<T, kVec, /*kStreaming=*/true, /*kLateWeight=*/true>(a, stream, vpt);
-  return launch_rmsnorm_vec<T, kVec>(a, stream, vpt);
+  if (!vectorizable) return launch_rmsnorm_vec<T, 1>(a, stream, plan_launch(a.rows, a.hidden, a.hidden, fused, false).vpt);
+  const LaunchPlan plan = plan_launch(a.rows, a.hidden, a.hidden / kVec, fused, true);
+  if (plan.streaming_late_weight)
+    return launch_rmsnorm_vec<T, kVec, /*kStreaming=*/true, /*kLateWeight=*/true>(a, stream, plan.vpt);
+  return launch_rmsnorm_vec<T, kVec>(a, stream, plan.vpt);
 }
 
 }  // namespace ssdk::norm
