@@ -33,6 +33,7 @@ int ceil_div(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
 // Vocabulary chunk of one statistics work item: fixed, so a row's partials (and their merge order) do not
 // depend on the batch size; 16 KB of bf16 = four 16-byte loads per thread.
 constexpr int kStatsChunk = 8192;
+constexpr int kFusedMinBatch = 8;
 
 // Split a row of `vocab` into `parts` chunks that are multiples of 8 elements (16-byte aligned).
 void split(int vocab, int want, int& parts, int& chunk) {
@@ -162,6 +163,13 @@ void launch_verify(VerifyArgs<T>& a, int sms, cudaStream_t stream) {
     }
   }
   TORCH_CHECK(grid < (int64_t{1} << 31), "ssdk: problem too large (", grid, " work items)");
+  if (a.stats_pass) {
+    const int64_t stats_grid = static_cast<int64_t>(a.num_rows) * a.S;
+    TORCH_CHECK(stats_grid < (int64_t{1} << 31), "ssdk: problem too large (", stats_grid, " statistics items)");
+    check_cuda_call(launch_pdl(sampling::stats_kernel<T, 16 / sizeof(T)>, dim3(static_cast<unsigned>(stats_grid)),
+                               dim3(sampling::kThreads), 0, stream, a),
+                    "stats kernel launch");
+  }
   check_cuda_call(launch_pdl(sampling::verify_kernel<T, 16 / sizeof(T), MODE>, dim3(static_cast<unsigned>(grid)),
                              dim3(sampling::kThreads), 0, stream, a),
                   "verify kernel launch");
@@ -172,7 +180,12 @@ template <typename T>
 void prepare(VerifyArgs<T>& a, const Filters& f, bool stochastic, const at::Tensor& ref, Workspace& ws, int sms,
              cudaStream_t stream) {
   const bool filtered = f.any() && stochastic;
-  a.fused = !filtered && a.num_rows > 0;
+  // Row statistics from logits: fused into the verify launch (ticketed work items, finals spin on
+  // per-request counters, overlapping the sampling pass with other requests' streaming) from
+  // kFusedMinBatch requests on; below that a separate statistics launch is fewer round trips.
+  const bool stats = !filtered && a.num_rows > 0;
+  a.fused = stats && a.batch >= kFusedMinBatch;
+  a.stats_pass = stats && !a.fused;
   a.chunk = kStatsChunk;
   a.S = ceil_div(a.vocab, kStatsChunk);
   // Final-sample chunks: at least 2 CTAs per SM over the batch, and at most ~4096 entries each so the
@@ -182,7 +195,7 @@ void prepare(VerifyArgs<T>& a, const Filters& f, bool stochastic, const at::Tens
   } else {
     split(a.vocab, 1, a.S2, a.chunk2);
   }
-  ws = make_workspace(ref, a.fused ? static_cast<int64_t>(a.num_rows) * a.S : 0, static_cast<int64_t>(a.batch) * a.S2,
+  ws = make_workspace(ref, stats ? static_cast<int64_t>(a.num_rows) * a.S : 0, static_cast<int64_t>(a.batch) * a.S2,
                       filtered ? a.num_rows : 0);
   a.partials = ws.partials;
   a.picks = ws.picks;

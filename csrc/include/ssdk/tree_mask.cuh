@@ -1,13 +1,13 @@
 // Draft-tree description for a batch of trees: depth, positions, the compact ancestor bitmask and
 // FlashInfer's packed custom mask (see ssdk.ops.tree.build_tree_mask for the exact layout).
 //
-// Grid (chunks, B), one kernel, no host sync. Every CTA of request b loads the request's parents and
-// builds its ancestor table in shared memory, transposed (word w of node i at anc[w * Np + i], so the
-// threads' read-modify-writes hit distinct banks): one thread walks one node's parent chain. The CTAs of
-// a request then split the request's work: node slice x of ceil(n / chunks) nodes (depth, positions,
-// compact rows) and every chunks-th 16-byte vector of the packed segment, each assembled from
-// funnel-shifted ancestor words (all ones inside the prefix) and stored with one 16-byte store (byte
-// stores only where a vector straddles the segment's ends). Segment offsets are the byte sizes of the
+// Grid (chunks, B), one kernel, no host sync. CTA x of request b owns node slice x of ceil(n / chunks)
+// nodes (depth, positions, compact rows) and the x-th contiguous range of the packed segment's 16-byte
+// vectors. It loads the request's parents into shared memory and builds the ancestor rows of the nodes it
+// needs (its slice and the packed rows its range covers), transposed (word w of node i at anc[w * Np + i],
+// so the threads' read-modify-writes hit distinct banks): one thread walks one node's parent chain. Each
+// vector is assembled from funnel-shifted ancestor words (all ones inside the prefix) and stored with one
+// 16-byte store (byte stores only where a vector straddles the segment's ends). Segment offsets are the byte sizes of the
 // earlier requests, summed by each CTA. Launched as a programmatic dependent (waits before any access).
 #pragma once
 #include "ssdk/common.cuh"
@@ -49,9 +49,10 @@ struct Segment {
   }
 
   // Bits of columns [c, c + len) of packed row r (node first_row + r), len in [1, 32], bit 0 = column c.
-  __device__ __forceinline__ uint32_t row_bits(int64_t r, int64_t c, int len) const {
+  template <typename I>
+  __device__ __forceinline__ uint32_t row_bits(I r, I c, int len) const {
     const uint32_t mask = len == 32 ? 0xffffffffu : (1u << len) - 1u;
-    const int64_t j0 = c - prefix;  // first tree column (negative: inside the prefix)
+    const I j0 = c - prefix;  // first tree column (negative: inside the prefix)
     if (j0 + len <= 0) return mask;
     const int node = first_row + static_cast<int>(r);
     uint32_t bits;
@@ -65,16 +66,19 @@ struct Segment {
     return bits & mask;
   }
 
-  // 128 bits of the stream starting at bit k0 (may be negative: those bits are 0, as are bits past the end).
+  // 128 bits of the stream starting at bit k0 (may be negative: those bits are 0, as are bits past the
+  // end). I = int when rows * cols < 2^31 (32-bit division and arithmetic), else int64_t.
+  template <typename I>
   __device__ __forceinline__ uint4 bits128(int64_t k0) const {
     uint32_t o0 = 0u, o1 = 0u, o2 = 0u, o3 = 0u;  // named, not an array: stays in registers
-    const int64_t k = k0 > 0 ? k0 : 0;
+    const I k = static_cast<I>(k0 > 0 ? k0 : 0);
+    const I R = static_cast<I>(rows), C = static_cast<I>(cols);
     int pos = static_cast<int>(k - k0);
-    int64_t r = k / cols, c = k - r * cols;
-    while (pos < 128 && r < rows) {
+    I r = k / C, c = k - r * C;
+    while (pos < 128 && r < R) {
       const int off = pos & 31;
-      const int len = static_cast<int>(min(static_cast<int64_t>(32 - off), cols - c));
-      const uint32_t v = row_bits(r, c, len) << off;
+      const int len = static_cast<int>(min(static_cast<I>(32 - off), C - c));
+      const uint32_t v = row_bits<I>(r, c, len) << off;
       const int t = pos >> 5;
       o0 |= t == 0 ? v : 0u;
       o1 |= t == 1 ? v : 0u;
@@ -82,7 +86,7 @@ struct Segment {
       o3 |= t == 3 ? v : 0u;
       pos += len;
       c += len;
-      if (c == cols) {
+      if (c == C) {
         c = 0;
         ++r;
       }
@@ -105,18 +109,46 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   int* par = reinterpret_cast<int*>(smem);
   uint32_t* anc = smem + Np;
 
-  // Offset of this request's segment: the earlier segments' sizes (loads issued before the walk).
+  // Offset of this request's segment: the earlier segments' sizes (block reduction).
   long long before = 0;
   if (a.packed != nullptr)
     for (int r = threadIdx.x; r < b; r += blockDim.x) before += segment_bytes(a, r);
-
   for (int i = threadIdx.x; i < n; i += blockDim.x) par[i] = a.parents[start + i];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) before += __shfl_xor_sync(0xffffffffu, before, o);
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = before;
   __syncthreads();
+  int64_t offset = 0;
+  for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w) offset += partial[w];
+
+  // This CTA's work: node slice [node_lo, node_hi) (depth, positions, compact rows) and a contiguous
+  // range of the packed segment's 16-byte vectors, which covers packed rows [row_lo, row_hi).
   const int per = (n + chunks - 1) / chunks;
   const int node_lo = min(n, x * per), node_hi = min(n, node_lo + per);
-  // One thread per node: walk to the root, setting one bit per ancestor in the node's own column.
-  // A parent that is not a smaller local index ends the walk (malformed input cannot loop forever).
-  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+  Segment seg{anc, Np, W, n, prefix, 0, 0, 0};
+  const int64_t bytes = a.packed != nullptr ? segment_bytes(a, b) : 0;
+  seg.rows = a.packed_rows > 0 ? min(a.packed_rows, n_all) : n_all;
+  seg.first_row = n_all - static_cast<int>(seg.rows);  // packed rows are the request's last `rows` nodes
+  seg.cols = static_cast<int64_t>(prefix) + n_all;
+  uint8_t* out = a.packed != nullptr ? a.packed + offset : nullptr;
+  const uintptr_t base = reinterpret_cast<uintptr_t>(out) & ~static_cast<uintptr_t>(15);
+  const int64_t head = static_cast<int64_t>(reinterpret_cast<uintptr_t>(out) - base);  // 0..15
+  const int64_t num_vec = bytes > 0 ? (head + bytes + 15) / 16 : 0;
+  const int64_t per_vec = (num_vec + chunks - 1) / chunks;
+  const int64_t vec_lo = min(num_vec, x * per_vec), vec_hi = min(num_vec, vec_lo + per_vec);
+  int row_lo = 0, row_hi = 0;  // nodes first_row + [row_lo, row_hi) (clamped to the table)
+  if (vec_lo < vec_hi) {
+    const int64_t bit_lo = max(int64_t{0}, vec_lo * 16 - head) * 8, bit_hi = min(bytes, vec_hi * 16 - head) * 8;
+    row_lo = min(n, seg.first_row + static_cast<int>(bit_lo / seg.cols));
+    row_hi = min(n, seg.first_row + static_cast<int>(min(seg.rows, (bit_hi - 1) / seg.cols + 1)));
+  }
+
+  // One thread per needed node (the slice, then the packed rows outside it): walk to the root, setting one
+  // bit per ancestor in the node's own column. A parent that is not a smaller local index ends the walk.
+  const int slice = node_hi - node_lo;
+  for (int t = threadIdx.x; t < slice + (row_hi - row_lo); t += blockDim.x) {
+    const int i = t < slice ? node_lo + t : row_lo + (t - slice);
+    if (t >= slice && i >= node_lo && i < node_hi) continue;  // already walked as part of the slice
     for (int w = 0; w < W; ++w) anc[w * Np + i] = 0u;
     int d = -1;
     for (int j = i; j >= 0;) {
@@ -125,7 +157,7 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
       const int p = par[j];
       j = p < j ? p : -1;
     }
-    if (i >= node_lo && i < node_hi) {
+    if (t < slice) {
       a.depth[start + i] = d;
       if (a.positions_int64)
         static_cast<int64_t*>(a.positions)[start + i] = static_cast<int64_t>(prefix) + d;
@@ -134,39 +166,19 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
     }
   }
   __syncthreads();
-  // This CTA's slice of the compact rows, coalesced.
-  for (int k = node_lo * W + threadIdx.x; k < node_hi * W; k += blockDim.x) {
+  for (int k = node_lo * W + threadIdx.x; k < node_hi * W; k += blockDim.x) {  // compact rows, coalesced
     const int i = k / W, w = k - i * W;
     a.tree_mask[static_cast<int64_t>(start) * W + k] = anc[w * Np + i];
   }
   if (a.packed == nullptr) return;
-
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) before += __shfl_xor_sync(0xffffffffu, before, o);
-  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = before;
-  __syncthreads();
-  int64_t offset = 0;
-  for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w) offset += partial[w];
-  const int64_t bytes = segment_bytes(a, b);
   if (x == 0 && threadIdx.x == 0) {
     a.mask_indptr[b + 1] = static_cast<int32_t>(offset + bytes);
     if (b == 0) a.mask_indptr[0] = 0;
   }
-  if (bytes == 0) return;
-
-  Segment seg{anc, Np, W, n, prefix, 0, 0, 0};
-  seg.rows = a.packed_rows > 0 ? min(a.packed_rows, n_all) : n_all;
-  seg.first_row = n_all - static_cast<int>(seg.rows);  // packed rows are the request's last `rows` nodes
-  seg.cols = static_cast<int64_t>(prefix) + n_all;
-  uint8_t* out = a.packed + offset;
-  // 16-byte vectors of the address space that overlap [out, out + bytes).
-  const uintptr_t base = reinterpret_cast<uintptr_t>(out) & ~static_cast<uintptr_t>(15);
-  const int64_t head = static_cast<int64_t>(reinterpret_cast<uintptr_t>(out) - base);  // 0..15
-  const int64_t num_vec = (head + bytes + 15) / 16;
-  for (int64_t q = static_cast<int64_t>(x) * blockDim.x + threadIdx.x; q < num_vec;
-       q += static_cast<int64_t>(chunks) * blockDim.x) {
+  const bool small = seg.rows * seg.cols < (int64_t{1} << 31);  // 32-bit positions suffice
+  for (int64_t q = vec_lo + threadIdx.x; q < vec_hi; q += blockDim.x) {
     const int64_t rel = q * 16 - head;  // segment byte of the vector's first byte
-    const uint4 v = seg.bits128(rel * 8);
+    const uint4 v = small ? seg.bits128<int>(rel * 8) : seg.bits128<int64_t>(rel * 8);
     if (rel >= 0 && rel + 16 <= bytes) {
       *reinterpret_cast<uint4*>(out + rel) = v;
     } else {

@@ -9,6 +9,11 @@
 //                over its chunk of the final row (residual max(p - q, 0), or p minus the rejected
 //                children) -> picks; the last CTA of the request reduces the picks and writes outputs.
 //
+// Below kFusedMinBatch requests (verify.cu) the statistics run as their own launch instead (stats_kernel,
+// one CTA per (row, chunk)) and verify_kernel follows as a programmatic dependent with final work only:
+// two launches cost fewer dependent round trips than ticket + counter + spin when the batch is small.
+// Both paths compute the same partials and merge them in the same order (identical outputs).
+//
 // Work items are handed out by an atomic ticket, so a final CTA only waits for stats work that was
 // handed out before it, to CTAs already running: no deadlock whatever the CTA scheduling order.
 // The ticket and per-request counters are device globals reset by the kernel itself, so the launch is
@@ -149,7 +154,7 @@ struct VerifyArgs {
   bool ids_int64;
   const int32_t* parents;     // tree
   const float* temperature;   // [B] or nullptr (all greedy)
-  const RowDist* dists;       // filter path: [num_rows]; nullptr: fused statistics
+  const RowDist* dists;       // filter path: [num_rows]; nullptr: merged from the statistics partials
   Stat* partials;             // [num_rows * S]
   Pick* picks;                // [B * S2]
   int32_t* out_tokens;        // [B, out_width]
@@ -162,6 +167,7 @@ struct VerifyArgs {
   int batch, vocab, num_rows;
   int S, chunk, S2, chunk2, lag;
   bool fused, vec_target, vec_draft;
+  bool stats_pass;            // host: launch stats_kernel before an unfused verify_kernel
   uint64_t seed, offset;
   const int64_t* offset_tensor;
 };
@@ -243,12 +249,16 @@ __device__ __forceinline__ int load_id(const void* ids, bool int64, int64_t i) {
   return int64 ? static_cast<int>(static_cast<const int64_t*>(ids)[i]) : static_cast<const int32_t*>(ids)[i];
 }
 
-// Chain decision (kChain: logits, kChainProbs: flashinfer-style probabilities). Logit chains test one
-// position per warp (the warp merges the position's target and draft statistics); then warps 0 and 1
-// merge the final target row and its draft row.
+// Chain decision (kChain: logits, kChainProbs: flashinfer-style probabilities). Logit chains take one
+// position per warp, 0..K (K: the bonus row, no test): the draft token and its logits are loaded while the
+// warp merges the position's target (and draft) statistics, and the distributions of the first
+// kCachedPositions positions stay in shared memory, so the final row costs no further round trip.
+constexpr int kCachedPositions = 32;
+
 template <typename T, int MODE>
 __device__ void decide_chain(const VerifyArgs<T>& a, int b, uint64_t offset, Decision& dec) {
   __shared__ int first_reject, passed;
+  __shared__ RowDist s_pd[kCachedPositions], s_qd[kCachedPositions];
   const int K = a.map.K, V = a.vocab, rpr = a.map.rows_per_req;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, num_warps = blockDim.x >> 5;
   const float t = a.temperature ? a.temperature[b] : 0.f;
@@ -270,37 +280,53 @@ __device__ void decide_chain(const VerifyArgs<T>& a, int b, uint64_t offset, Dec
       if (ok) atomicAdd(&passed, 1);
     }
   } else {
-    for (int i = warp; i < K; i += num_warps) {
+    for (int i = warp; i <= K; i += num_warps) {
+      // Token and its logits first (every lane, broadcast loads), so they overlap the partials' loads.
+      const int x = i < K ? load_id(a.ids, a.ids_int64, static_cast<int64_t>(b) * K + i) : -1;
+      const bool in_vocab = x >= 0 && x < V;
+      float pl = 0.f, qv = 0.f;
+      if (!greedy && in_vocab) {
+        pl = to_float(a.map.row(b * rpr + i)[x]);
+        if (a.draft_probs) qv = a.draft_probs[(static_cast<int64_t>(b) * K + i) * a.draft_probs_stride + x];
+        else if (q_logits) qv = to_float(a.map.row(b * rpr + K + 1 + i)[x]);
+      }
       const RowDist pd = warp_dist_of(a, b * rpr + i, b);
       RowDist qd{};
-      if (q_logits) qd = warp_dist_of(a, b * rpr + K + 1 + i, b);
+      if (q_logits && i < K) qd = warp_dist_of(a, b * rpr + K + 1 + i, b);
       if (lane == 0) {
-        const int x = load_id(a.ids, a.ids_int64, static_cast<int64_t>(b) * K + i);
-        const bool in_vocab = x >= 0 && x < V;
-        bool ok;
-        if (greedy) {
-          ok = x == pd.argmax;
-        } else {
-          const float px = in_vocab ? row_prob(pd, to_float(a.map.row(b * rpr + i)[x])) : 0.f;
-          float qx = 0.f;
-          if (in_vocab && a.draft_probs) qx = a.draft_probs[(static_cast<int64_t>(b) * K + i) * a.draft_probs_stride + x];
-          else if (in_vocab && q_logits) qx = row_prob(qd, to_float(a.map.row(b * rpr + K + 1 + i)[x]));
-          ok = uniform(a.seed, offset, b, kTagAccept, i) * qx < px;
+        if (i < kCachedPositions) {
+          s_pd[i] = pd;
+          s_qd[i] = qd;
         }
-        if (!ok) atomicMin(&first_reject, i);
-        if (ok) atomicAdd(&passed, 1);
+        if (i < K) {
+          bool ok;
+          if (greedy) {
+            ok = x == pd.argmax;
+          } else {
+            const float px = in_vocab ? row_prob(pd, pl) : 0.f;
+            const float qx = !in_vocab ? 0.f : q_logits ? row_prob(qd, qv) : qv;
+            ok = uniform(a.seed, offset, b, kTagAccept, i) * qx < px;
+          }
+          if (!ok) atomicMin(&first_reject, i);
+          if (ok) atomicAdd(&passed, 1);
+        }
       }
     }
   }
   __syncthreads();
   const int L = first_reject;
   if constexpr (MODE != kChainProbs) {
-    if (warp == 0) {
-      const RowDist p = warp_dist_of(a, b * rpr + L, b);
-      if (lane == 0) dec.p = p;
-    } else if (warp == 1 && L < K && q_logits) {
-      const RowDist q = warp_dist_of(a, b * rpr + K + 1 + L, b);
-      if (lane == 0) dec.q = q;
+    if (L >= kCachedPositions) {  // long chains only: merge the final rows again
+      if (warp == 0) {
+        const RowDist p = warp_dist_of(a, b * rpr + L, b);
+        if (lane == 0) dec.p = p;
+      } else if (warp == 1 && L < K && q_logits) {
+        const RowDist q = warp_dist_of(a, b * rpr + K + 1 + L, b);
+        if (lane == 0) dec.q = q;
+      }
+    } else if (threadIdx.x == 0) {
+      dec.p = s_pd[L];
+      dec.q = s_qd[L];
     }
   }
   if (threadIdx.x == 0) {
@@ -487,6 +513,34 @@ __device__ Pick sample_pass(const VerifyArgs<T>& a, int b, int lo, int hi, uint6
   return block_best(pick);
 }
 
+// Statistics of one (row, vocabulary chunk) work item -> partials[row * S + chunk]; returns the request.
+template <typename T, int VEC>
+__device__ __forceinline__ int stats_item(const VerifyArgs<T>& a, int row, int chunk) {
+  const int req = a.map.request_of(row);
+  float scale, inv_t;
+  temperature_scales(a.temperature, req, scale, inv_t);
+  const int lo = chunk * a.chunk, hi = min(a.vocab, lo + a.chunk);
+  const bool vec_ok = a.map.is_draft(row) ? a.vec_draft : a.vec_target;
+  const Stat st = row_stats<T, VEC>(a.map.row(row), lo, hi, vec_ok, scale);
+  if (threadIdx.x == 0) {
+    Stat* out = a.partials + static_cast<int64_t>(row) * a.S + chunk;
+    out->m = st.m;
+    out->s = st.s;
+    out->idx = st.idx;
+  }
+  return req;
+}
+
+// Unfused statistics (small batches, where the fused kernel's ticket / counter / spin round trips cost
+// more than a second launch): one CTA per (row, chunk); verify_kernel follows as a programmatic dependent
+// with fused = false and reads the same partials.
+template <typename T, int VEC>
+__global__ void __launch_bounds__(kThreads) stats_kernel(VerifyArgs<T> a) {
+  pdl_wait();
+  pdl_launch_dependents();
+  stats_item<T, VEC>(a, static_cast<int>(blockIdx.x) / a.S, static_cast<int>(blockIdx.x) % a.S);
+}
+
 template <typename T, int VEC, int MODE>
 __global__ void __launch_bounds__(kThreads, 3) verify_kernel(VerifyArgs<T> a) {
   __shared__ int s_ticket, s_last, s_num_excl;
@@ -501,17 +555,8 @@ __global__ void __launch_bounds__(kThreads, 3) verify_kernel(VerifyArgs<T> a) {
   const uint64_t offset = a.offset + (a.offset_tensor ? static_cast<uint64_t>(*a.offset_tensor) : 0ull);
 
   if (w.stats) {
-    const int req = a.map.request_of(w.row);
-    float scale, inv_t;
-    temperature_scales(a.temperature, req, scale, inv_t);
-    const int lo = w.chunk * a.chunk, hi = min(a.vocab, lo + a.chunk);
-    const bool vec_ok = a.map.is_draft(w.row) ? a.vec_draft : a.vec_target;
-    const Stat st = row_stats<T, VEC>(a.map.row(w.row), lo, hi, vec_ok, scale);
+    const int req = stats_item<T, VEC>(a, w.row, w.chunk);
     if (threadIdx.x == 0) {
-      Stat* out = a.partials + static_cast<int64_t>(w.row) * a.S + w.chunk;
-      out->m = st.m;
-      out->s = st.s;
-      out->idx = st.idx;
       __threadfence();
       atomicAdd(&g_stats_count[req], 1u);
     }
