@@ -59,6 +59,12 @@ float time_us(const std::function<cudaError_t(cudaStream_t)>& launch) {
   return times[times.size() / 2];
 }
 
+int num_sms() {
+  int n = 0;
+  CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, 0));
+  return n;
+}
+
 // Deterministic pseudo-random values in [-2, 2) (the python benchmarks use randn; zeros could flatter).
 __global__ void fill_kernel(bf16* p, size_t n) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
@@ -79,7 +85,7 @@ void sweep_norm_ours(bf16* x, bf16* res, bf16* w, bf16* out, int rows, int hidde
   ssdk::norm::RMSNormArgs<bf16> a{};
   a.out = kFused ? x : out, a.input = x, a.residual = kFused ? res : nullptr, a.weight = w;
   a.out_stride = a.input_stride = a.residual_stride = hidden;
-  a.rows = rows, a.hidden = hidden, a.eps = 1e-6f, a.hf_exact = false;
+  a.rows = rows, a.hidden = hidden, a.eps = 1e-6f, a.hf_exact = false, a.num_sms = num_sms();
   const int threads = ((hidden / 8 + VPT - 1) / VPT + 31) / 32 * 32;
   if (threads > 1024) return;
   const float us = time_us([&](cudaStream_t s) {
@@ -114,7 +120,7 @@ void sweep_norm(int rows, int hidden) {
   ssdk::norm::RMSNormArgs<bf16> a{};
   a.out = x, a.input = x, a.residual = res, a.weight = w;
   a.out_stride = a.input_stride = a.residual_stride = hidden;
-  a.rows = rows, a.hidden = hidden, a.eps = 1e-6f, a.hf_exact = false;
+  a.rows = rows, a.hidden = hidden, a.eps = 1e-6f, a.hf_exact = false, a.num_sms = num_sms();
   report("fused_add_rmsnorm", rows, hidden, "ssdk production",
          time_us([&](cudaStream_t s) { return ssdk::norm::launch_rmsnorm(a, s); }));
   report("fused_add_rmsnorm", rows, hidden, "flashinfer", time_us([&](cudaStream_t s) {

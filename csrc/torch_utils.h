@@ -73,4 +73,16 @@ inline void check_cuda_call(cudaError_t err, const char* what) {
   TORCH_CHECK(err == cudaSuccess, "ssdk: ", what, " failed: ", cudaGetErrorString(err));
 }
 
+// Streaming multiprocessors of a device (queried once per device, for launch-shape heuristics).
+inline int sm_count(int device) {
+  static int counts[64] = {};
+  TORCH_CHECK(device >= 0 && device < 64, "ssdk: device index ", device, " out of range");
+  if (counts[device] == 0) {
+    int n = 0;
+    check_cuda_call(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+    counts[device] = n;
+  }
+  return counts[device];
+}
+
 }  // namespace ssdk

@@ -40,16 +40,6 @@ void check_aligned_rows(const at::Tensor& t, const char* name, int dims) {
 }
 
 #ifdef SSDK_HAS_CUTLASS
-int sm_count(int device) {
-  static int counts[64] = {};
-  if (device >= 64) device = 63;
-  if (counts[device] == 0) {
-    int n = 0;
-    check_cuda_call(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
-    counts[device] = n;
-  }
-  return counts[device];
-}
 
 // KV splits per row block: enough that the grid fills one wave of resident CTAs (a small batch still
 // covers every SM; a large one is not cut into states it would have to merge), at most the cluster

@@ -23,12 +23,6 @@ void check_vec(const at::Tensor& t, const char* name, int64_t len, const at::Ten
   TORCH_CHECK(t.dim() == 1 && t.size(0) == len, "ssdk: ", name, " must have shape [", len, "], got ", shape_str(t));
 }
 
-int num_sms(const at::Tensor& t) {
-  int sms = 0;
-  check_cuda_call(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, t.get_device()), "cudaDeviceGetAttribute");
-  return sms;
-}
-
 }  // namespace
 
 void build_tree_mask(const at::Tensor& parents, const at::Tensor& qo_indptr, const at::Tensor& prefix_lens,
@@ -88,7 +82,7 @@ void build_tree_mask(const at::Tensor& parents, const at::Tensor& qo_indptr, con
   if (packed_mask.has_value() && batch > 0) {
     const int64_t per_request = packed_mask->numel() / batch;
     const int64_t want = (per_request + 16 * tree::kThreads - 1) / (16 * tree::kThreads);
-    chunks = static_cast<int>(std::clamp<int64_t>(want, 1, std::max<int64_t>(1, 8 * num_sms(parents) / batch)));
+    chunks = static_cast<int>(std::clamp<int64_t>(want, 1, std::max<int64_t>(1, 8 * sm_count(parents.get_device()) / batch)));
   }
   const c10::cuda::CUDAGuard guard(parents.device());
   check_cuda_call(tree::launch_tree_mask(args, chunks, c10::cuda::getCurrentCUDAStream()),

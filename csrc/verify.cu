@@ -22,12 +22,6 @@ using sampling::RowMap;
 using sampling::VerifyArgs;
 using OptTensor = std::optional<at::Tensor>;
 
-int num_sms(int device) {
-  int sms = 0;
-  check_cuda_call(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
-  return sms;
-}
-
 int ceil_div(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
 
 // Vocabulary chunk of one statistics work item: fixed, so a row's partials (and their merge order) do not
@@ -126,6 +120,38 @@ struct Filters {
   bool any() const { return top_k || top_p || sag_x; }
 };
 
+// top_k / top_p / saguaro_x: optional per-request vectors; saguaro_f: the rescaled top-(F+1) count.
+void check_filter_args(const OptTensor& top_k, const OptTensor& top_p, const OptTensor& saguaro_x, int64_t saguaro_f,
+                       int64_t batch, int64_t vocab, const at::Tensor& ref) {
+  check_opt_vec(top_k, "top_k", batch, at::kInt, ref);
+  check_opt_vec(top_p, "top_p", batch, at::kFloat, ref);
+  check_opt_vec(saguaro_x, "saguaro_x", batch, at::kFloat, ref);
+  TORCH_CHECK(saguaro_f >= 0 && saguaro_f < vocab, "ssdk: saguaro_f must be in [0, vocab), got ", saguaro_f);
+}
+
+Filters make_filters(const float* temperature, const OptTensor& top_k, const OptTensor& top_p,
+                     const OptTensor& saguaro_x, int64_t saguaro_f, bool sag_target) {
+  Filters f;
+  f.temperature = temperature;
+  f.top_k = ptr_or_null<int32_t>(top_k);
+  f.top_p = ptr_or_null<float>(top_p);
+  f.sag_x = ptr_or_null<float>(saguaro_x);
+  f.sag_f = static_cast<int>(saguaro_f);
+  f.sag_target = sag_target;
+  return f;
+}
+
+// The fields every verification / sampling launch sets the same way.
+template <typename T>
+void set_batch_and_rng(VerifyArgs<T>& a, int64_t batch, int64_t vocab, int64_t seed, int64_t offset,
+                       const OptTensor& offset_tensor, const at::Tensor& ref) {
+  a.batch = static_cast<int>(batch);
+  a.vocab = static_cast<int>(vocab);
+  a.seed = static_cast<uint64_t>(seed);
+  a.offset = static_cast<uint64_t>(offset);
+  a.offset_tensor = offset_ptr(offset_tensor, ref);
+}
+
 template <typename T>
 void launch_filter(const RowMap<T>& map, int num_rows, int vocab, const Filters& f, RowDist* dists,
                    cudaStream_t stream) {
@@ -216,14 +242,11 @@ void sample_tokens(at::Tensor& out, const at::Tensor& logits, const at::Tensor& 
   const int64_t batch = logits.size(0), vocab = logits.size(1);
   TORCH_CHECK(vocab < (int64_t{1} << 30), "ssdk: vocabulary too large");
   check_vec(temperature, "temperature", batch, at::kFloat, logits);
-  check_opt_vec(top_k, "top_k", batch, at::kInt, logits);
-  check_opt_vec(top_p, "top_p", batch, at::kFloat, logits);
-  check_opt_vec(saguaro_x, "saguaro_x", batch, at::kFloat, logits);
-  TORCH_CHECK(saguaro_f >= 0 && saguaro_f < vocab, "ssdk: saguaro_f must be in [0, vocab), got ", saguaro_f);
+  check_filter_args(top_k, top_p, saguaro_x, saguaro_f, batch, vocab, logits);
   check_out(out, "out", {batch}, at::kLong, logits);
   const c10::cuda::CUDAGuard guard(logits.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const int sms = num_sms(logits.get_device());
+  const int sms = sm_count(logits.get_device());
   dispatch_logits(logits.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     VerifyArgs<T> a{};
@@ -231,18 +254,8 @@ void sample_tokens(at::Tensor& out, const at::Tensor& logits, const at::Tensor& 
              static_cast<int>(batch)};
     a.temperature = temperature.data_ptr<float>();
     a.sampled = out.data_ptr<int64_t>();
-    a.batch = static_cast<int>(batch);
-    a.vocab = static_cast<int>(vocab);
-    a.seed = static_cast<uint64_t>(seed);
-    a.offset = static_cast<uint64_t>(offset);
-    a.offset_tensor = offset_ptr(offset_tensor, logits);
-    Filters f;
-    f.temperature = a.temperature;
-    f.top_k = ptr_or_null<int32_t>(top_k);
-    f.top_p = ptr_or_null<float>(top_p);
-    f.sag_x = ptr_or_null<float>(saguaro_x);
-    f.sag_f = static_cast<int>(saguaro_f);
-    f.sag_target = true;
+    set_batch_and_rng(a, batch, vocab, seed, offset, offset_tensor, logits);
+    const Filters f = make_filters(a.temperature, top_k, top_p, saguaro_x, saguaro_f, /*sag_target=*/true);
     Workspace ws;
     a.num_rows = f.any() ? static_cast<int>(batch) : 0;  // without filters sampling needs no statistics
     prepare(a, f, true, logits, ws, sms, stream);
@@ -256,10 +269,7 @@ void probs_from_logits(at::Tensor& out, const at::Tensor& logits, const at::Tens
   TORCH_CHECK(logits.dim() == 2 && logits.size(1) >= 1, "ssdk: logits must have shape [B, V], got ", shape_str(logits));
   const int64_t batch = logits.size(0), vocab = logits.size(1);
   check_vec(temperature, "temperature", batch, at::kFloat, logits);
-  check_opt_vec(top_k, "top_k", batch, at::kInt, logits);
-  check_opt_vec(top_p, "top_p", batch, at::kFloat, logits);
-  check_opt_vec(saguaro_x, "saguaro_x", batch, at::kFloat, logits);
-  TORCH_CHECK(saguaro_f >= 0 && saguaro_f < vocab, "ssdk: saguaro_f must be in [0, vocab), got ", saguaro_f);
+  check_filter_args(top_k, top_p, saguaro_x, saguaro_f, batch, vocab, logits);
   check_out(out, "out", {batch, vocab}, at::kFloat, logits);
   if (batch == 0) return;
   const c10::cuda::CUDAGuard guard(logits.device());
@@ -268,17 +278,12 @@ void probs_from_logits(at::Tensor& out, const at::Tensor& logits, const at::Tens
     using T = decltype(tag);
     const RowMap<T> map{reinterpret_cast<const T*>(logits.data_ptr()), row_stride(logits, "logits"), nullptr, 0, 0, 0,
                         nullptr, static_cast<int>(batch)};
-    Filters f;
-    f.temperature = temperature.data_ptr<float>();
-    f.top_k = ptr_or_null<int32_t>(top_k);
-    f.top_p = ptr_or_null<float>(top_p);
-    f.sag_x = ptr_or_null<float>(saguaro_x);
-    f.sag_f = static_cast<int>(saguaro_f);
-    f.sag_target = true;
+    const Filters f =
+        make_filters(temperature.data_ptr<float>(), top_k, top_p, saguaro_x, saguaro_f, /*sag_target=*/true);
     Workspace ws = make_workspace(logits, 0, 0, batch);
     launch_filter<T>(map, static_cast<int>(batch), static_cast<int>(vocab), f, ws.dists, stream);
     int parts, chunk;
-    split(static_cast<int>(vocab), ceil_div(4 * num_sms(logits.get_device()), batch), parts, chunk);
+    split(static_cast<int>(vocab), ceil_div(4 * sm_count(logits.get_device()), batch), parts, chunk);
     check_cuda_call(launch_pdl(sampling::write_probs_kernel<T, 16 / sizeof(T)>,
                                dim3(static_cast<unsigned>(batch), static_cast<unsigned>(parts)),
                                dim3(sampling::kThreads), 0, stream, map.target, map.target_stride,
@@ -329,7 +334,7 @@ void chain_speculative_sampling(at::Tensor& output_token_ids, at::Tensor& accept
   check_vec(emitted_num, "emitted_num", batch, at::kInt, target_probs);
   const c10::cuda::CUDAGuard guard(target_probs.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const int sms = num_sms(target_probs.get_device());
+  const int sms = sm_count(target_probs.get_device());
   VerifyArgs<float> a{};
   a.map = {target_probs.data_ptr<float>(), row_stride(target_probs, "target_probs"), nullptr, 0,
            static_cast<int>(k + 1), static_cast<int>(k), nullptr, static_cast<int>(batch)};
@@ -342,12 +347,8 @@ void chain_speculative_sampling(at::Tensor& output_token_ids, at::Tensor& accept
   a.fi_accepted = accepted_num.data_ptr<int32_t>();
   a.fi_emitted = emitted_num.data_ptr<int32_t>();
   a.out_width = static_cast<int>(k + 1);
-  a.batch = static_cast<int>(batch);
-  a.vocab = static_cast<int>(vocab);
   a.num_rows = 0;
-  a.seed = static_cast<uint64_t>(seed);
-  a.offset = static_cast<uint64_t>(offset);
-  a.offset_tensor = offset_ptr(offset_tensor, target_probs);
+  set_batch_and_rng(a, batch, vocab, seed, offset, offset_tensor, target_probs);
   // accept_len is an output of the shared path: park it in the workspace.
   Workspace ws;
   prepare(a, Filters{}, true, target_probs, ws, sms, stream);
@@ -367,10 +368,7 @@ void verify_chain(at::Tensor& out_tokens, at::Tensor& accept_len, const at::Tens
   const int64_t batch = target_logits.size(0), k = target_logits.size(1) - 1, vocab = target_logits.size(2);
   check_ids(draft_token_ids, "draft_token_ids", {batch, k}, target_logits);
   check_opt_vec(temperature, "temperature", batch, at::kFloat, target_logits);
-  check_opt_vec(top_k, "top_k", batch, at::kInt, target_logits);
-  check_opt_vec(top_p, "top_p", batch, at::kFloat, target_logits);
-  check_opt_vec(saguaro_x, "saguaro_x", batch, at::kFloat, target_logits);
-  TORCH_CHECK(saguaro_f >= 0 && saguaro_f < vocab, "ssdk: saguaro_f must be in [0, vocab), got ", saguaro_f);
+  check_filter_args(top_k, top_p, saguaro_x, saguaro_f, batch, vocab, target_logits);
   TORCH_CHECK(!(draft_logits.has_value() && draft_probs.has_value()), "ssdk: pass draft_logits or draft_probs, not both");
   if (draft_logits.has_value()) {
     check_same_device(*draft_logits, target_logits, "draft_logits", "target_logits");
@@ -390,7 +388,7 @@ void verify_chain(at::Tensor& out_tokens, at::Tensor& accept_len, const at::Tens
   check_out(accept_len, "accept_len", {batch}, at::kInt, target_logits);
   const c10::cuda::CUDAGuard guard(target_logits.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const int sms = num_sms(target_logits.get_device());
+  const int sms = sm_count(target_logits.get_device());
   dispatch_logits(target_logits.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     VerifyArgs<T> a{};
@@ -411,18 +409,11 @@ void verify_chain(at::Tensor& out_tokens, at::Tensor& accept_len, const at::Tens
     a.out_tokens = out_tokens.data_ptr<int32_t>();
     a.accept_len = accept_len.data_ptr<int32_t>();
     a.out_width = static_cast<int>(k + 1);
-    a.batch = static_cast<int>(batch);
-    a.vocab = static_cast<int>(vocab);
     a.num_rows = static_cast<int>(batch) * rpr;
-    a.seed = static_cast<uint64_t>(seed);
-    a.offset = static_cast<uint64_t>(offset);
-    a.offset_tensor = offset_ptr(offset_tensor, target_logits);
-    Filters f;
-    f.temperature = a.temperature;
-    f.top_k = ptr_or_null<int32_t>(top_k);
-    f.top_p = ptr_or_null<float>(top_p);
-    f.sag_x = with_draft_logits ? ptr_or_null<float>(saguaro_x) : nullptr;
-    f.sag_f = static_cast<int>(saguaro_f);
+    set_batch_and_rng(a, batch, vocab, seed, offset, offset_tensor, target_logits);
+    // Saguaro rescaling applies to the draft rows, which only the stochastic path reads.
+    const Filters f = make_filters(a.temperature, top_k, top_p, with_draft_logits ? saguaro_x : OptTensor{}, saguaro_f,
+                                   /*sag_target=*/false);
     Workspace ws;
     prepare(a, f, temperature.has_value(), target_logits, ws, sms, stream);
     launch_verify<T, sampling::kChain>(a, sms, stream);
@@ -455,7 +446,7 @@ void verify_tree(at::Tensor& accept_len, at::Tensor& accept_nodes, at::Tensor& o
   check_out(out_tokens, "out_tokens", {batch, width}, at::kInt, target_logits);
   const c10::cuda::CUDAGuard guard(target_logits.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const int sms = num_sms(target_logits.get_device());
+  const int sms = sm_count(target_logits.get_device());
   dispatch_logits(target_logits.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     VerifyArgs<T> a{};
@@ -469,16 +460,9 @@ void verify_tree(at::Tensor& accept_len, at::Tensor& accept_nodes, at::Tensor& o
     a.accept_len = accept_len.data_ptr<int32_t>();
     a.accept_nodes = accept_nodes.data_ptr<int32_t>();
     a.out_width = static_cast<int>(width);
-    a.batch = static_cast<int>(batch);
-    a.vocab = static_cast<int>(vocab);
     a.num_rows = static_cast<int>(n_total);
-    a.seed = static_cast<uint64_t>(seed);
-    a.offset = static_cast<uint64_t>(offset);
-    a.offset_tensor = offset_ptr(offset_tensor, target_logits);
-    Filters f;
-    f.temperature = a.temperature;
-    f.top_k = ptr_or_null<int32_t>(top_k);
-    f.top_p = ptr_or_null<float>(top_p);
+    set_batch_and_rng(a, batch, vocab, seed, offset, offset_tensor, target_logits);
+    const Filters f = make_filters(a.temperature, top_k, top_p, OptTensor{}, 0, /*sag_target=*/false);
     Workspace ws;
     prepare(a, f, temperature.has_value(), target_logits, ws, sms, stream);
     launch_verify<T, sampling::kTree>(a, sms, stream);

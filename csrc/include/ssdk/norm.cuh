@@ -25,6 +25,7 @@ struct RMSNormArgs {
   int rows, hidden;
   float eps;
   bool hf_exact;
+  int num_sms;         // of the device, for the launch shape
 };
 
 constexpr int kMaxThreads = 1024;  // x 16 scalars per thread = the 16384 limit on odd rows
@@ -116,21 +117,13 @@ struct LaunchPlan {
   bool streaming_late_weight;
 };
 
-inline int sm_count() {
-  static int cached[64] = {};
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || device >= 64) return 132;
-  if (cached[device] == 0) cudaDeviceGetAttribute(&cached[device], cudaDevAttrMultiProcessorCount, device);
-  return cached[device] > 0 ? cached[device] : 132;
-}
-
-inline LaunchPlan plan_launch(int64_t rows, int hidden, int num_vec, bool fused, bool vectorized) {
+inline LaunchPlan plan_launch(int64_t rows, int hidden, int num_vec, bool fused, bool vectorized, int num_sms) {
   int min_vpt = 1;
   while (min_vpt * kMaxThreads < num_vec) min_vpt *= 2;
   if (!vectorized || rows * hidden <= kThroughputElements) return {min_vpt, false};
   const bool pow2 = num_vec >= 64 && (num_vec & (num_vec - 1)) == 0;
   const int threads = (num_vec / min_vpt + 31) / 32 * 32;
-  const int64_t rows_per_wave = int64_t{sm_count()} * (2048 / threads);
+  const int64_t rows_per_wave = int64_t{num_sms} * (2048 / threads);
   if (fused || !pow2 || min_vpt > 1 || rows <= rows_per_wave) return {min_vpt, true};
   return {2, false};
 }
@@ -168,8 +161,9 @@ cudaError_t launch_rmsnorm(const RMSNormArgs<T>& a, cudaStream_t stream) {
                             is_aligned(a.input, 16) && is_aligned(a.weight, 16) &&
                             (!a.residual || is_aligned(a.residual, 16));
   const bool fused = a.residual != nullptr;
-  if (!vectorizable) return launch_rmsnorm_vec<T, 1>(a, stream, plan_launch(a.rows, a.hidden, a.hidden, fused, false).vpt);
-  const LaunchPlan plan = plan_launch(a.rows, a.hidden, a.hidden / kVec, fused, true);
+  if (!vectorizable)
+    return launch_rmsnorm_vec<T, 1>(a, stream, plan_launch(a.rows, a.hidden, a.hidden, fused, false, a.num_sms).vpt);
+  const LaunchPlan plan = plan_launch(a.rows, a.hidden, a.hidden / kVec, fused, true, a.num_sms);
   if (plan.streaming_late_weight)
     return launch_rmsnorm_vec<T, kVec, /*kStreaming=*/true, /*kLateWeight=*/true>(a, stream, plan.vpt);
   return launch_rmsnorm_vec<T, kVec>(a, stream, plan.vpt);
