@@ -34,6 +34,17 @@ def _attend(acc, m_i, l_i, q, k, v, visible, scale_log2, UPCAST: tl.constexpr):
 
 
 @triton.jit
+def load_kv_tile(k_head, v_head, bt_row, pos, ok, dims, page_size, stride_kp, stride_kt, stride_vp, stride_vt):
+    """K and V rows [len(pos), HEAD_DIM] at absolute positions ``pos`` of one request and kv head, through its
+    page table row ``bt_row``; rows where ``ok`` is false read as 0."""
+    page = tl.load(bt_row + pos // page_size, mask=ok, other=0).to(tl.int64)
+    slot = pos % page_size
+    k = tl.load(k_head + (page * stride_kp + slot * stride_kt)[:, None] + dims[None, :], mask=ok[:, None], other=0.0)
+    v = tl.load(v_head + (page * stride_vp + slot * stride_vt)[:, None] + dims[None, :], mask=ok[:, None], other=0.0)
+    return k, v
+
+
+@triton.jit
 def _tree_attention_kernel(out_ptr, lse_ptr, q_ptr, k_ptr, v_ptr, bt_ptr, prefix_ptr, indptr_ptr, mask_ptr,
                            scale_log2, stride_qn, stride_qh, stride_kp, stride_kt, stride_kh,
                            stride_vp, stride_vt, stride_vh, stride_on, stride_oh, stride_ln, stride_bt,
@@ -70,12 +81,8 @@ def _tree_attention_kernel(out_ptr, lse_ptr, q_ptr, k_ptr, v_ptr, bt_ptr, prefix
     for kv_start in range(0, prefix, BLOCK_N):
         pos = kv_start + cols
         ok = pos < prefix
-        page = tl.load(bt_row + pos // page_size, mask=ok, other=0).to(tl.int64)
-        slot = pos % page_size
-        k = tl.load(k_head + (page * stride_kp + slot * stride_kt)[:, None] + dims[None, :], mask=ok[:, None],
-                    other=0.0)
-        v = tl.load(v_head + (page * stride_vp + slot * stride_vt)[:, None] + dims[None, :], mask=ok[:, None],
-                    other=0.0)
+        k, v = load_kv_tile(k_head, v_head, bt_row, pos, ok, dims, page_size, stride_kp, stride_kt, stride_vp,
+                             stride_vt)
         acc, m_i, l_i = _attend(acc, m_i, l_i, q, k, v, row_ok[:, None] & ok[None, :], scale_log2, UPCAST)
 
     # Phase 2: the new tokens, under the ancestor bits (or causal).
@@ -83,12 +90,8 @@ def _tree_attention_kernel(out_ptr, lse_ptr, q_ptr, k_ptr, v_ptr, bt_ptr, prefix
         j = new_start + cols
         ok = j < n
         pos = prefix + j
-        page = tl.load(bt_row + pos // page_size, mask=ok, other=0).to(tl.int64)
-        slot = pos % page_size
-        k = tl.load(k_head + (page * stride_kp + slot * stride_kt)[:, None] + dims[None, :], mask=ok[:, None],
-                    other=0.0)
-        v = tl.load(v_head + (page * stride_vp + slot * stride_vt)[:, None] + dims[None, :], mask=ok[:, None],
-                    other=0.0)
+        k, v = load_kv_tile(k_head, v_head, bt_row, pos, ok, dims, page_size, stride_kp, stride_kt, stride_vp,
+                             stride_vt)
         visible = row_ok[:, None] & ok[None, :]
         if HAS_MASK:
             word = tl.load(mask_ptr + token[:, None] * stride_mask + (j >> 5)[None, :], mask=visible, other=0)

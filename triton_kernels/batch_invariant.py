@@ -28,6 +28,7 @@ import torch
 import triton
 import triton.language as tl
 from ssdk.ops._checks import row_stride
+from ssdk.triton_kernels.attention import load_kv_tile
 
 LOG2E = 1.4426950408889634
 ATTN_BLOCK_N = 64  # keys per tile, aligned to absolute positions
@@ -127,12 +128,8 @@ def _attention_kernel(out_ptr, q_ptr, k_ptr, v_ptr, bt_ptr, prefix_ptr, indptr_p
             is_new = ok & (j >= 0)
             word = tl.load(mask_ptr + token * stride_mask + (j >> 5), mask=is_new, other=0)
             ok = ok & ((j < 0) | (((word >> (j & 31)) & 1) != 0))
-        page = tl.load(bt_row + pos // page_size, mask=ok, other=0).to(tl.int64)
-        slot = pos % page_size
-        k = tl.load(k_head + (page * stride_kp + slot * stride_kt)[:, None] + dims[None, :], mask=ok[:, None],
-                    other=0.0)
-        v = tl.load(v_head + (page * stride_vp + slot * stride_vt)[:, None] + dims[None, :], mask=ok[:, None],
-                    other=0.0)
+        k, v = load_kv_tile(k_head, v_head, bt_row, pos, ok, dims, page_size, stride_kp, stride_kt, stride_vp,
+                             stride_vt)
         if INTERPRET:
             s = tl.sum(q.to(tl.float32)[:, None, :] * k.to(tl.float32)[None, :, :], axis=2) * scale_log2
         else:

@@ -181,6 +181,15 @@ def _prob_at(row_ptr, tok, distf_ptr, disti_ptr, r):
 
 
 @triton.jit
+def _probs_of(x, distf_ptr, disti_ptr, r, ok):
+    """Probabilities of fp32 logits ``x`` under the distribution of stats row r (row loads masked by ``ok``)."""
+    w = _weight(x, tl.load(distf_ptr + r * 5, mask=ok, other=0.0), tl.load(distf_ptr + r * 5 + 3, mask=ok, other=0.0),
+                tl.load(disti_ptr + r * 3 + 1, mask=ok, other=0), tl.load(disti_ptr + r * 3 + 2, mask=ok, other=0),
+                tl.load(distf_ptr + r * 5 + 2, mask=ok, other=1.0))
+    return w / tl.load(distf_ptr + r * 5 + 1, mask=ok, other=1.0)
+
+
+@triton.jit
 def _race(p_row, p_is_logits: tl.constexpr, q_row, q_mode: tl.constexpr, has_q, pr, qr, distf_ptr, disti_ptr, V,
           excl_ptr, excl_parent_ptr, excl_node, excl_n, seed_lo, seed_hi, off_lo, off_hi, req,
           BLOCK: tl.constexpr):
@@ -269,24 +278,12 @@ def _chain_kernel(target_ptr, target_stride, draft_ptr, draft_stride, dprobs_ptr
     else:
         r = b * rows_per_req + i
         lx = tl.load(target_ptr + (b * (K + 1) + i).to(tl.int64) * target_stride + xs, mask=in_vocab, other=0.0)
-        lx = lx.to(tl.float32)
-        px = _weight(lx, tl.load(distf_ptr + r * 5, mask=pos_ok, other=0.0),
-                     tl.load(distf_ptr + r * 5 + 3, mask=pos_ok, other=0.0),
-                     tl.load(disti_ptr + r * 3 + 1, mask=pos_ok, other=0),
-                     tl.load(disti_ptr + r * 3 + 2, mask=pos_ok, other=0),
-                     tl.load(distf_ptr + r * 5 + 2, mask=pos_ok, other=1.0))
-        px = tl.where(in_vocab, px / tl.load(distf_ptr + r * 5 + 1, mask=pos_ok, other=1.0), 0.0)
+        px = tl.where(in_vocab, _probs_of(lx.to(tl.float32), distf_ptr, disti_ptr, r, pos_ok), 0.0)
         qx = tl.zeros([BLOCK_K], dtype=tl.float32)
         if Q_MODE == 1:
             qr = b * rows_per_req + K + 1 + i
             ly = tl.load(draft_ptr + (b * K + i).to(tl.int64) * draft_stride + xs, mask=in_vocab, other=0.0)
-            ly = ly.to(tl.float32)
-            qx = _weight(ly, tl.load(distf_ptr + qr * 5, mask=pos_ok, other=0.0),
-                         tl.load(distf_ptr + qr * 5 + 3, mask=pos_ok, other=0.0),
-                         tl.load(disti_ptr + qr * 3 + 1, mask=pos_ok, other=0),
-                         tl.load(disti_ptr + qr * 3 + 2, mask=pos_ok, other=0),
-                         tl.load(distf_ptr + qr * 5 + 2, mask=pos_ok, other=1.0))
-            qx = tl.where(in_vocab, qx / tl.load(distf_ptr + qr * 5 + 1, mask=pos_ok, other=1.0), 0.0)
+            qx = tl.where(in_vocab, _probs_of(ly.to(tl.float32), distf_ptr, disti_ptr, qr, pos_ok), 0.0)
         if Q_MODE == 2:
             qx = tl.load(dprobs_ptr + (b * K + i).to(tl.int64) * dprobs_stride + xs, mask=in_vocab, other=0.0)
     u = _uniform(seed_lo, seed_hi, off_lo, off_hi, b, 0, i)
