@@ -152,8 +152,8 @@ class EngineConfig:
     attention_backend : "ssdk" (ssdk.ops.tree_attention) or "flashinfer" (GPU; implies enforce_eager).
     seed : seed of unseeded sampling and of synthetic weights.
     batch_invariant : every row's logits bitwise independent of the batch (rows, requests, verify-chain
-        length): linear layers, attention and RMSNorm run through ``ssdk.ops.batch_invariant_*`` (fixed
-        tiles, no split-K / split-KV), so greedy speculative decoding equals greedy AR token for token on
+        length): linear layers and attention run through ``ssdk.ops.batch_invariant_*`` (fixed tiles, no
+        split-K / split-KV; the other ops are row-invariant as they are), so greedy speculative decoding equals greedy AR token for token on
         the GPU too. Costs decode speed (a Triton GEMM instead of cuBLAS, attention without split-KV);
         tensor_parallel_size=1 and attention_backend="ssdk" only.
     """

@@ -10,8 +10,7 @@ from .verify import chain_speculative_sampling, probs_from_logits, saguaro_resca
     verify_tree, verify_tree_greedy
 from .rope import apply_llama31_rope_pos_ids_inplace, apply_rope, apply_rope_pos_ids_inplace, \
     apply_rope_with_cos_sin_cache_inplace, qk_norm_rope, rope_cos_sin_cache, rope_inv_freq
-from .batch_invariant import batch_invariant_attention, batch_invariant_fused_add_rmsnorm, batch_invariant_linear, \
-    batch_invariant_rmsnorm
+from .batch_invariant import batch_invariant_attention, batch_invariant_linear
 
 __all__ = ["TreeMask", "build_tree_mask", "chain_speculative_sampling", "packed_mask_bytes", "probs_from_logits",
            "saguaro_rescale", "sample_tokens", "ssd_draft_tree", "verify_chain", "verify_tree", "verify_tree_greedy",
@@ -19,4 +18,4 @@ __all__ = ["TreeMask", "build_tree_mask", "chain_speculative_sampling", "packed_
            "apply_rope_with_cos_sin_cache_inplace", "fused_add_rmsnorm", "get_impl", "qk_norm_rope",
            "registered_ops", "resolve", "rmsnorm", "rope_cos_sin_cache", "rope_inv_freq", "silu_and_mul",
            "store_kv_cache", "tree_attention", "use_backend", "batch_invariant_attention",
-           "batch_invariant_fused_add_rmsnorm", "batch_invariant_linear", "batch_invariant_rmsnorm"]
+           "batch_invariant_linear"]

@@ -8,9 +8,9 @@ batch_invariant_ops). Backends: Triton (fixed tiles, no split-K / split-KV; see
 ``ssdk.triton_kernels.batch_invariant``) and a torch reference that is invariant by construction (one
 row / one query at a time, for the CPU).
 
-Row-wise ops that are already invariant (RoPE, silu_and_mul, store_kv_cache, argmax sampling, verify)
-need no variant; RMSNorm goes through :func:`batch_invariant_rmsnorm` / :func:`batch_invariant_fused_add_rmsnorm`,
-which pick a norm implementation whose per-row arithmetic depends only on the hidden size.
+Row-wise ops that are already invariant need no variant: RoPE, silu_and_mul, store_kv_cache, argmax
+sampling, verify, and RMSNorm (every backend's per-row arithmetic depends only on the hidden size; the
+CUDA kernel's row reduction is a pairwise tree that gives the same bits for each of its launch shapes).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from ._checks import (
     out_or_new,
 )
 from .attention import _check as _check_attention
-from .norm import _check as _check_norm
 
 LINEAR_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -108,35 +107,6 @@ def batch_invariant_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: t
     _backend.impl("batch_invariant_attention", q.device)(out, q, k_cache, v_cache, block_tables, prefix_lens,
                                                          qo_indptr, tree_mask, max_q_len, sm_scale)
     return out
-
-
-def _norm_impl(op: str, device: torch.device):
-    # The Triton norm reduces one row per program with a layout that depends only on the hidden size; the
-    # exact SD == AR GPU test ran with it. The CUDA norm is row-invariant too since its pairwise row sum
-    # (tests/ops/test_norm.py::test_rows_do_not_depend_on_the_batch): switching to it waits for that test.
-    return _backend.get_impl(op, "triton") if device.type == "cuda" else _backend.impl(op, device)
-
-
-def batch_invariant_rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6,
-                            out: torch.Tensor | None = None, hf_exact: bool = False) -> torch.Tensor:
-    """:func:`ssdk.ops.rmsnorm` through an implementation whose per-row arithmetic ignores the row count."""
-    _check_norm(x, weight, "x")
-    out = out_or_new(out, x.shape, x, "x")
-    check_rows(out, "out")
-    _norm_impl("rmsnorm", x.device)(out, x, weight, float(eps), hf_exact)
-    return out
-
-
-def batch_invariant_fused_add_rmsnorm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
-                                      eps: float = 1e-6, hf_exact: bool = False) -> None:
-    """:func:`ssdk.ops.fused_add_rmsnorm` (in place) with per-row arithmetic independent of the row count."""
-    _check_norm(x, weight, "x")
-    check_tensor(residual, "residual")
-    check_same_device(residual, "residual", x, "x")
-    check_same_dtype(residual, "residual", x, "x")
-    check_shape(residual, "residual", x.shape)
-    check_rows(residual, "residual")
-    _norm_impl("fused_add_rmsnorm", x.device)(x, residual, weight, float(eps), hf_exact)
 
 
 # ---------------------------------------------------------------- backends

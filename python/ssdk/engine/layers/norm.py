@@ -9,7 +9,7 @@ from ... import ops
 
 
 class RMSNorm(nn.Module):
-    batch_invariant = False  # set by the model runner (EngineConfig.batch_invariant)
+    """Batch invariant as it is: the norm kernels' per-row arithmetic depends only on the hidden size."""
 
     def __init__(self, hidden_size: int, eps: float):
         super().__init__()
@@ -20,8 +20,6 @@ class RMSNorm(nn.Module):
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """rmsnorm(x); with ``residual``: in place residual += x, x = rmsnorm(residual); returns (x, residual)."""
         if residual is None:
-            norm = ops.batch_invariant_rmsnorm if self.batch_invariant else ops.rmsnorm
-            return norm(x, self.weight, self.eps, hf_exact=True)
-        add_norm = ops.batch_invariant_fused_add_rmsnorm if self.batch_invariant else ops.fused_add_rmsnorm
-        add_norm(x, residual, self.weight, self.eps, hf_exact=True)
+            return ops.rmsnorm(x, self.weight, self.eps, hf_exact=True)
+        ops.fused_add_rmsnorm(x, residual, self.weight, self.eps, hf_exact=True)
         return x, residual
