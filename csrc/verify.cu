@@ -27,7 +27,6 @@ int ceil_div(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
 // Vocabulary chunk of one statistics work item: fixed, so a row's partials (and their merge order) do not
 // depend on the batch size; 16 KB of bf16 = four 16-byte loads per thread.
 constexpr int kStatsChunk = 8192;
-constexpr int kFusedMinBatch = 8;
 
 // Split a row of `vocab` into `parts` chunks that are multiples of 8 elements (16-byte aligned).
 void split(int vocab, int want, int& parts, int& chunk) {
@@ -88,25 +87,29 @@ void dispatch_logits(at::ScalarType dtype, F&& f) {
   }
 }
 
-// Workspace from the caching allocator (capture-safe): partials, picks and row distributions.
+// Workspace from the caching allocator (capture-safe): partials, picks, row distributions, race bounds.
 struct Workspace {
   at::Tensor buffer;
   sampling::Stat* partials = nullptr;
   sampling::Pick* picks = nullptr;
   RowDist* dists = nullptr;
+  int8_t* race_bounds = nullptr;
 };
 
-Workspace make_workspace(const at::Tensor& ref, int64_t num_partials, int64_t num_picks, int64_t num_dists) {
+Workspace make_workspace(const at::Tensor& ref, int64_t num_partials, int64_t num_picks, int64_t num_dists,
+                         int64_t num_bounds = 0) {
   auto align = [](int64_t bytes) { return (bytes + 255) / 256 * 256; };
   const int64_t b1 = align(num_partials * sizeof(sampling::Stat));
   const int64_t b2 = align(num_picks * sizeof(sampling::Pick));
   const int64_t b3 = align(num_dists * sizeof(RowDist));
+  const int64_t b4 = align(num_bounds);
   Workspace ws;
-  ws.buffer = at::empty({std::max<int64_t>(b1 + b2 + b3, 256)}, ref.options().dtype(at::kByte));
+  ws.buffer = at::empty({std::max<int64_t>(b1 + b2 + b3 + b4, 256)}, ref.options().dtype(at::kByte));
   uint8_t* base = ws.buffer.data_ptr<uint8_t>();
   ws.partials = reinterpret_cast<sampling::Stat*>(base);
   ws.picks = reinterpret_cast<sampling::Pick*>(base + b1);
   ws.dists = reinterpret_cast<RowDist*>(base + b1 + b2);
+  ws.race_bounds = num_bounds > 0 ? reinterpret_cast<int8_t*>(base + b1 + b2 + b3) : nullptr;
   return ws;
 }
 
@@ -175,19 +178,12 @@ void launch_filter(const RowMap<T>& map, int num_rows, int vocab, const Filters&
 }
 
 template <typename T, int MODE>
-void launch_verify(VerifyArgs<T>& a, int sms, cudaStream_t stream) {
+void launch_verify(VerifyArgs<T>& a, cudaStream_t stream) {
   if (a.batch == 0) return;
   TORCH_CHECK(a.batch <= sampling::kMaxRequests, "ssdk: at most ", sampling::kMaxRequests, " requests, got ", a.batch);
   a.vec_target = rows_vectorizable(a.map.target, a.map.target_stride);
   a.vec_draft = rows_vectorizable(a.map.draft, a.map.draft_stride);
-  int64_t grid = static_cast<int64_t>(a.batch) * a.S2;
-  if (a.fused) {
-    grid += static_cast<int64_t>(a.num_rows) * a.S;
-    if (a.map.rows_per_req > 0) {
-      const int resident = sms * (2048 / sampling::kThreads);
-      a.lag = std::clamp(ceil_div(resident, a.map.rows_per_req * a.S), 1, a.batch);
-    }
-  }
+  const int64_t grid = static_cast<int64_t>(a.batch) * a.S2;
   TORCH_CHECK(grid < (int64_t{1} << 31), "ssdk: problem too large (", grid, " work items)");
   if (a.stats_pass) {
     const int64_t stats_grid = static_cast<int64_t>(a.num_rows) * a.S;
@@ -206,25 +202,26 @@ template <typename T>
 void prepare(VerifyArgs<T>& a, const Filters& f, bool stochastic, const at::Tensor& ref, Workspace& ws, int sms,
              cudaStream_t stream) {
   const bool filtered = f.any() && stochastic;
-  // Row statistics from logits: fused into the verify launch (ticketed work items, finals spin on
-  // per-request counters, overlapping the sampling pass with other requests' streaming) from
-  // kFusedMinBatch requests on; below that a separate statistics launch is fewer round trips.
-  const bool stats = !filtered && a.num_rows > 0;
-  a.fused = stats && a.batch >= kFusedMinBatch;
-  a.stats_pass = stats && !a.fused;
+  // Row statistics from logits: their own launch (one CTA per (row, chunk), streaming at full width),
+  // verify_kernel follows as a programmatic dependent. Stochastic ones also draw the race bounds.
+  a.stats_pass = !filtered && a.num_rows > 0;
   a.chunk = kStatsChunk;
   a.S = ceil_div(a.vocab, kStatsChunk);
-  // Final-sample chunks: at least 2 CTAs per SM over the batch, and at most ~4096 entries each so the
-  // last request's sampling tail stays short at large batch.
+  // Final-sample chunks: at least 2 CTAs per SM over the batch, and at most ~4096 entries each (the
+  // residuals of a chunk fit the race's shared-memory buffer; the last request's tail stays short).
   if (stochastic) {
     split(a.vocab, std::max(ceil_div(2 * sms, std::max(a.batch, 1)), ceil_div(a.vocab, 4096)), a.S2, a.chunk2);
   } else {
     split(a.vocab, 1, a.S2, a.chunk2);
   }
-  ws = make_workspace(ref, stats ? static_cast<int64_t>(a.num_rows) * a.S : 0, static_cast<int64_t>(a.batch) * a.S2,
-                      filtered ? a.num_rows : 0);
+  const bool bounded = a.stats_pass && stochastic;
+  a.bounds_stride = ceil_div(a.vocab, 4);
+  ws = make_workspace(ref, a.stats_pass ? static_cast<int64_t>(a.num_rows) * a.S : 0,
+                      static_cast<int64_t>(a.batch) * a.S2, filtered ? a.num_rows : 0,
+                      bounded ? static_cast<int64_t>(a.batch) * a.bounds_stride : 0);
   a.partials = ws.partials;
   a.picks = ws.picks;
+  a.race_bounds = ws.race_bounds;
   a.dists = nullptr;
   if (filtered) {
     launch_filter<T>(a.map, a.num_rows, a.vocab, f, ws.dists, stream);
@@ -259,7 +256,7 @@ void sample_tokens(at::Tensor& out, const at::Tensor& logits, const at::Tensor& 
     Workspace ws;
     a.num_rows = f.any() ? static_cast<int>(batch) : 0;  // without filters sampling needs no statistics
     prepare(a, f, true, logits, ws, sms, stream);
-    launch_verify<T, sampling::kSample>(a, sms, stream);
+    launch_verify<T, sampling::kSample>(a, stream);
   });
 }
 
@@ -354,7 +351,7 @@ void chain_speculative_sampling(at::Tensor& output_token_ids, at::Tensor& accept
   prepare(a, Filters{}, true, target_probs, ws, sms, stream);
   at::Tensor scratch_len = at::empty({batch}, target_probs.options().dtype(at::kInt));
   a.accept_len = scratch_len.data_ptr<int32_t>();
-  launch_verify<float, sampling::kChainProbs>(a, sms, stream);
+  launch_verify<float, sampling::kChainProbs>(a, stream);
 }
 
 void verify_chain(at::Tensor& out_tokens, at::Tensor& accept_len, const at::Tensor& target_logits,
@@ -416,7 +413,7 @@ void verify_chain(at::Tensor& out_tokens, at::Tensor& accept_len, const at::Tens
                                    /*sag_target=*/false);
     Workspace ws;
     prepare(a, f, temperature.has_value(), target_logits, ws, sms, stream);
-    launch_verify<T, sampling::kChain>(a, sms, stream);
+    launch_verify<T, sampling::kChain>(a, stream);
   });
 }
 
@@ -465,7 +462,7 @@ void verify_tree(at::Tensor& accept_len, at::Tensor& accept_nodes, at::Tensor& o
     const Filters f = make_filters(a.temperature, top_k, top_p, OptTensor{}, 0, /*sag_target=*/false);
     Workspace ws;
     prepare(a, f, temperature.has_value(), target_logits, ws, sms, stream);
-    launch_verify<T, sampling::kTree>(a, sms, stream);
+    launch_verify<T, sampling::kTree>(a, stream);
   });
 }
 

@@ -47,6 +47,19 @@ __device__ __forceinline__ float uniform(uint64_t seed, uint64_t offset, uint32_
   return to_unit(word(philox_draws(seed, offset, row, tag, i >> 2), i & 3));
 }
 
+// Race weight 1 / E of a final-sample draw, E = -log(u): the exponential race scores r_v * (1 / E_v)
+// (one reciprocal instead of two divisions per entry; 1-ulp differences only). Every kernel that bounds
+// or scores the race uses this one function, so its values agree bit for bit.
+__device__ __forceinline__ float race_weight(uint32_t w) { return __frcp_rn(-logf(to_unit(w))); }
+
+// Race bounds are stored as power-of-two exponents: the smallest e with 2^e >= m (m > 0 finite, normal).
+__device__ __forceinline__ int8_t pow2_ceil_exponent(float m) {
+  const uint32_t bits = __float_as_uint(m);
+  return static_cast<int8_t>(static_cast<int>(bits >> 23) - 127 + ((bits & 0x7fffffu) != 0u));
+}
+
+__device__ __forceinline__ float pow2_of(int8_t e) { return __int_as_float((static_cast<int>(e) + 127) << 23); }
+
 // ---- keys: unsigned order == float order (-0 folded into +0, as float comparisons do)
 __device__ __forceinline__ uint32_t order_key(float f) {
   const uint32_t b = __float_as_uint(f + 0.0f);
@@ -204,6 +217,19 @@ __device__ __forceinline__ float block_sum_f(float v) {
   return v;
 }
 
+__device__ __forceinline__ float block_max_f(float v) {
+  __shared__ float warp_max[kThreads / 32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  __syncthreads();
+  if (lane == 0) warp_max[warp] = v;
+  __syncthreads();
+  v = warp_max[0];
+  for (int w = 1; w < kThreads / 32; ++w) v = fmaxf(v, warp_max[w]);
+  return v;
+}
+
 // ---- element loops over [lo, hi) of a row: f(v, x) for every element, 16-byte loads when vec_ok
 // (row start aligned, lo a multiple of VEC), four loads in flight per thread.
 template <typename T, int VEC, typename F>
@@ -231,6 +257,38 @@ __device__ __forceinline__ void for_each(const T* row, int lo, int hi, bool vec_
   } else {
     for (int s = lo + threadIdx.x; s < hi; s += blockDim.x) f(s, to_float(row[s]));
   }
+}
+
+// Two rows of the same type at once: f(v, row[v], row2[v]) (vec_ok: both rows 16-byte aligned).
+template <typename T, int VEC, typename F>
+__device__ __forceinline__ void for_each_pair(const T* row, const T* row2, int lo, int hi, bool vec_ok, F&& f) {
+  int tail = lo + threadIdx.x;
+  if (vec_ok) {
+    const int vhi = lo + (hi - lo) / VEC * VEC;
+    const int step = blockDim.x * VEC;
+    int v = lo + threadIdx.x * VEC;
+    for (; v + step < vhi; v += 2 * step) {
+      Vec<T, VEC> d[2], e[2];
+#pragma unroll
+      for (int u = 0; u < 2; ++u) {
+        d[u].load(row + v + u * step);
+        e[u].load(row2 + v + u * step);
+      }
+#pragma unroll
+      for (int u = 0; u < 2; ++u)
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) f(v + u * step + j, to_float(d[u].data[j]), to_float(e[u].data[j]));
+    }
+    for (; v < vhi; v += step) {
+      Vec<T, VEC> d, e;
+      d.load(row + v);
+      e.load(row2 + v);
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) f(v + j, to_float(d.data[j]), to_float(e.data[j]));
+    }
+    tail = vhi + threadIdx.x;
+  }
+  for (int s = tail; s < hi; s += blockDim.x) f(s, to_float(row[s]), to_float(row2[s]));
 }
 
 // Same, but every thread runs the same number of iterations (f gets valid = false past the end) so

@@ -1,25 +1,27 @@
-// Fused sampling and speculative verification from logits (semantics: ssdk/ops/verify.py, reference:
-// ssdk/ref/verify.py). One launch per call on the hot paths:
+// Sampling and speculative verification from logits (semantics: ssdk/ops/verify.py, reference:
+// ssdk/ref/verify.py). Two launches per call, the second a programmatic dependent of the first:
 //
-//   stats work   (row, chunk): online max / argmax / sum of exp of one vocabulary chunk of one row
-//                -> partials; then bumps the request's counter.
-//   final work   (request, chunk): waits (spinning on the counter) until the request's statistics
-//                are complete, decides acceptance (every final CTA of the request decides redundantly:
-//                a few loads), then, for stochastic requests, runs one Gumbel/exponential-race pass
-//                over its chunk of the final row (residual max(p - q, 0), or p minus the rejected
-//                children) -> picks; the last CTA of the request reduces the picks and writes outputs.
+//   stats_kernel (row, 8192-entry chunk): online max / argmax / sum of exp of one vocabulary chunk of one
+//                row -> partials (fixed chunk: a row's merge order never depends on the batch size). For
+//                stochastic requests it also writes the race bounds of the final sample (below).
+//   verify_kernel (request, chunk): decides acceptance (every CTA of the request decides redundantly from
+//                the merged partials: a few loads), then, for stochastic requests, runs the exponential
+//                race r_v / E_v over its chunk of the final row (residual r = max(p - q, 0), or p minus
+//                the rejected children) -> picks; the last CTA of the request reduces the picks and
+//                writes the outputs.
 //
-// Below kFusedMinBatch requests (verify.cu) the statistics run as their own launch instead (stats_kernel,
-// one CTA per (row, chunk)) and verify_kernel follows as a programmatic dependent with final work only:
-// two launches cost fewer dependent round trips than ticket + counter + spin when the batch is small.
-// Both paths compute the same partials and merge them in the same order (identical outputs).
+// Race bounds: the final sample's draws depend on (seed, offset, request, v) only, not on the row it
+// samples, so the statistics pass (memory-bound, its ALUs mostly idle) draws them once per request and
+// stores, per group of 4 entries (one Philox call), the smallest power of two >= max 1 / E. The sample
+// pass then computes r_v for its chunk, scores each thread's largest r exactly (threshold T = the best
+// of those), and draws only for entries with r_v * bound_v >= T: the others cannot reach the chunk's
+// best score, so the picks are identical to drawing everywhere (with logits that are not flat, a few
+// percent of the entries are drawn).
 //
-// Work items are handed out by an atomic ticket, so a final CTA only waits for stats work that was
-// handed out before it, to CTAs already running: no deadlock whatever the CTA scheduling order.
-// The ticket and per-request counters are device globals reset by the kernel itself, so the launch is
-// CUDA-graph replayable; two of these launches must not run concurrently on one device.
-// With top-k / top-p / Saguaro, a filter kernel (one CTA per row, radix selects) precomputes each
-// row's distribution first and the verify kernel runs final work only.
+// With top-k / top-p / Saguaro, a filter kernel (one CTA per row, radix selects) precomputes each row's
+// distribution instead of the statistics kernel (no race bounds: every entry is drawn). The pick
+// reduction uses a device-global per-request counter that the last CTA resets (CUDA-graph replayable);
+// two of these ops must not run concurrently on one device.
 #pragma once
 #include "ssdk/sampling.cuh"
 
@@ -27,10 +29,8 @@ namespace ssdk::sampling {
 
 constexpr int kMaxRequests = 1 << 16;
 constexpr int kMaxTreeNodes = 1024;
+constexpr int kMaxPrunedChunk = 4096;  // sample chunks up to this size keep r_v in shared memory (race bounds)
 
-__device__ unsigned int g_ticket;
-__device__ unsigned int g_done;
-__device__ unsigned int g_stats_count[kMaxRequests];
 __device__ unsigned int g_final_count[kMaxRequests];
 
 enum Mode : int { kSample = 0, kChain = 1, kChainProbs = 2, kTree = 3 };
@@ -157,6 +157,8 @@ struct VerifyArgs {
   const RowDist* dists;       // filter path: [num_rows]; nullptr: merged from the statistics partials
   Stat* partials;             // [num_rows * S]
   Pick* picks;                // [B * S2]
+  int8_t* race_bounds;        // [B, bounds_stride] (see the top of this file), or nullptr: draw every entry
+  int bounds_stride;          // ceil(vocab / 4)
   int32_t* out_tokens;        // [B, out_width]
   int32_t* accept_len;        // [B]
   int32_t* accept_nodes;      // tree: [B, out_width]
@@ -165,9 +167,9 @@ struct VerifyArgs {
   int64_t* sampled;           // sample mode: [B]
   int out_width;
   int batch, vocab, num_rows;
-  int S, chunk, S2, chunk2, lag;
-  bool fused, vec_target, vec_draft;
-  bool stats_pass;            // host: launch stats_kernel before an unfused verify_kernel
+  int S, chunk, S2, chunk2;
+  bool vec_target, vec_draft;
+  bool stats_pass;            // host: launch stats_kernel before verify_kernel
   uint64_t seed, offset;
   const int64_t* offset_tensor;
 };
@@ -183,41 +185,6 @@ struct Decision {
   int fi_count;      // chain_speculative_sampling: tests passed, every position tested
   RowDist p, q;
 };
-
-struct Work {
-  bool stats;
-  int row, chunk, req;
-};
-
-template <typename T>
-__device__ __forceinline__ Work decode_work(const VerifyArgs<T>& a, int t) {
-  if (!a.fused) return {false, -1, t % a.S2, t / a.S2};
-  const int rpr = a.map.rows_per_req;
-  if (rpr == 0) {  // tree: every stats item first
-    const int stats_items = a.num_rows * a.S;
-    if (t < stats_items) return {true, t / a.S, t % a.S, -1};
-    t -= stats_items;
-    return {false, -1, t % a.S2, t / a.S2};
-  }
-  // chain: stats of requests [0, lag), then (stats of b, finals of b - lag) groups, then the last finals
-  const int ns = rpr * a.S, lag = a.lag;
-  if (t < lag * ns) return {true, t / a.S, t % a.S, t / ns};
-  t -= lag * ns;
-  const int group = ns + a.S2;
-  if (t < (a.batch - lag) * group) {
-    const int b = lag + t / group, j = t % group;
-    if (j < ns) return {true, b * rpr + j / a.S, j % a.S, b};
-    return {false, -1, j - ns, b - lag};
-  }
-  t -= (a.batch - lag) * group;
-  return {false, -1, t % a.S2, a.batch - lag + t / a.S2};
-}
-
-__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
 
 // The distribution of a stats row, merged from its S vocabulary partials by one warp (lanes load the
 // partials in parallel, then a butterfly merge): call with the whole warp; every lane gets the result.
@@ -236,6 +203,35 @@ __device__ __forceinline__ RowDist warp_dist_of(const VerifyArgs<T>& a, int stat
   return {st.m, st.s, st.idx, 0u, 0xffffffffu, 1.f, scale, inv_t};
 }
 
+// Two rows' distributions at once (q_row < 0: qd untouched): both rows' partial loads are in flight
+// together, and each row is merged exactly as warp_dist_of merges it.
+template <typename T>
+__device__ __forceinline__ void warp_dist_pair(const VerifyArgs<T>& a, int p_row, int q_row, int req, RowDist& pd,
+                                               RowDist& qd) {
+  if (a.dists) {
+    pd = a.dists[p_row];
+    if (q_row >= 0) qd = a.dists[q_row];
+    return;
+  }
+  float scale, inv_t;
+  temperature_scales(a.temperature, req, scale, inv_t);
+  Stat ps = empty_stat(), qs = empty_stat();
+  const Stat* pp = a.partials + static_cast<int64_t>(p_row) * a.S;
+  const Stat* qp = a.partials + static_cast<int64_t>(q_row >= 0 ? q_row : p_row) * a.S;
+  for (int c = threadIdx.x & 31; c < a.S; c += 32) {
+    const Stat p_part{__ldcg(&pp[c].m), __ldcg(&pp[c].s), __ldcg(&pp[c].idx)};
+    const Stat q_part{__ldcg(&qp[c].m), __ldcg(&qp[c].s), __ldcg(&qp[c].idx)};
+    ps = merge(ps, p_part, scale);
+    qs = merge(qs, q_part, scale);
+  }
+  ps = warp_merge(ps, scale);
+  pd = {ps.m, ps.s, ps.idx, 0u, 0xffffffffu, 1.f, scale, inv_t};
+  if (q_row >= 0) {
+    qs = warp_merge(qs, scale);
+    qd = {qs.m, qs.s, qs.idx, 0u, 0xffffffffu, 1.f, scale, inv_t};
+  }
+}
+
 // Best pick of a request's S2 chunk picks, by one warp (every lane gets the result).
 __device__ __forceinline__ Pick warp_reduce_picks(const Pick* picks, int count) {
   Pick best{-INFINITY, INT_MAX, -INFINITY, INT_MAX};
@@ -250,19 +246,43 @@ __device__ __forceinline__ int load_id(const void* ids, bool int64, int64_t i) {
 }
 
 // Chain decision (kChain: logits, kChainProbs: flashinfer-style probabilities). Logit chains take one
-// position per warp, 0..K (K: the bonus row, no test): the draft token and its logits are loaded while the
-// warp merges the position's target (and draft) statistics, and the distributions of the first
-// kCachedPositions positions stay in shared memory, so the final row costs no further round trip.
+// position per warp, 0..K (K: the bonus row, no test). The draft tokens and their logits of the first
+// kCachedPositions positions are inputs only: verify_kernel loads them before its dependency wait (see
+// load_chain_token), and the distributions of those positions stay in shared memory, so the final row
+// costs no further round trip.
 constexpr int kCachedPositions = 32;
 
+// Draft token i of a chain request (-1 for the bonus position K) and, for stochastic requests, its target
+// logit and its draft logit / probability.
+struct ChainToken {
+  int x;
+  float pl, qv;
+};
+
+template <typename T>
+__device__ __forceinline__ bool chain_greedy(const VerifyArgs<T>& a, int b) {
+  return !(a.temperature && a.temperature[b] > 0.f);
+}
+
+template <typename T>
+__device__ __forceinline__ ChainToken load_chain_token(const VerifyArgs<T>& a, int b, int i) {
+  const int K = a.map.K, rpr = a.map.rows_per_req;
+  ChainToken tok{i < K ? load_id(a.ids, a.ids_int64, static_cast<int64_t>(b) * K + i) : -1, 0.f, 0.f};
+  if (!chain_greedy(a, b) && tok.x >= 0 && tok.x < a.vocab) {
+    tok.pl = to_float(a.map.row(b * rpr + i)[tok.x]);
+    if (a.draft_probs) tok.qv = a.draft_probs[(static_cast<int64_t>(b) * K + i) * a.draft_probs_stride + tok.x];
+    else if (a.map.draft) tok.qv = to_float(a.map.row(b * rpr + K + 1 + i)[tok.x]);
+  }
+  return tok;
+}
+
 template <typename T, int MODE>
-__device__ void decide_chain(const VerifyArgs<T>& a, int b, uint64_t offset, Decision& dec) {
+__device__ void decide_chain(const VerifyArgs<T>& a, int b, uint64_t offset, const ChainToken* s_tok, Decision& dec) {
   __shared__ int first_reject, passed;
   __shared__ RowDist s_pd[kCachedPositions], s_qd[kCachedPositions];
   const int K = a.map.K, V = a.vocab, rpr = a.map.rows_per_req;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, num_warps = blockDim.x >> 5;
-  const float t = a.temperature ? a.temperature[b] : 0.f;
-  const bool greedy = MODE == kChain && !(t > 0.f);
+  const bool greedy = MODE == kChain && chain_greedy(a, b);
   const bool q_logits = MODE == kChain && !greedy && a.draft_probs == nullptr && a.map.draft != nullptr;
   if (threadIdx.x == 0) {
     first_reject = K;
@@ -281,18 +301,12 @@ __device__ void decide_chain(const VerifyArgs<T>& a, int b, uint64_t offset, Dec
     }
   } else {
     for (int i = warp; i <= K; i += num_warps) {
-      // Token and its logits first (every lane, broadcast loads), so they overlap the partials' loads.
-      const int x = i < K ? load_id(a.ids, a.ids_int64, static_cast<int64_t>(b) * K + i) : -1;
+      const ChainToken tok = i < kCachedPositions ? s_tok[i] : load_chain_token(a, b, i);
+      const int x = tok.x;
+      const float pl = tok.pl, qv = tok.qv;
       const bool in_vocab = x >= 0 && x < V;
-      float pl = 0.f, qv = 0.f;
-      if (!greedy && in_vocab) {
-        pl = to_float(a.map.row(b * rpr + i)[x]);
-        if (a.draft_probs) qv = a.draft_probs[(static_cast<int64_t>(b) * K + i) * a.draft_probs_stride + x];
-        else if (q_logits) qv = to_float(a.map.row(b * rpr + K + 1 + i)[x]);
-      }
-      const RowDist pd = warp_dist_of(a, b * rpr + i, b);
-      RowDist qd{};
-      if (q_logits && i < K) qd = warp_dist_of(a, b * rpr + K + 1 + i, b);
+      RowDist pd, qd{};
+      warp_dist_pair(a, b * rpr + i, q_logits && i < K ? b * rpr + K + 1 + i : -1, b, pd, qd);
       if (lane == 0) {
         if (i < kCachedPositions) {
           s_pd[i] = pd;
@@ -441,6 +455,7 @@ __device__ void decide_tree(const VerifyArgs<T>& a, int b, uint64_t offset, Deci
 template <typename T, int VEC, int MODE>
 __device__ Pick final_pass(const VerifyArgs<T>& a, const Decision& dec, int b, int lo, int hi, uint64_t offset,
                            const int* excl, int num_excl) {
+  __shared__ __align__(16) float s_r[kMaxPrunedChunk];
   const T* prow = a.map.target + static_cast<int64_t>(dec.final_row) * a.map.target_stride;
   const float* qprobs = nullptr;
   const T* qlogits = nullptr;
@@ -448,32 +463,87 @@ __device__ Pick final_pass(const VerifyArgs<T>& a, const Decision& dec, int b, i
     if (MODE == kChainProbs || a.draft_probs) qprobs = a.draft_probs + static_cast<int64_t>(dec.q_row) * a.draft_probs_stride;
     else qlogits = a.map.row(dec.q_row);
   }
+  // f(v, p_v, q_v) over [lo, hi). Probabilities as weight * (1 / sum) (the acceptance tests divide; the
+  // race tolerates 1-ulp changes).
+  const float p_inv = 1.f / dec.p.sum, q_inv = 1.f / dec.q.sum;
+  auto for_probs = [&](auto&& f) {
+    auto prob = [&](int v, float x) {
+      float p;
+      if constexpr (MODE == kChainProbs) p = x;
+      else p = row_weight(dec.p, x) * p_inv;
+      for (int e = 0; e < num_excl; ++e)
+        if (excl[e] == v) p = 0.f;
+      return p;
+    };
+    if (qlogits) {
+      for_each_pair<T, VEC>(prow, qlogits, lo, hi, a.vec_target && a.vec_draft,
+                            [&](int v, float x, float y) { f(v, prob(v, x), row_weight(dec.q, y) * q_inv); });
+    } else {
+      for_each<T, VEC>(prow, lo, hi, a.vec_target, [&](int v, float x) { f(v, prob(v, x), qprobs ? qprobs[v] : 0.f); });
+    }
+  };
+  auto race_weight_of = [&](int v) {
+    return race_weight(word(philox_draws(a.seed, offset, b, kTagSample, static_cast<uint32_t>(v) >> 2), v & 3));
+  };
+
+  if (a.race_bounds != nullptr && hi - lo <= kMaxPrunedChunk) {
+    // This thread's groups of 4 entries (one Philox call each) in the draw pass below: bounds loaded
+    // first, so they arrive with the rows.
+    constexpr int kGroups = kMaxPrunedChunk / 4 / kThreads;
+    const int g_lo = lo >> 2, num_groups = (hi - lo + 3) >> 2;  // lo is a multiple of 8
+    int8_t bound_exp[kGroups];
+#pragma unroll
+    for (int k = 0; k < kGroups; ++k) {
+      const int g = threadIdx.x + k * kThreads;
+      bound_exp[k] = g < num_groups ? a.race_bounds[static_cast<int64_t>(b) * a.bounds_stride + g_lo + g] : 0;
+    }
+    // Residuals into shared memory; each thread scores its largest residual exactly: the best of those
+    // scores is reached in this chunk, so entries with r_v * bound_v below it cannot be the chunk's pick.
+    float top_r = 0.f;
+    int top_v = -1;
+    for_probs([&](int v, float p, float q) {
+      const float r = fmaxf(p - q, 0.f);
+      s_r[v - lo] = r;
+      if (r > top_r) {
+        top_r = r;
+        top_v = v;
+      }
+    });
+    const float threshold = block_max_f(top_v >= 0 ? top_r * race_weight_of(top_v) : 0.f);
+    if (threshold > 0.f) {  // else (no residual mass in reach) every entry is drawn, with the fallback below
+      Pick pick{-INFINITY, INT_MAX, -INFINITY, INT_MAX};  // no fallback: this request's best score is > 0
+#pragma unroll
+      for (int k = 0; k < kGroups; ++k) {
+        const int g = threadIdx.x + k * kThreads;
+        if (g >= num_groups) break;
+        const float4 r4 = reinterpret_cast<const float4*>(s_r)[g];
+        const float r[4] = {r4.x, r4.y, r4.z, r4.w};
+        const float bound = pow2_of(bound_exp[k]);
+        const int v0 = lo + 4 * g;
+        bool any = false;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) any |= v0 + e < hi && r[e] * bound >= threshold;
+        if (!any) continue;
+        const uint4 draws = philox_draws(a.seed, offset, b, kTagSample, static_cast<uint32_t>(g_lo + g));
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          if (v0 + e < hi && r[e] * bound >= threshold) offer(pick.score, pick.idx, r[e] * race_weight(word(draws, e)), v0 + e);
+      }
+      return block_best(pick);
+    }
+  }
   Pick pick{-INFINITY, INT_MAX, -INFINITY, INT_MAX};
   int cached_q = -1;
   uint4 draws = make_uint4(0, 0, 0, 0);
-  auto consider = [&](int v, float p, float q) {
-    for (int e = 0; e < num_excl; ++e)
-      if (excl[e] == v) p = 0.f;
+  for_probs([&](int v, float p, float q) {
     const int qi = v >> 2;
     if (qi != cached_q) {
       draws = philox_draws(a.seed, offset, b, kTagSample, qi);
       cached_q = qi;
     }
-    // Scores r / E as r * (1 / E): one reciprocal instead of two divisions (1-ulp differences only).
-    const float inv_e = __frcp_rn(-logf(to_unit(word(draws, v & 3))));
-    offer(pick.score, pick.idx, fmaxf(p - q, 0.f) * inv_e, v);
-    offer(pick.fb_score, pick.fb_idx, p * inv_e, v);
-  };
-  // Probabilities as weight * (1 / sum) (the acceptance tests divide; the race tolerates 1-ulp changes).
-  const float p_inv = 1.f / dec.p.sum, q_inv = 1.f / dec.q.sum;
-  for_each<T, VEC>(prow, lo, hi, a.vec_target, [&](int v, float x) {
-    float p;
-    if constexpr (MODE == kChainProbs) p = x;
-    else p = row_weight(dec.p, x) * p_inv;
-    float q = 0.f;
-    if (qprobs) q = qprobs[v];
-    else if (qlogits) q = row_weight(dec.q, to_float(qlogits[v])) * q_inv;
-    consider(v, p, q);
+    const float w = race_weight(word(draws, v & 3));
+    offer(pick.score, pick.idx, fmaxf(p - q, 0.f) * w, v);
+    offer(pick.fb_score, pick.fb_idx, p * w, v);
   });
   return block_best(pick);
 }
@@ -513,9 +583,17 @@ __device__ Pick sample_pass(const VerifyArgs<T>& a, int b, int lo, int hi, uint6
   return block_best(pick);
 }
 
-// Statistics of one (row, vocabulary chunk) work item -> partials[row * S + chunk]; returns the request.
+__device__ __forceinline__ uint64_t run_offset(uint64_t offset, const int64_t* offset_tensor) {
+  return offset + (offset_tensor ? static_cast<uint64_t>(*offset_tensor) : 0ull);
+}
+
+// Statistics of one (row, vocabulary chunk) -> partials[row * S + chunk]; for stochastic requests also the
+// race bounds of this CTA's share of the chunk's Philox groups (the request's rows split them).
 template <typename T, int VEC>
-__device__ __forceinline__ int stats_item(const VerifyArgs<T>& a, int row, int chunk) {
+__global__ void __launch_bounds__(kThreads) stats_kernel(VerifyArgs<T> a) {
+  pdl_wait();
+  pdl_launch_dependents();
+  const int row = static_cast<int>(blockIdx.x) / a.S, chunk = static_cast<int>(blockIdx.x) % a.S;
   const int req = a.map.request_of(row);
   float scale, inv_t;
   temperature_scales(a.temperature, req, scale, inv_t);
@@ -528,143 +606,117 @@ __device__ __forceinline__ int stats_item(const VerifyArgs<T>& a, int row, int c
     out->s = st.s;
     out->idx = st.idx;
   }
-  return req;
-}
-
-// Unfused statistics (small batches, where the fused kernel's ticket / counter / spin round trips cost
-// more than a second launch): one CTA per (row, chunk); verify_kernel follows as a programmatic dependent
-// with fused = false and reads the same partials.
-template <typename T, int VEC>
-__global__ void __launch_bounds__(kThreads) stats_kernel(VerifyArgs<T> a) {
-  pdl_wait();
-  pdl_launch_dependents();
-  stats_item<T, VEC>(a, static_cast<int>(blockIdx.x) / a.S, static_cast<int>(blockIdx.x) % a.S);
+  if (a.race_bounds != nullptr && scale > 0.f) {
+    const int rpr = a.map.rows_per_req;
+    const int first = rpr > 0 ? req * rpr : a.map.qo_indptr[req];
+    const int rows = rpr > 0 ? rpr : a.map.qo_indptr[req + 1] - first;
+    const uint64_t offset = run_offset(a.offset, a.offset_tensor);
+    const int g_hi = min(a.bounds_stride, (lo + a.chunk) / 4);
+    int8_t* bounds = a.race_bounds + static_cast<int64_t>(req) * a.bounds_stride;
+    for (int g = lo / 4 + (row - first) * blockDim.x + threadIdx.x; g < g_hi; g += rows * blockDim.x) {
+      const uint4 w = philox_draws(a.seed, offset, req, kTagSample, g);
+      const float m = fmaxf(fmaxf(race_weight(w.x), race_weight(w.y)), fmaxf(race_weight(w.z), race_weight(w.w)));
+      bounds[g] = pow2_ceil_exponent(m);
+    }
+  }
 }
 
 template <typename T, int VEC, int MODE>
 __global__ void __launch_bounds__(kThreads, 3) verify_kernel(VerifyArgs<T> a) {
-  __shared__ int s_ticket, s_last, s_num_excl;
+  __shared__ int s_last, s_num_excl;
   __shared__ Decision dec;
-  pdl_wait();  // the previous launch may still own the ticket and the counters
-  pdl_launch_dependents();
-  if (a.fused) {
-    if (threadIdx.x == 0) s_ticket = static_cast<int>(atomicAdd(&g_ticket, 1u));
-    __syncthreads();
+  __shared__ ChainToken s_tok[kCachedPositions];
+  const int b = static_cast<int>(blockIdx.x) / a.S2, chunk = static_cast<int>(blockIdx.x) % a.S2;
+  if constexpr (MODE == kChain) {
+    // Inputs only, before the dependency wait: verify_chain always launches its statistics (or filter)
+    // kernel first, and this grid starts only once every CTA of that one has passed its own wait.
+    for (int i = threadIdx.x; i <= a.map.K && i < kCachedPositions; i += blockDim.x) s_tok[i] = load_chain_token(a, b, i);
   }
-  const Work w = decode_work(a, a.fused ? s_ticket : static_cast<int>(blockIdx.x));
-  const uint64_t offset = a.offset + (a.offset_tensor ? static_cast<uint64_t>(*a.offset_tensor) : 0ull);
-
-  if (w.stats) {
-    const int req = stats_item<T, VEC>(a, w.row, w.chunk);
+  pdl_wait();
+  pdl_launch_dependents();
+  const uint64_t offset = run_offset(a.offset, a.offset_tensor);
+  const int lo = chunk * a.chunk2, hi = min(a.vocab, lo + a.chunk2);
+  Pick pick = empty_pick();
+  bool sample = true;
+  if constexpr (MODE == kSample) {
+    pick = sample_pass<T, VEC>(a, b, lo, hi, offset);
     if (threadIdx.x == 0) {
+      a.picks[static_cast<int64_t>(b) * a.S2 + chunk] = pick;
       __threadfence();
-      atomicAdd(&g_stats_count[req], 1u);
+      s_last = atomicAdd(&g_final_count[b], 1u) == static_cast<unsigned>(a.S2 - 1);
+    }
+    __syncthreads();
+    if (s_last && threadIdx.x < 32) {
+      __threadfence();
+      const Pick best = warp_reduce_picks(a.picks + static_cast<int64_t>(b) * a.S2, a.S2);
+      if (threadIdx.x == 0) {
+        a.sampled[b] = best.idx;
+        g_final_count[b] = 0;
+      }
     }
   } else {
-    const int b = w.req;
-    if (a.fused && threadIdx.x == 0) {
-      unsigned needed = static_cast<unsigned>(a.S);
-      needed *= a.map.rows_per_req > 0 ? a.map.rows_per_req : a.map.qo_indptr[b + 1] - a.map.qo_indptr[b];
-      long long spins = 0;
-      while (ld_acquire(&g_stats_count[b]) < needed) {
-        __nanosleep(64);
-        if (++spins > (1ll << 26)) __trap();  // never expected: fail loudly instead of hanging
+    const int* path = nullptr;  // tree: accepted path (local nodes), in shared memory
+    if constexpr (MODE == kTree) {
+      __shared__ int s_parent[kMaxTreeNodes], s_first[kMaxTreeNodes], s_next[kMaxTreeNodes], s_path[kMaxTreeNodes];
+      __shared__ float s_val[kMaxTreeNodes];
+      decide_tree(a, b, offset, dec, s_parent, s_first, s_next, s_val, s_path);
+      // Rejected children of the final node that fall in this chunk (s_next is free again).
+      if (threadIdx.x == 0) s_num_excl = 0;
+      __syncthreads();
+      const int start = a.map.qo_indptr[b];
+      const int n = min(a.map.qo_indptr[b + 1] - start, kMaxTreeNodes);
+      if (dec.exclude) {
+        for (int c = threadIdx.x; c < n; c += blockDim.x) {
+          if (s_parent[c] != dec.tree_node) continue;
+          const int tok = load_id(a.ids, a.ids_int64, start + c);
+          if (tok >= lo && tok < hi) s_next[atomicAdd(&s_num_excl, 1)] = tok;
+        }
+      }
+      __syncthreads();
+      sample = dec.token < 0 && dec.final_row >= 0;
+      if (sample) pick = final_pass<T, VEC, MODE>(a, dec, b, lo, hi, offset, s_next, s_num_excl);
+      path = s_path;
+    } else {
+      decide_chain<T, MODE>(a, b, offset, s_tok, dec);
+      sample = dec.token < 0;
+      if (sample) pick = final_pass<T, VEC, MODE>(a, dec, b, lo, hi, offset, nullptr, 0);
+    }
+    // Last CTA of the request: reduce picks, write outputs.
+    if (threadIdx.x == 0) {
+      if (sample) a.picks[static_cast<int64_t>(b) * a.S2 + chunk] = pick;
+      __threadfence();
+      s_last = atomicAdd(&g_final_count[b], 1u) == static_cast<unsigned>(a.S2 - 1);
+    }
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    __shared__ int s_token;
+    Pick best{-INFINITY, INT_MAX, -INFINITY, INT_MAX};
+    if (sample && threadIdx.x < 32) best = warp_reduce_picks(a.picks + static_cast<int64_t>(b) * a.S2, a.S2);
+    if (threadIdx.x == 0) {
+      int token = dec.token;
+      if (sample) token = best.score > 0.f ? best.idx : best.fb_idx;
+      s_token = token;
+      g_final_count[b] = 0;
+      a.accept_len[b] = dec.accept_len;
+      if (MODE == kChainProbs) {
+        a.fi_accepted[b] += dec.fi_count;
+        a.fi_emitted[b] += dec.accept_len;
       }
     }
     __syncthreads();
-    const int lo = w.chunk * a.chunk2, hi = min(a.vocab, lo + a.chunk2);
-    Pick pick = empty_pick();
-    bool sample = true;
-    if constexpr (MODE == kSample) {
-      pick = sample_pass<T, VEC>(a, b, lo, hi, offset);
-    } else {
-      const int* path = nullptr;  // tree: accepted path (local nodes), in shared memory
+    const int L = dec.accept_len;
+    for (int i = threadIdx.x; i < a.out_width; i += blockDim.x) {
+      int tok = -1;
       if constexpr (MODE == kTree) {
-        __shared__ int s_parent[kMaxTreeNodes], s_first[kMaxTreeNodes], s_next[kMaxTreeNodes], s_path[kMaxTreeNodes];
-        __shared__ float s_val[kMaxTreeNodes];
-        decide_tree(a, b, offset, dec, s_parent, s_first, s_next, s_val, s_path);
-        // Rejected children of the final node that fall in this chunk (s_next is free again).
-        if (threadIdx.x == 0) s_num_excl = 0;
-        __syncthreads();
         const int start = a.map.qo_indptr[b];
-        const int n = min(a.map.qo_indptr[b + 1] - start, kMaxTreeNodes);
-        if (dec.exclude) {
-          for (int c = threadIdx.x; c < n; c += blockDim.x) {
-            if (s_parent[c] != dec.tree_node) continue;
-            const int tok = load_id(a.ids, a.ids_int64, start + c);
-            if (tok >= lo && tok < hi) s_next[atomicAdd(&s_num_excl, 1)] = tok;
-          }
-        }
-        __syncthreads();
-        sample = dec.token < 0 && dec.final_row >= 0;
-        if (sample) pick = final_pass<T, VEC, MODE>(a, dec, b, lo, hi, offset, s_next, s_num_excl);
-        path = s_path;
+        if (i < L) tok = load_id(a.ids, a.ids_int64, start + path[i + 1]);
+        a.accept_nodes[static_cast<int64_t>(b) * a.out_width + i] = dec.final_row >= 0 && i <= L ? path[i] : -1;
       } else {
-        decide_chain<T, MODE>(a, b, offset, dec);
-        sample = dec.token < 0;
-        if (sample) pick = final_pass<T, VEC, MODE>(a, dec, b, lo, hi, offset, nullptr, 0);
+        if (i < L) tok = load_id(a.ids, a.ids_int64, static_cast<int64_t>(b) * a.map.K + i);
       }
-      // Last CTA of the request: reduce picks, write outputs.
-      if (threadIdx.x == 0) {
-        if (sample) a.picks[static_cast<int64_t>(b) * a.S2 + w.chunk] = pick;
-        __threadfence();
-        s_last = atomicAdd(&g_final_count[b], 1u) == static_cast<unsigned>(a.S2 - 1);
-      }
-      __syncthreads();
-      if (s_last) {
-        __threadfence();
-        __shared__ int s_token;
-        Pick best{-INFINITY, INT_MAX, -INFINITY, INT_MAX};
-        if (sample && threadIdx.x < 32) best = warp_reduce_picks(a.picks + static_cast<int64_t>(b) * a.S2, a.S2);
-        if (threadIdx.x == 0) {
-          int token = dec.token;
-          if (sample) token = best.score > 0.f ? best.idx : best.fb_idx;
-          s_token = token;
-          g_final_count[b] = 0;
-          if (a.fused) g_stats_count[b] = 0;
-          a.accept_len[b] = dec.accept_len;
-          if (MODE == kChainProbs) {
-            a.fi_accepted[b] += dec.fi_count;
-            a.fi_emitted[b] += dec.accept_len;
-          }
-        }
-        __syncthreads();
-        const int L = dec.accept_len;
-        for (int i = threadIdx.x; i < a.out_width; i += blockDim.x) {
-          int tok = -1;
-          if constexpr (MODE == kTree) {
-            const int start = a.map.qo_indptr[b];
-            if (i < L) tok = load_id(a.ids, a.ids_int64, start + path[i + 1]);
-            a.accept_nodes[static_cast<int64_t>(b) * a.out_width + i] = dec.final_row >= 0 && i <= L ? path[i] : -1;
-          } else {
-            if (i < L) tok = load_id(a.ids, a.ids_int64, static_cast<int64_t>(b) * a.map.K + i);
-          }
-          if (i == L) tok = s_token;
-          a.out_tokens[static_cast<int64_t>(b) * a.out_width + i] = tok;
-        }
-      }
-    }
-    if constexpr (MODE == kSample) {
-      if (threadIdx.x == 0) {
-        a.picks[static_cast<int64_t>(b) * a.S2 + w.chunk] = pick;
-        __threadfence();
-        s_last = atomicAdd(&g_final_count[b], 1u) == static_cast<unsigned>(a.S2 - 1);
-      }
-      __syncthreads();
-      if (s_last && threadIdx.x < 32) {
-        __threadfence();
-        const Pick best = warp_reduce_picks(a.picks + static_cast<int64_t>(b) * a.S2, a.S2);
-        if (threadIdx.x == 0) {
-          a.sampled[b] = best.idx;
-          g_final_count[b] = 0;
-        }
-      }
-    }
-  }
-  if (a.fused && threadIdx.x == 0) {
-    if (atomicAdd(&g_done, 1u) == gridDim.x - 1) {
-      g_ticket = 0;
-      g_done = 0;
+      if (i == L) tok = s_token;
+      a.out_tokens[static_cast<int64_t>(b) * a.out_width + i] = tok;
     }
   }
 }
