@@ -42,6 +42,8 @@ TORCH_LIBRARY(ssdk, m) {
   // ---- tree_attention.cu
   m.def("tree_attention(Tensor(a!) out, Tensor(b!)? lse, Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_tables, "
         "Tensor prefix_lens, Tensor qo_indptr, Tensor? tree_mask, int max_q_len, float sm_scale, int num_kv_splits) -> ()");
+  // ---- linear.cu
+  m.def("linear(Tensor(a!) out, Tensor x, Tensor weight, Tensor? bias) -> ()");
 }
 
 PYBIND11_MODULE(_C, m) {

@@ -69,4 +69,7 @@ void tree_attention(at::Tensor& out, const std::optional<at::Tensor>& lse, const
                     const at::Tensor& qo_indptr, const std::optional<at::Tensor>& tree_mask, int64_t max_q_len,
                     double sm_scale, int64_t num_kv_splits);
 
+// linear.cu
+void linear(at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias);
+
 }  // namespace ssdk

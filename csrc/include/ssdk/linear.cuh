@@ -1,0 +1,186 @@
+// Skinny linear (GEMV-style): out[m, n] = sum_k x[m, k] * weight[n, k] (+ bias[n]) for M <= kMaxRows rows
+// of x, the decode-time shape where the weight read is the whole cost (N*K*sizeof(T) bytes, read once).
+// T in {__half, __nv_bfloat16}; fp32 accumulation, one rounding to T at the end (bias added in fp32).
+//
+// Mapping: a warp owns R consecutive weight rows (a "group") over the whole of K; lane l reads the W-element
+// chunks l, l + 32, l + 64, ... of each row (512 contiguous bytes per warp load when W*sizeof(T) = 16), U
+// chunks per row in flight, R*U independent 16-byte loads per lane. The MT (>= M, padded) rows of x are
+// read through L1 (every warp of the SM reads the same columns at about the same time; the weight loads
+// bypass L1), each x vector is reused for the R weight rows. Per-lane fp32 partials, warp-shuffle sums,
+// one store per output; no split-K, no second kernel. The grid is persistent: at most one wave of blocks
+// (occupancy x SMs), warps striding over the groups.
+// PDL: weights are never written by the previous kernel, so each warp prefetches the start of its first
+// group into L2 before griddepcontrol.wait; x is read, and out written, only after it.
+#pragma once
+#include <algorithm>
+
+#include "ssdk/common.cuh"
+
+namespace ssdk::gemv {
+
+constexpr int kMaxRows = 8;    // rows of x the kernel serves; larger M goes to cuBLAS (csrc/linear.cu)
+constexpr int kThreads = 256;  // per block
+
+template <typename T>
+struct LinearArgs {
+  T* out;            // [m, n], row stride out_stride
+  const T* x;        // [m, k], row stride x_stride
+  const T* weight;   // [n, k], row stride weight_stride
+  const T* bias;     // [n] or nullptr
+  int64_t out_stride, x_stride, weight_stride;
+  int m, n, k;
+  int num_sms;       // of the device, for the grid size
+};
+
+// 16-byte weight load that skips L1 (each byte is used once; L1 is kept for x).
+template <typename V>
+__device__ __forceinline__ V load_weight(const void* ptr) {
+  if constexpr (sizeof(V) == 16) {
+    uint4 bits;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(bits.x), "=r"(bits.y), "=r"(bits.z), "=r"(bits.w)
+        : "l"(ptr));
+    return *reinterpret_cast<const V*>(&bits);
+  } else {
+    return *reinterpret_cast<const V*>(ptr);
+  }
+}
+
+__device__ __forceinline__ void prefetch_l2(const void* ptr) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(ptr));
+}
+
+// acc[m][r] += dot(x[m, chunk c + 32u], weight[row r, chunk c + 32u]) for u < UU; chunk = W elements.
+template <typename T, int MT, int R, int UU, int W>
+__device__ __forceinline__ void accumulate(float (&acc)[MT][R], const T* (&w_rows)[R], const T* (&x_rows)[MT], int c) {
+  using V = Vec<T, W>;
+  V w[R][UU];
+#pragma unroll
+  for (int u = 0; u < UU; ++u)
+#pragma unroll
+    for (int r = 0; r < R; ++r) w[r][u] = load_weight<V>(w_rows[r] + (c + 32 * u) * W);
+#pragma unroll
+  for (int u = 0; u < UU; ++u) {
+    float wf[R][W];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int j = 0; j < W; ++j) wf[r][j] = to_float(w[r][u].data[j]);
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+      V xv;
+      xv.load(x_rows[m] + (c + 32 * u) * W);
+#pragma unroll
+      for (int j = 0; j < W; ++j) {
+        const float xf = to_float(xv.data[j]);
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[m][r] = fmaf(wf[r][j], xf, acc[m][r]);
+      }
+    }
+  }
+}
+
+// MT: rows of x computed (>= a.m; the rows past a.m repeat the last row and are not stored).
+// R: weight rows per warp. U: chunks per row and lane in flight. W: elements per chunk (16 bytes, or 1
+// when K, a row stride or a pointer is not 16-byte aligned).
+template <typename T, int MT, int R, int U, int W>
+__global__ void __launch_bounds__(kThreads) skinny_linear_kernel(LinearArgs<T> a) {
+  constexpr int kWarps = kThreads / 32;
+  const int lane = threadIdx.x & 31;
+  const int first_group = blockIdx.x * kWarps + (threadIdx.x >> 5);
+  const int num_warps = gridDim.x * kWarps;
+  const int groups = (a.n + R - 1) / R;
+  const int chunks = a.k / W;
+
+  if (first_group < groups) {  // the first two steps of the first group, into L2, before the wait
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const T* row = a.weight + static_cast<int64_t>(min(first_group * R + r, a.n - 1)) * a.weight_stride;
+#pragma unroll
+      for (int u = 0; u < 2 * U; ++u)
+        if (lane + 32 * u < chunks) prefetch_l2(row + (lane + 32 * u) * W);
+    }
+  }
+  pdl_wait();  // x may come from the previous kernel, which may also still read out
+  pdl_launch_dependents();  // the grid is one wave: nothing of ours waits for the SMs the next kernel takes
+
+  const T* x_rows[MT];
+#pragma unroll
+  for (int m = 0; m < MT; ++m) x_rows[m] = a.x + min(m, a.m - 1) * a.x_stride;
+
+  for (int g = first_group; g < groups; g += num_warps) {
+    const T* w_rows[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) w_rows[r] = a.weight + static_cast<int64_t>(min(g * R + r, a.n - 1)) * a.weight_stride;
+    float acc[MT][R];
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+      for (int r = 0; r < R; ++r) acc[m][r] = 0.f;
+
+    int c = lane;
+    for (; c + 32 * (U - 1) < chunks; c += 32 * U) accumulate<T, MT, R, U, W>(acc, w_rows, x_rows, c);
+    for (; c < chunks; c += 32) accumulate<T, MT, R, 1, W>(acc, w_rows, x_rows, c);
+
+    // Every lane gets every sum; lane m * R + r stores output (m, row r).
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        float v = warp_sum(acc[m][r]);
+        const int row = g * R + r;
+        if (lane == m * R + r && m < a.m && row < a.n) {
+          if (a.bias) v += to_float(a.bias[row]);
+          a.out[m * a.out_stride + row] = from_float<T>(v);
+        }
+      }
+    }
+  }
+}
+
+// Blocks of `kernel` resident per SM (queried once per instantiation).
+template <typename Kernel>
+int blocks_per_sm(Kernel kernel) {
+  static const int blocks = [kernel] {
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kThreads, 0) != cudaSuccess) n = 1;
+    return std::max(n, 1);
+  }();
+  return blocks;
+}
+
+template <typename T, int MT, int R, int U, int W>
+cudaError_t launch_config(const LinearArgs<T>& a, cudaStream_t stream) {
+  auto kernel = skinny_linear_kernel<T, MT, R, U, W>;
+  const int64_t groups = (a.n + R - 1) / R;
+  const int64_t needed = (groups + kThreads / 32 - 1) / (kThreads / 32);
+  const int grid = static_cast<int>(std::min<int64_t>(needed, int64_t{a.num_sms} * blocks_per_sm(kernel)));
+  return launch_pdl(kernel, dim3(grid), dim3(kThreads), 0, stream, a);
+}
+
+// (R, U) per padded row count MT: see docs/kernel_notes.md "Skinny linear".
+template <typename T, int MT, int W>
+cudaError_t launch_rows(const LinearArgs<T>& a, cudaStream_t stream) {
+  if constexpr (MT <= 2) return launch_config<T, MT, 2, 4, W>(a, stream);
+  else return launch_config<T, MT, 2, 4, W>(a, stream);
+}
+
+template <typename T, int W>
+cudaError_t launch_width(const LinearArgs<T>& a, cudaStream_t stream) {
+  if (a.m <= 1) return launch_rows<T, 1, W>(a, stream);
+  if (a.m <= 2) return launch_rows<T, 2, W>(a, stream);
+  if (a.m <= 4) return launch_rows<T, 4, W>(a, stream);
+  return launch_rows<T, 8, W>(a, stream);
+}
+
+// Requires 1 <= a.m <= kMaxRows, a.n >= 1, a.k >= 1.
+template <typename T>
+cudaError_t launch_skinny_linear(const LinearArgs<T>& a, cudaStream_t stream) {
+  constexpr int kVec = 16 / sizeof(T);
+  const bool vectorizable = a.k % kVec == 0 && a.x_stride % kVec == 0 && a.weight_stride % kVec == 0 &&
+                            is_aligned(a.x, 16) && is_aligned(a.weight, 16);
+  if (vectorizable) return launch_width<T, kVec>(a, stream);
+  return launch_width<T, 1>(a, stream);
+}
+
+}  // namespace ssdk::gemv

@@ -1,0 +1,78 @@
+"""Linear layer ``x @ weight^T + bias`` (torch.nn.functional.linear) with a skinny-M CUDA kernel for decode.
+
+Routing of the CUDA backend (csrc/linear.cu): fp16/bf16 inputs with at most ``SKINNY_MAX_ROWS`` rows of x
+(the product of x's leading dims) run the GEMV-style kernel of include/ssdk/linear.cuh (weight streamed
+once, fp32 accumulation, one rounding); more rows, or fp32, go to cuBLAS (``at::mm_out`` /
+``at::addmm_out``, i.e. torch's matmul). The Triton backend covers every row count with one kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import _C
+from ..ref import linear as ref
+from . import _backend
+from ._checks import FLOAT_DTYPES, check_dtype, check_rows, check_same_device, check_same_dtype, check_shape, \
+    check_tensor, out_or_new
+
+SKINNY_MAX_ROWS = 8  # gemv::kMaxRows in csrc/include/ssdk/linear.cuh
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           out: torch.Tensor | None = None) -> torch.Tensor:
+    """``torch.nn.functional.linear``: ``y = x @ weight^T (+ bias)``, optionally into ``out``.
+
+    Parameters
+    ----------
+    x : [..., K] fp32/fp16/bf16, K >= 1; leading dims collapsible into rows (rows may be strided), last dim
+        contiguous.
+    weight : [N, K], x's dtype and device, last dim contiguous (rows may be strided).
+    bias : optional [N], x's dtype, contiguous.
+    out : optional [..., N] output, x's dtype and device, rows may be strided (last dim contiguous);
+        allocated when None.
+
+    Returns
+    -------
+    out : [..., N]. CUDA, fp16/bf16, at most ``SKINNY_MAX_ROWS`` rows: fp32 products and sums rounded once
+        (bias added in fp32); otherwise cuBLAS's result (torch's matmul).
+    """
+    check_tensor(x, "x")
+    check_dtype(x, "x", FLOAT_DTYPES)
+    check_rows(x, "x")
+    if x.shape[-1] == 0:
+        raise ValueError(f"ssdk: x must have a last dimension K >= 1, got shape {tuple(x.shape)}")
+    check_tensor(weight, "weight")
+    check_same_device(weight, "weight", x, "x")
+    check_same_dtype(weight, "weight", x, "x")
+    if weight.dim() != 2 or weight.shape[1] != x.shape[-1]:
+        raise ValueError(f"ssdk: weight must have shape [N, {x.shape[-1]}], got {tuple(weight.shape)}")
+    if weight.shape[1] > 1 and weight.stride(1) != 1:
+        raise ValueError(f"ssdk: weight must be contiguous in its last dimension, got strides {weight.stride()}")
+    if bias is not None:
+        check_tensor(bias, "bias")
+        check_same_device(bias, "bias", x, "x")
+        check_same_dtype(bias, "bias", x, "x")
+        check_shape(bias, "bias", (weight.shape[0],))
+        if not bias.is_contiguous():
+            raise ValueError(f"ssdk: bias must be contiguous, got strides {bias.stride()}")
+    out = out_or_new(out, (*x.shape[:-1], weight.shape[0]), x, "x")
+    check_rows(out, "out")
+    _backend.impl("linear", x.device)(out, x, weight, bias)
+    return out
+
+
+def _triton(*args):
+    from ..triton_kernels import linear as triton_linear
+
+    return triton_linear.linear(*args)
+
+
+_has_cuda_op = _C is not None and hasattr(torch.ops.ssdk, "linear")
+_backend.register("linear", cuda=torch.ops.ssdk.linear if _has_cuda_op else None, triton=_triton,
+                  torch=ref.linear_out)
+
+if _has_cuda_op:
+    @torch.library.register_fake("ssdk::linear")
+    def _(out, x, weight, bias):
+        return None

@@ -1,0 +1,18 @@
+"""Reference linear layer (fp32 math; see ssdk.ops.linear for semantics)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x [..., K] @ weight[N, K]^T (+ bias [N]) -> [..., N] in x.dtype: fp32 products and sums, one rounding."""
+    y = x.float() @ weight.float().t()
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(x.dtype)
+
+
+def linear_out(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    """Out-variant adaptor with the op schema's signature (the torch backend)."""
+    out.copy_(linear(x, weight, bias))
