@@ -5,7 +5,8 @@ tokens (a random draft tree for n > 1, the decode token for n = 1) already in th
 Byte model: every KV byte is read once, K and V: B·(prefix + n)·Hkv·D·2·s, plus q in and out
 (2·B·n·Hq·D·s). Floor = bytes / copy bandwidth of the same run (reported as %peak).
 
-Providers: ssdk-cuda, ssdk-triton; flashinfer-mask (BatchPrefillWithPagedKVCacheWrapper + custom_mask,
+Providers: ssdk-cuda (n = 1 takes the decode kernel), ssdk-cuda-general (n = 1 rows through the tree
+kernel, max_q_len = 2), ssdk-triton; flashinfer-mask (BatchPrefillWithPagedKVCacheWrapper + custom_mask,
 planned once, run timed), flashinfer-mask+plan (dense mask build + plan + run, eager: plan syncs the
 host, as an engine that re-plans every step pays); flashinfer-decode (n = 1,
 BatchDecodeWithPagedKVCacheWrapper); torch-sdpa (scaled_dot_product_attention on pre-gathered dense
@@ -31,6 +32,9 @@ QUICK = [("1B", 1, 1024, 21), ("1B", 16, 1024, 21), ("1B", 1, 1024, 1), ("1B", 1
          ("8B", 1, 1024, 1), ("8B", 16, 1024, 1), ("8B", 64, 4096, 1), ("1B", 4, 1024, 7), ("1B", 16, 1024, 133),
          ("1B", 1, 4096, 64), ("8B", 16, 1024, 21), ("8B", 1, 1024, 21), ("1B", 64, 1024, 21), ("1B", 4, 128, 64),
          ("8B", 4, 4096, 133)]
+# --quick also times every decode (n = 1) shape of the full grid, against FlashInfer's decode kernel only.
+QUICK_DECODE = [(model, batch, prefix, 1) for model in MODELS for batch in (1, 4, 16, 64) for prefix in (128, 1024, 4096)]
+DECODE_PROVIDERS = {"ssdk-cuda", "ssdk-cuda-general", "flashinfer-decode"}
 
 
 def full_grid() -> list[tuple[str, int, int, int]]:
@@ -91,8 +95,12 @@ def main() -> None:
     ssdk_cuda = get_impl("tree_attention", "cuda")
     ssdk_triton = get_impl("tree_attention", "triton")
     workspace = torch.empty(128 << 20, dtype=torch.uint8, device="cuda")
+    wanted = runner.wanted
 
-    for model, batch, prefix, n in (QUICK if args.quick else full_grid()):
+    grid = QUICK + [shape for shape in QUICK_DECODE if shape not in QUICK] if args.quick else full_grid()
+    for model, batch, prefix, n in grid:
+        if args.quick and (model, batch, prefix, n) not in QUICK:
+            runner.wanted = (DECODE_PROVIDERS & wanted if wanted else DECODE_PROVIDERS) or {"-"}  # {}: all
         hq, hkv, d = MODELS[model]
         shape = f"{model},B={batch},L={prefix},n={n}"
         p = problem(model, batch, prefix, n)
@@ -102,6 +110,9 @@ def main() -> None:
                      p["qo_indptr"], p["tree_mask"], n, p["scale"], 0)
         args_fn = lambda: ssdk_args  # noqa: E731  (the same buffers every call: hot L2 unless --cold)
         runner.run(shape, "ssdk-cuda", ssdk_cuda, args_fn, nbytes, floor_us=round(floor_us, 2))
+        if n == 1:  # the general (tree) kernel on the same rows: max_q_len = 2 is a valid upper bound
+            general = ssdk_args[:9] + (2,) + ssdk_args[10:]
+            runner.run(shape, "ssdk-cuda-general", ssdk_cuda, lambda: general, nbytes)
         runner.run(shape, "ssdk-triton", ssdk_triton, args_fn, nbytes)
         if args.quick and batch <= 16:  # diagnostics: the split heuristic against fixed split counts
             for splits in (1, 4, 16):
@@ -130,7 +141,8 @@ def main() -> None:
                 plan_prefill(mask)
                 prefill.run(p["q"], (p["k_cache"], p["v_cache"]), out=p["out"])
 
-            run_eager(runner, shape, "flashinfer-mask+plan", mask_plan_run, nbytes)
+            if n > 1 or not args.quick:
+                run_eager(runner, shape, "flashinfer-mask+plan", mask_plan_run, nbytes)
             if n == 1:
                 decode = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD")
                 try:

@@ -5,8 +5,10 @@
 // Shapes: q/out [N, Hq, D]; k_cache/v_cache [pages, page_size, Hkv, D]; block_tables [B, max_pages];
 // prefix_lens [B]; qo_indptr [B + 1]; tree_mask [N, W] int32; lse [N, Hq] fp32. fp16/bf16, D in {64, 128}.
 // Arch: sm_90 (mma.sync through CuTe's SM80 atoms, a thread-block cluster per row block for split-KV,
-// programmatic dependent launch). Needs the CUTLASS headers at build time (SSDK_HAS_CUTLASS).
+// programmatic dependent launch). max_q_len == 1 (decode) with a GQA group <= 16 takes the decode kernel
+// (tree_attention_decode.cuh): a split-KV grid whose last split merges through an fp32 workspace. Needs the CUTLASS headers at build time (SSDK_HAS_CUTLASS).
 // Reference: ssdk.ref.attention.tree_attention (fp32 dense masked attention).
+#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -51,6 +53,31 @@ int choose_splits(int64_t base_ctas, int64_t max_tiles, int64_t requested, tree_
   splits = std::clamp<int64_t>(splits, 1, std::min<int64_t>(max_tiles, occ.max_splits));
   const int64_t tiles_per_split = (max_tiles + splits - 1) / splits;
   return static_cast<int>((max_tiles + tiles_per_split - 1) / tiles_per_split);
+}
+
+// Decode splits per (request, kv head): as many as one wave of resident CTAs holds, at most
+// kMaxDecodeSplits and the 64-token tiles of a block_tables row; 1 when the pairs alone fill the wave
+// or exceed the merge counters.
+int choose_decode_splits(int64_t pairs, int64_t max_tiles, int64_t requested, int ctas_per_sm, int sms) {
+  if (pairs > tree_attn::kMaxDecodeCounters) return 1;
+  const int64_t splits = requested > 0 ? requested : int64_t{sms} * ctas_per_sm / pairs;
+  return static_cast<int>(std::clamp<int64_t>(splits, 1, std::min<int64_t>(std::max<int64_t>(max_tiles, 1),
+                                                                            tree_attn::kMaxDecodeSplits)));
+}
+
+template <typename T, int D>
+void run_decode(tree_attn::DecodeParams& p, int64_t requested_splits, int64_t max_tiles, const at::Tensor& q) {
+  p.num_splits = choose_decode_splits(int64_t{p.batch} * p.num_kv_heads, max_tiles, requested_splits,
+                                      tree_attn::decode_ctas_per_sm<T, D>(), sm_count(q.get_device()));
+  at::Tensor workspace;
+  if (p.num_splits > 1) {
+    const int64_t states = int64_t{p.batch} * p.num_kv_heads * p.num_splits * p.group;
+    workspace = at::empty({states * (D + 1)}, q.options().dtype(at::kFloat));
+    p.partial_o = workspace.data_ptr<float>();
+    p.partial_lse = p.partial_o + states * D;
+  }
+  check_cuda_call(tree_attn::launch_decode<T, D>(p, c10::cuda::getCurrentCUDAStream()),
+                  "tree_attention decode kernel launch");
 }
 
 template <typename T, int D>
@@ -125,11 +152,53 @@ void tree_attention(at::Tensor& out, const std::optional<at::Tensor>& lse, const
 
 #ifdef SSDK_HAS_CUTLASS
   const int64_t group = num_qo_heads / num_kv_heads;
+  const int64_t max_tiles = (block_tables.size(1) * page_size + tree_attn::kBlockN - 1) / tree_attn::kBlockN;
+  const c10::cuda::CUDAGuard guard(q.device());
+  if (max_q_len == 1 && group <= tree_attn::kMaxDecodeGroup) {
+    TORCH_CHECK(page_size > 0 && block_tables.size(1) * page_size < (int64_t{1} << 31),
+                "ssdk: k_cache's page_size must be > 0 and block_tables map fewer than 2^31 positions");
+    tree_attn::DecodeParams p{};
+    p.q = q.data_ptr();
+    p.out = out.data_ptr();
+    p.lse = lse ? lse->data_ptr<float>() : nullptr;
+    p.k_cache = k_cache.data_ptr();
+    p.v_cache = v_cache.data_ptr();
+    p.block_tables = block_tables.data_ptr<int32_t>();
+    p.prefix_lens = prefix_lens.data_ptr<int32_t>();
+    p.qo_indptr = qo_indptr.data_ptr<int32_t>();
+    p.tree_mask = tree_mask ? tree_mask->data_ptr<int32_t>() : nullptr;
+    p.q_stride_n = q.stride(0);
+    p.q_stride_h = q.stride(1);
+    p.out_stride_n = out.stride(0);
+    p.out_stride_h = out.stride(1);
+    p.k_stride_page = k_cache.stride(0);
+    p.k_stride_tok = k_cache.stride(1);
+    p.k_stride_head = k_cache.stride(2);
+    p.v_stride_page = v_cache.stride(0);
+    p.v_stride_tok = v_cache.stride(1);
+    p.v_stride_head = v_cache.stride(2);
+    p.block_table_stride = block_tables.stride(0);
+    p.mask_stride = tree_mask ? tree_mask->stride(0) : 0;
+    p.page_size = static_cast<int>(page_size);
+    p.page_shift = (page_size & (page_size - 1)) == 0 ? __builtin_ctzll(page_size) : -1;
+    p.table_pages = static_cast<int>(block_tables.size(1));
+    p.num_qo_heads = static_cast<int>(num_qo_heads);
+    p.num_kv_heads = static_cast<int>(num_kv_heads);
+    p.group = static_cast<int>(group);
+    p.batch = static_cast<int>(batch);
+    p.scale_log2 = static_cast<float>(sm_scale * 1.4426950408889634);
+    if (q.scalar_type() == at::kHalf) {
+      if (head_dim == 64) run_decode<__half, 64>(p, num_kv_splits, max_tiles, q);
+      else run_decode<__half, 128>(p, num_kv_splits, max_tiles, q);
+    } else {
+      if (head_dim == 64) run_decode<__nv_bfloat16, 64>(p, num_kv_splits, max_tiles, q);
+      else run_decode<__nv_bfloat16, 128>(p, num_kv_splits, max_tiles, q);
+    }
+    return;
+  }
   const TileShape shape = tree_attn::shape_for_rows(max_q_len * group);
   const int64_t m_tiles = (max_q_len * group + tree_attn::block_m(shape) - 1) / tree_attn::block_m(shape);
   TORCH_CHECK(m_tiles * tree_attn::kMaxSplits < (int64_t{1} << 31), "ssdk: max_q_len is too large");
-  const int64_t max_tiles = (block_tables.size(1) * page_size + tree_attn::kBlockN - 1) / tree_attn::kBlockN;
-  const c10::cuda::CUDAGuard guard(q.device());
 
   tree_attn::Params p{};
   p.q = q.data_ptr();

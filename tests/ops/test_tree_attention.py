@@ -248,6 +248,95 @@ def test_kv_splits_agree(head_dim):
         torch.testing.assert_close(other, outs[0], atol=1.6e-2, rtol=1.6e-2)
 
 
+# The decode kernel (max_q_len == 1, group <= 16): (batch, prefix) grid, with group / head dim / dtype /
+# page size varied across cases; prefixes are ragged around L (page boundaries, prefix 0 where L = 1).
+DECODE_GRID = [(batch, length) for batch in (1, 3, 64) for length in (1, 17, 1000, 4096)]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("batch,length", DECODE_GRID)
+def test_decode_path(batch, length):
+    i = DECODE_GRID.index((batch, length))
+    group, head_dim = [1, 4, 8, 5, 16, 4][i % 6], [64, 128][i % 2]
+    dtype, page_size = [torch.bfloat16, torch.float16][(i // 2) % 2], [16, 16, 7, 1][i % 4]
+    prefixes = [max(0, length - (b * 37) % 67) if b % 5 != 4 else length for b in range(batch)]
+    prefixes[0] = length
+    ns = [0 if batch > 1 and b % 3 == 1 else 1 for b in range(batch)]  # some requests without a new token
+    inp = make_inputs(prefixes, ns, device="cuda", num_kv_heads=2, group=group,
+                      head_dim=head_dim, dtype=dtype, page_size=page_size, mask="causal", seed=i)
+    assert inp["max_q_len"] == 1
+    what = f"B={batch} L={length} group={group} d={head_dim} {dtype} page={page_size}"
+    general, general_lse = run(dict(inp, max_q_len=2), "cuda")  # the tree kernel on the same rows
+    for splits in (0, 1, 3, 16):
+        out, lse = run(inp, "cuda", num_kv_splits=splits)
+        assert_fa_rule(out, lse, inp, f"{what} splits={splits}")
+        torch.testing.assert_close(out.float(), general.float(), atol=1.6e-2, rtol=1.6e-2)
+        torch.testing.assert_close(lse, general_lse, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("group", [4, 32])
+def test_decode_tree_mask_and_wide_groups(group):
+    # n = 1 with a tree mask: bit 0 cleared = the query does not see its own token (prefix 0: no key at
+    # all, out 0 and lse -inf). group 32 > 16 takes the general kernel with max_q_len = 1.
+    inp = make_inputs([0, 130, 64, 0, 4095], [1, 1, 1, 1, 1], device="cuda", num_kv_heads=2, group=group,
+                      head_dim=128, mask="tree")
+    inp["tree_mask"][0::2] = 0
+    out, lse = run(inp, "cuda", num_kv_splits=8)
+    assert torch.equal(out[0], torch.zeros_like(out[0])) and torch.isneginf(lse[0]).all()
+    assert_fa_rule(out, lse, inp, f"decode tree mask group={group}")
+
+
+@pytest.mark.cuda
+def test_decode_graph_replays_reset_the_merge():
+    # Splits merge through counters that every launch leaves at 0: replays with new lengths (so a new
+    # count of active splits) stay exact; out and lse are poisoned before each replay.
+    inp = make_inputs([3000, 5, 900], [1, 1, 1], device="cuda", group=4, mask="causal")
+    out = torch.empty_like(inp["q"])
+    lse = torch.empty(inp["q"].shape[:2], device="cuda")
+
+    def call():
+        torch.ops.ssdk.tree_attention(out, lse, inp["q"], inp["k_cache"], inp["v_cache"], inp["block_tables"],
+                                      inp["prefix_lens"], inp["qo_indptr"], None, 1, 0.125, 0)
+
+    call()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        call()
+    for prefixes in ([64, 5, 0], [1, 0, 900], [2999, 3, 899], [3000, 5, 900]):  # within the cached tokens
+        inp["prefix_lens"].copy_(torch.tensor(prefixes, dtype=torch.int32))
+        out.fill_(float("nan"))
+        lse.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        ref_out, ref_lse = ref.tree_attention(*ref_args(inp)[:-1], 0.125)
+        low_out, _ = ref.tree_attention(*ref_args(inp)[:-1], 0.125, compute_dtype=torch.bfloat16)
+        assert (out.float() - ref_out).abs().max() <= 2 * (low_out - ref_out).abs().max() + EPS[torch.bfloat16]
+        torch.testing.assert_close(lse, ref_lse, atol=1e-3, rtol=1e-3)
+    del graph
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_decode_matches_flashinfer_decode(head_dim):
+    flashinfer = pytest.importorskip("flashinfer", reason="flashinfer not installed")
+    page_size = 16
+    inp = make_inputs([1024, 0, 333, 4000, 17], [1] * 5, device="cuda", num_kv_heads=8, group=4,
+                      head_dim=head_dim, page_size=page_size, mask="causal")
+    for key in ("k_cache", "v_cache"):  # FlashInfer may load whole last pages: no NaN poison here
+        inp[key] = inp[key].nan_to_num(0.0)
+    kv_indptr, kv_indices, last_page_len, _ = ref.to_flashinfer(
+        inp["block_tables"], inp["prefix_lens"], inp["qo_indptr"], None, page_size)
+    wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
+        torch.empty(128 << 20, dtype=torch.uint8, device="cuda"), "NHD")
+    wrapper.plan(kv_indptr, kv_indices, last_page_len, 32, 8, head_dim, page_size,
+                 q_data_type=torch.bfloat16, kv_data_type=torch.bfloat16)
+    theirs = wrapper.run(inp["q"], (inp["k_cache"], inp["v_cache"]))
+    ours, lse = run(inp, "cuda")
+    assert_fa_rule(ours, lse, inp, "ssdk decode")
+    torch.testing.assert_close(ours.float(), theirs.float(), atol=1.6e-2, rtol=1.6e-2)
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("head_dim", [64, 128])
 def test_matches_flashinfer_custom_mask(head_dim):

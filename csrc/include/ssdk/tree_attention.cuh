@@ -48,6 +48,41 @@ struct Params {
 template <typename T, int D>
 cudaError_t launch(const Params& params, TileShape shape, cudaStream_t stream);
 
+// Decode path (max_q_len == 1, GQA group <= kMaxDecodeGroup): one CTA per (request, kv head, KV split)
+// holds the whole group; splits take 64-token tiles round-robin and the last one to finish merges the
+// fp32 partial states (tree_attention_decode.cuh). Instantiated in csrc/tree_attention_decode.cu.
+constexpr int kMaxDecodeGroup = 16;      // q heads per kv head in one mma M tile
+constexpr int kMaxDecodeSplits = 16;     // partial states the last split merges (all loads in flight)
+constexpr int kMaxDecodeCounters = 1 << 16;  // (request, kv head) pairs that may split
+
+struct DecodeParams {
+  const void* q;  // [n_total, Hq, D]
+  void* out;      // [n_total, Hq, D]
+  float* lse;     // [n_total, Hq] natural log, or nullptr
+  const void* k_cache;
+  const void* v_cache;          // [num_pages, page_size, Hkv, D]
+  const int32_t* block_tables;  // [batch, table_pages] (row stride block_table_stride)
+  const int32_t* prefix_lens;   // [batch]
+  const int32_t* qo_indptr;     // [batch + 1], n_b in {0, 1}
+  const int32_t* tree_mask;     // [n_total, mask_stride]: bit 0 = the query sees its own token; or nullptr
+  float* partial_o;             // [batch * Hkv, num_splits, group, D] fp32 (num_splits > 1 only)
+  float* partial_lse;           // [batch * Hkv, num_splits, group] log2 domain
+  int64_t q_stride_n, q_stride_h, out_stride_n, out_stride_h;
+  int64_t k_stride_page, k_stride_tok, k_stride_head;
+  int64_t v_stride_page, v_stride_tok, v_stride_head;
+  int64_t block_table_stride, mask_stride;
+  int page_size, page_shift;  // page_shift = log2(page_size) for powers of two, else -1
+  int table_pages;            // block_tables width: the page ids a split may read before it knows the length
+  int num_qo_heads, num_kv_heads, group, batch;
+  int num_splits;     // grid.x
+  float scale_log2;   // sm_scale * log2(e)
+};
+
+template <typename T, int D>
+cudaError_t launch_decode(const DecodeParams& params, cudaStream_t stream);
+template <typename T, int D>
+int decode_ctas_per_sm();  // resident decode CTAs per SM (occupancy query, cached)
+
 // Resident CTAs per SM and the largest split count (cluster size) the device can schedule for this
 // instantiation; cached after the first query. Sizes the KV split on the host.
 struct Occupancy {
