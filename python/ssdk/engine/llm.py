@@ -239,7 +239,6 @@ class LLM:
         self._closed = True
         if self.workers:
             self.workers.close()
-            dist.destroy_process_group()
 
     def __enter__(self) -> LLM:
         return self

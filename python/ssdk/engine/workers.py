@@ -106,7 +106,13 @@ class Workers:
         self.channel.send(method, *args)
 
     def close(self) -> None:
+        """Stop the workers and leave the process group with them: NCCL's teardown waits for every
+        rank, so rank 0 destroys its group before joining (joining first stalled each close by the
+        join timeout)."""
         self.call("exit")
+        dist.destroy_process_group()
         for process in self.processes:
             process.join(timeout=60)
+            if process.is_alive():
+                process.terminate()
         self.channel.close()
