@@ -32,9 +32,11 @@ QUICK = [("1B", 1, 1024, 21), ("1B", 16, 1024, 21), ("1B", 1, 1024, 1), ("1B", 1
          ("8B", 1, 1024, 1), ("8B", 16, 1024, 1), ("8B", 64, 4096, 1), ("1B", 4, 1024, 7), ("1B", 16, 1024, 133),
          ("1B", 1, 4096, 64), ("8B", 16, 1024, 21), ("8B", 1, 1024, 21), ("1B", 64, 1024, 21), ("1B", 4, 128, 64),
          ("8B", 4, 4096, 133)]
-# --quick also times every decode (n = 1) shape of the full grid, against FlashInfer's decode kernel only.
+# --quick first times every decode (n = 1) shape of the full grid (providers below: ssdk against FlashInfer's
+# decode kernel, and the decode kernel at fixed split counts for B <= 16), then the QUICK trees.
 QUICK_DECODE = [(model, batch, prefix, 1) for model in MODELS for batch in (1, 4, 16, 64) for prefix in (128, 1024, 4096)]
-DECODE_PROVIDERS = {"ssdk-cuda", "ssdk-cuda-general", "flashinfer-decode"}
+DECODE_SPLITS = (1, 2, 4, 8, 16)
+DECODE_PROVIDERS = {"ssdk-cuda", "ssdk-cuda-general", "flashinfer-decode"} | {f"ssdk-cuda-s{s}" for s in DECODE_SPLITS}
 
 
 def full_grid() -> list[tuple[str, int, int, int]]:
@@ -97,10 +99,14 @@ def main() -> None:
     workspace = torch.empty(128 << 20, dtype=torch.uint8, device="cuda")
     wanted = runner.wanted
 
-    grid = QUICK + [shape for shape in QUICK_DECODE if shape not in QUICK] if args.quick else full_grid()
+    def wants(*providers: str) -> bool:
+        return not runner.wanted or any(name in runner.wanted for name in providers)
+
+    grid = QUICK_DECODE + [shape for shape in QUICK if shape not in QUICK_DECODE] if args.quick else full_grid()
     for model, batch, prefix, n in grid:
-        if args.quick and (model, batch, prefix, n) not in QUICK:
-            runner.wanted = (DECODE_PROVIDERS & wanted if wanted else DECODE_PROVIDERS) or {"-"}  # {}: all
+        if args.quick:  # decode rows: DECODE_PROVIDERS only (an empty set would mean all to the runner)
+            decode_row = (model, batch, prefix, n) in QUICK_DECODE
+            runner.wanted = ((DECODE_PROVIDERS & wanted if wanted else DECODE_PROVIDERS) or {"-"}) if decode_row else wanted
         hq, hkv, d = MODELS[model]
         shape = f"{model},B={batch},L={prefix},n={n}"
         p = problem(model, batch, prefix, n)
@@ -115,11 +121,11 @@ def main() -> None:
             runner.run(shape, "ssdk-cuda-general", ssdk_cuda, lambda: general, nbytes)
         runner.run(shape, "ssdk-triton", ssdk_triton, args_fn, nbytes)
         if args.quick and batch <= 16:  # diagnostics: the split heuristic against fixed split counts
-            for splits in (1, 4, 16):
+            for splits in DECODE_SPLITS if n == 1 else (1, 4, 16):
                 fixed = ssdk_args[:-1] + (splits,)
                 runner.run(shape, f"ssdk-cuda-s{splits}", ssdk_cuda, lambda fixed=fixed: fixed, nbytes)
 
-        if flashinfer is not None:
+        if flashinfer is not None and wants("flashinfer-mask", "flashinfer-mask+plan", "flashinfer-decode"):
             kv_indptr, kv_indices, last_page_len, custom_mask = ref.to_flashinfer(
                 p["block_tables"], p["prefix_lens"], p["qo_indptr"], p["tree_mask"], PAGE_SIZE)
             prefill = flashinfer.BatchPrefillWithPagedKVCacheWrapper(workspace, "NHD")
@@ -129,9 +135,11 @@ def main() -> None:
                              custom_mask=mask, q_data_type=torch.bfloat16, kv_data_type=torch.bfloat16)
 
             try:
-                plan_prefill(custom_mask)
-                runner.run(shape, "flashinfer-mask", lambda q, o: prefill.run(q, (p["k_cache"], p["v_cache"]), out=o),
-                           lambda: (p["q"], p["out"]), nbytes)
+                if wants("flashinfer-mask"):
+                    plan_prefill(custom_mask)
+                    runner.run(shape, "flashinfer-mask",
+                               lambda q, o: prefill.run(q, (p["k_cache"], p["v_cache"]), out=o),
+                               lambda: (p["q"], p["out"]), nbytes)
             except Exception as err:  # JIT or shape limits: report and go on
                 print(f"{shape:28s} | flashinfer-mask | failed: {type(err).__name__}: {str(err)[:80]}")
 
@@ -155,18 +163,19 @@ def main() -> None:
                     print(f"{shape:28s} | flashinfer-decode | failed: {type(err).__name__}: {str(err)[:80]}")
 
         # torch SDPA on dense, pre-gathered K/V ([B, Hkv, L, D]) with a dense [B, 1, n, L] mask.
-        pos = torch.arange(prefix + n, device="cuda")
-        phys = p["block_tables"][:, pos // PAGE_SIZE].long()
-        k_dense = p["k_cache"][phys, pos % PAGE_SIZE].transpose(1, 2).contiguous()
-        v_dense = p["v_cache"][phys, pos % PAGE_SIZE].transpose(1, 2).contiguous()
-        new_visible = (torch.ones(n, n, dtype=torch.bool, device="cuda").tril().expand(batch, n, n)
-                       if p["tree_mask"] is None else ref.unpack_ancestor_bits(p["tree_mask"], n).view(batch, n, n))
-        dense_mask = torch.cat([torch.ones(batch, n, prefix, dtype=torch.bool, device="cuda"), new_visible], dim=2)
-        q_dense = p["q"].view(batch, n, hq, d).transpose(1, 2)
-        runner.run(shape, "torch-sdpa",
-                   lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m, enable_gqa=True),
-                   lambda: (q_dense, k_dense, v_dense, dense_mask[:, None]), nbytes)
-        del p, k_dense, v_dense
+        if wants("torch-sdpa"):
+            pos = torch.arange(prefix + n, device="cuda")
+            phys = p["block_tables"][:, pos // PAGE_SIZE].long()
+            k_dense = p["k_cache"][phys, pos % PAGE_SIZE].transpose(1, 2).contiguous()
+            v_dense = p["v_cache"][phys, pos % PAGE_SIZE].transpose(1, 2).contiguous()
+            new_visible = (torch.ones(n, n, dtype=torch.bool, device="cuda").tril().expand(batch, n, n)
+                           if p["tree_mask"] is None else ref.unpack_ancestor_bits(p["tree_mask"], n).view(batch, n, n))
+            dense_mask = torch.cat([torch.ones(batch, n, prefix, dtype=torch.bool, device="cuda"), new_visible], dim=2)
+            q_dense = p["q"].view(batch, n, hq, d).transpose(1, 2)
+            runner.run(shape, "torch-sdpa",
+                       lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m, enable_gqa=True),
+                       lambda: (q_dense, k_dense, v_dense, dense_mask[:, None]), nbytes)
+            del p, k_dense, v_dense
         runner.write()  # after every shape: a run cut off by a time limit keeps what it measured
 
 
