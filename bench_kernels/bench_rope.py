@@ -1,11 +1,13 @@
-"""RoPE, FlashInfer-style pos-ids RoPE and the fused Qwen-3 q/k-norm + RoPE (+ KV write).
+"""RoPE (+ KV write: Llama's prologue), FlashInfer-style pos-ids RoPE and the fused Qwen-3 q/k-norm + RoPE
+(+ KV write).
 
 Shapes: 32 q / 8 kv heads, head_dim 128 (Llama-3.1-8B and Qwen-3-8B share this attention shape; the
 angle table differs, the cost does not), tokens {1, 16, 64, 256, 4096}, bf16, fp32 cos/sin table,
 random positions in [0, 8192).
 Byte model: q and k read + written (2·T·(Hq + Hkv)·D·s) + one fp32 table row per token (2·rot·4) +
 positions (8·T). The unfused Qwen-3 prologue (rmsnorm q, rmsnorm k, rope) moves 2x that; the fused KV
-variant adds k written to the cache and v read + written (3·T·Hkv·D·s). Floor = bytes / copy bandwidth.
+variants add k written to the cache and v read + written (3·T·Hkv·D·s); unfused, store_kv_cache also
+re-reads k. Floor = bytes / copy bandwidth.
 Liger's rope takes per-token cos/sin [T, D] computed beforehand (HF computes them once per forward), so
 its rows exclude the gather.
 """
@@ -45,6 +47,10 @@ def main() -> None:
         cuda_norm(k3, k3, kw, EPS, False)
         cuda_rope(p, q, k, D, qk_table, True, False)
 
+    def rope_then_store(p, q, k, v, kc, vc, slots):
+        cuda_rope(p, q, k, D, table, True, False)
+        cuda_kv(k.view(k.shape[0], HKV, D), v.view(v.shape[0], HKV, D), kc, vc, slots)
+
     def unfused_kv(p, q, k, qw, kw, v, kc, vc, slots):
         unfused(p, q, k, qw, kw)
         cuda_kv(k.view(k.shape[0], HKV, D), v.view(v.shape[0], HKV, D), kc, vc, slots)
@@ -60,12 +66,18 @@ def main() -> None:
         def make_norm():
             return (*make(), torch.randn(D, dtype=dtype, device="cuda"), torch.randn(D, dtype=dtype, device="cuda"))
 
-        def make_kv():
+        def kv_write_args():
             pages = (t + 15) // 16
-            return (*make_norm(), torch.randn(t, HKV * D, dtype=dtype, device="cuda"),
+            return (torch.randn(t, HKV * D, dtype=dtype, device="cuda"),
                     torch.randn(pages, 16, HKV, D, dtype=dtype, device="cuda"),
                     torch.randn(pages, 16, HKV, D, dtype=dtype, device="cuda"),
                     torch.randperm(pages * 16, device="cuda")[:t])
+
+        def make_kv():
+            return (*make_norm(), *kv_write_args())
+
+        def make_rope_kv():
+            return (*make(), *kv_write_args())
 
         rope_bytes = 2 * t * (HQ + HKV) * D * s + t * (2 * D * 4 + 8)
         op = "rope"
@@ -119,6 +131,14 @@ def main() -> None:
                 flashinfer.rope.apply_rope_with_cos_sin_cache_inplace(p, q, k, D, qk_table, True)
 
             runner.run(shape, "flashinfer-unfused", flashinfer_unfused, make_norm, 2 * rope_bytes, op)
+
+        op = "rope_kv"  # Llama's prologue: RoPE + paged KV write in one kernel vs rope -> store_kv_cache
+        kv_bytes = rope_bytes + 3 * t * HKV * D * s
+        runner.run(shape, "ssdk-cuda", lambda p, q, k, v, kc, vc, sl: cuda_rope(
+            p, q, k, D, table, True, False, v, kc, vc, sl), make_rope_kv, kv_bytes, op)
+        runner.run(shape, "ssdk-cuda-unfused", rope_then_store, make_rope_kv, rope_bytes + 4 * t * HKV * D * s, op)
+        runner.run(shape, "ssdk-triton", lambda p, q, k, v, kc, vc, sl: triton_rope(
+            p, q, k, D, table, True, False, v, kc, vc, sl), make_rope_kv, kv_bytes, op)
 
         op = "qk_norm_rope_kv"
         kv_bytes = rope_bytes + 3 * t * HKV * D * s

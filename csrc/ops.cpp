@@ -10,7 +10,8 @@ TORCH_LIBRARY(ssdk, m) {
   m.def("fused_add_rmsnorm(Tensor(a!) input, Tensor(b!) residual, Tensor weight, float eps, bool hf_exact) -> ()");
   // ---- rope.cu
   m.def("rope(Tensor positions, Tensor(a!) query, Tensor(b!)? key, int head_size, Tensor cos_sin_cache, bool is_neox, "
-        "bool hf_exact) -> ()");
+        "bool hf_exact, Tensor? value=None, Tensor(c!)? k_cache=None, Tensor(d!)? v_cache=None, "
+        "Tensor? slot_mapping=None) -> ()");
   m.def("rope_pos_ids(Tensor positions, Tensor(a!) query, Tensor(b!)? key, int head_size, Tensor inv_freq, "
         "bool is_neox, bool hf_exact) -> ()");
   m.def("qk_norm_rope(Tensor positions, Tensor(a!) query, Tensor(b!) key, Tensor q_weight, Tensor k_weight, float eps, "

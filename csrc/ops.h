@@ -13,7 +13,9 @@ void fused_add_rmsnorm(at::Tensor& input, at::Tensor& residual, const at::Tensor
 
 // rope.cu
 void rope(const at::Tensor& positions, at::Tensor& query, const std::optional<at::Tensor>& key, int64_t head_size,
-          const at::Tensor& cos_sin_cache, bool is_neox, bool hf_exact);
+          const at::Tensor& cos_sin_cache, bool is_neox, bool hf_exact, const std::optional<at::Tensor>& value,
+          const std::optional<at::Tensor>& k_cache, const std::optional<at::Tensor>& v_cache,
+          const std::optional<at::Tensor>& slot_mapping);
 void rope_pos_ids(const at::Tensor& positions, at::Tensor& query, const std::optional<at::Tensor>& key,
                   int64_t head_size, const at::Tensor& inv_freq, bool is_neox, bool hf_exact);
 void qk_norm_rope(const at::Tensor& positions, at::Tensor& query, at::Tensor& key, const at::Tensor& q_weight,

@@ -3,8 +3,9 @@
 // Shapes: positions [T] int32/int64; query [T, Hq*D] or [T, Hq, D], key likewise with Hkv heads (token
 // and head strides free, last dim contiguous); cos_sin_cache [max_position, rot] (cos | sin) fp32 or
 // the query dtype, or inv_freq [rot/2] fp32 (pos-ids variant); rot <= D <= 256.
-// qk_norm_rope: q_weight/k_weight [D]; optional value [T, Hkv(*)D], k_cache/v_cache
-// [pages, page_size, Hkv, D], slot_mapping [T] int32/int64 (-1 skips). fp32/fp16/bf16; any arch >= sm_70.
+// qk_norm_rope: q_weight/k_weight [D]. rope and qk_norm_rope: optional KV write of the rotated k and v
+// (value [T, Hkv(*)D], k_cache/v_cache [pages, page_size, Hkv, D], slot_mapping [T] int32/int64, -1 skips;
+// needs key and rot == D). fp32/fp16/bf16; any arch >= sm_70.
 // Reference: ssdk.ref.rope (fp32 math); hf_exact matches transformers' apply_rotary_pos_emb bit for bit.
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -119,6 +120,64 @@ void dispatch_table(const at::Tensor& query, const at::Tensor& table, F&& f) {
   });
 }
 
+bool check_kv_args(const std::optional<at::Tensor>& value, const std::optional<at::Tensor>& k_cache,
+                   const std::optional<at::Tensor>& v_cache, const std::optional<at::Tensor>& slot_mapping) {
+  const bool kv_write = value.has_value();
+  TORCH_CHECK(kv_write == k_cache.has_value() && kv_write == v_cache.has_value() && kv_write == slot_mapping.has_value(),
+              "ssdk: value, k_cache, v_cache and slot_mapping must be given together");
+  return kv_write;
+}
+
+// The paged KV write of the fused ops: rotated k and v go to k_cache/v_cache at slot_mapping (-1 skips).
+template <typename T, typename C>
+void set_kv_write(rotary::RopeArgs<T, C>& a, const at::Tensor& positions, const at::Tensor& query,
+                  const at::Tensor& value, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                  const at::Tensor& slot_mapping, int64_t head_size, bool& aligned16) {
+  TORCH_CHECK(a.rot_dim == head_size, "ssdk: the KV write needs a cos_sin_cache that rotates the whole head "
+              "(rot == head_size=", head_size, "), got rot=", a.rot_dim);
+  TORCH_CHECK(a.key != nullptr, "ssdk: the KV write needs key");
+  const Heads v = heads_of(value, "value", positions.size(0), head_size);
+  TORCH_CHECK(v.heads == a.num_kv_heads, "ssdk: value has ", v.heads, " heads but key has ", a.num_kv_heads);
+  check_same_device(value, query, "value", "query");
+  check_dtype(value, query.scalar_type(), "value");
+  for (const auto* cache : {&k_cache, &v_cache}) {
+    const char* name = cache == &k_cache ? "k_cache" : "v_cache";
+    check_same_device(*cache, query, name, "query");
+    check_dtype(*cache, query.scalar_type(), name);
+    TORCH_CHECK(cache->dim() == 4 && cache->size(2) == a.num_kv_heads && cache->size(3) == head_size &&
+                    cache->sizes() == k_cache.sizes(),
+                "ssdk: ", name, " must have shape [num_pages, page_size, ", a.num_kv_heads, ", ", head_size,
+                "] (v_cache like k_cache), got ", shape_str(*cache));
+    TORCH_CHECK(cache->size(3) <= 1 || cache->stride(3) == 1, "ssdk: ", name,
+                " must be contiguous in its last dimension, got strides ", c10::str(cache->strides()));
+  }
+  check_same_device(slot_mapping, query, "slot_mapping", "query");
+  check_dtype_in(slot_mapping, {at::kInt, at::kLong}, "slot_mapping");
+  TORCH_CHECK(slot_mapping.dim() == 1 && slot_mapping.size(0) == positions.size(0),
+              "ssdk: slot_mapping must have shape [", positions.size(0), "], got ", shape_str(slot_mapping));
+  check_contiguous(slot_mapping, "slot_mapping");
+  a.value = reinterpret_cast<const T*>(value.data_ptr());
+  a.v_token_stride = v.token_stride;
+  a.v_head_stride = v.head_stride;
+  a.k_cache = reinterpret_cast<T*>(k_cache.data_ptr());
+  a.v_cache = reinterpret_cast<T*>(v_cache.data_ptr());
+  a.kc_page_stride = k_cache.stride(0);
+  a.kc_slot_stride = k_cache.stride(1);
+  a.kc_head_stride = k_cache.stride(2);
+  a.vc_page_stride = v_cache.stride(0);
+  a.vc_slot_stride = v_cache.stride(1);
+  a.vc_head_stride = v_cache.stride(2);
+  a.slot_mapping = slot_mapping.data_ptr();
+  a.slots_int64 = slot_mapping.scalar_type() == at::kLong;
+  a.page_size = k_cache.size(1);
+  a.num_slots = k_cache.size(0) * k_cache.size(1);
+  constexpr int64_t kVec = 16 / sizeof(T);
+  aligned16 = aligned16 && is_aligned(a.value, 16) && is_aligned(a.k_cache, 16) && is_aligned(a.v_cache, 16) &&
+              strides_aligned({v.token_stride, v.head_stride, a.kc_page_stride, a.kc_slot_stride, a.kc_head_stride,
+                               a.vc_page_stride, a.vc_slot_stride, a.vc_head_stride},
+                              kVec);
+}
+
 template <rotary::Mode MODE, typename T, typename C>
 void launch(const rotary::RopeArgs<T, C>& a, bool is_neox, bool aligned16, const at::Tensor& query) {
   const c10::cuda::CUDAGuard guard(query.device());
@@ -131,9 +190,12 @@ void launch(const rotary::RopeArgs<T, C>& a, bool is_neox, bool aligned16, const
 }  // namespace
 
 void rope(const at::Tensor& positions, at::Tensor& query, const std::optional<at::Tensor>& key, int64_t head_size,
-          const at::Tensor& cos_sin_cache, bool is_neox, bool hf_exact) {
+          const at::Tensor& cos_sin_cache, bool is_neox, bool hf_exact, const std::optional<at::Tensor>& value,
+          const std::optional<at::Tensor>& k_cache, const std::optional<at::Tensor>& v_cache,
+          const std::optional<at::Tensor>& slot_mapping) {
   check_common(positions, query, key, head_size, cos_sin_cache, "cos_sin_cache");
   const int64_t rot = check_cache(cos_sin_cache, query, head_size);
+  const bool kv_write = check_kv_args(value, k_cache, v_cache, slot_mapping);
   dispatch_table(query, cos_sin_cache, [&](auto t, auto c) {
     using T = decltype(t);
     using C = decltype(c);
@@ -141,7 +203,12 @@ void rope(const at::Tensor& positions, at::Tensor& query, const std::optional<at
     auto a = common_args<T, C>(positions, query, key ? &*key : nullptr, head_size, rot, hf_exact, aligned16);
     a.cos_sin = reinterpret_cast<const C*>(cos_sin_cache.data_ptr());
     a.max_position = cos_sin_cache.size(0);
-    launch<rotary::Mode::kCache>(a, is_neox, aligned16, query);
+    if (kv_write) {
+      set_kv_write(a, positions, query, *value, *k_cache, *v_cache, *slot_mapping, head_size, aligned16);
+      launch<rotary::Mode::kCacheStore>(a, is_neox, aligned16, query);
+    } else {
+      launch<rotary::Mode::kCache>(a, is_neox, aligned16, query);
+    }
   });
 }
 
@@ -181,9 +248,7 @@ void qk_norm_rope(const at::Tensor& positions, at::Tensor& query, at::Tensor& ke
                 shape_str(*w));
     check_contiguous(*w, name);
   }
-  const bool kv_write = value.has_value();
-  TORCH_CHECK(kv_write == k_cache.has_value() && kv_write == v_cache.has_value() && kv_write == slot_mapping.has_value(),
-              "ssdk: value, k_cache, v_cache and slot_mapping must be given together");
+  const bool kv_write = check_kv_args(value, k_cache, v_cache, slot_mapping);
   dispatch_table(query, cos_sin_cache, [&](auto t, auto c) {
     using T = decltype(t);
     using C = decltype(c);
@@ -196,46 +261,7 @@ void qk_norm_rope(const at::Tensor& positions, at::Tensor& query, at::Tensor& ke
     a.eps = static_cast<float>(eps);
     aligned16 = aligned16 && is_aligned(a.q_weight, 16) && is_aligned(a.k_weight, 16);
     if (kv_write) {
-      const Heads v = heads_of(*value, "value", positions.size(0), head_size);
-      TORCH_CHECK(v.heads == a.num_kv_heads, "ssdk: value has ", v.heads, " heads but key has ", a.num_kv_heads);
-      check_same_device(*value, query, "value", "query");
-      check_dtype(*value, query.scalar_type(), "value");
-      for (const auto* cache : {&*k_cache, &*v_cache}) {
-        const char* name = cache == &*k_cache ? "k_cache" : "v_cache";
-        check_same_device(*cache, query, name, "query");
-        check_dtype(*cache, query.scalar_type(), name);
-        TORCH_CHECK(cache->dim() == 4 && cache->size(2) == a.num_kv_heads && cache->size(3) == head_size &&
-                        cache->sizes() == k_cache->sizes(),
-                    "ssdk: ", name, " must have shape [num_pages, page_size, ", a.num_kv_heads, ", ", head_size,
-                    "] (v_cache like k_cache), got ", shape_str(*cache));
-        TORCH_CHECK(cache->size(3) <= 1 || cache->stride(3) == 1, "ssdk: ", name,
-                    " must be contiguous in its last dimension, got strides ", c10::str(cache->strides()));
-      }
-      check_same_device(*slot_mapping, query, "slot_mapping", "query");
-      check_dtype_in(*slot_mapping, {at::kInt, at::kLong}, "slot_mapping");
-      TORCH_CHECK(slot_mapping->dim() == 1 && slot_mapping->size(0) == positions.size(0),
-                  "ssdk: slot_mapping must have shape [", positions.size(0), "], got ", shape_str(*slot_mapping));
-      check_contiguous(*slot_mapping, "slot_mapping");
-      a.value = reinterpret_cast<const T*>(value->data_ptr());
-      a.v_token_stride = v.token_stride;
-      a.v_head_stride = v.head_stride;
-      a.k_cache = reinterpret_cast<T*>(k_cache->data_ptr());
-      a.v_cache = reinterpret_cast<T*>(v_cache->data_ptr());
-      a.kc_page_stride = k_cache->stride(0);
-      a.kc_slot_stride = k_cache->stride(1);
-      a.kc_head_stride = k_cache->stride(2);
-      a.vc_page_stride = v_cache->stride(0);
-      a.vc_slot_stride = v_cache->stride(1);
-      a.vc_head_stride = v_cache->stride(2);
-      a.slot_mapping = slot_mapping->data_ptr();
-      a.slots_int64 = slot_mapping->scalar_type() == at::kLong;
-      a.page_size = k_cache->size(1);
-      a.num_slots = k_cache->size(0) * k_cache->size(1);
-      constexpr int64_t kVec = 16 / sizeof(T);
-      aligned16 = aligned16 && is_aligned(a.value, 16) && is_aligned(a.k_cache, 16) && is_aligned(a.v_cache, 16) &&
-                  strides_aligned({v.token_stride, v.head_stride, a.kc_page_stride, a.kc_slot_stride,
-                                   a.kc_head_stride, a.vc_page_stride, a.vc_slot_stride, a.vc_head_stride},
-                                  kVec);
+      set_kv_write(a, positions, query, *value, *k_cache, *v_cache, *slot_mapping, head_size, aligned16);
     }
     launch<rotary::Mode::kNormCache>(a, is_neox, aligned16, query);
   });

@@ -135,8 +135,11 @@ def _launch(positions, query, key, head_size, table, is_neox, hf_exact, from_inv
 
 
 def rope(positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor | None, head_size: int,
-         cos_sin_cache: torch.Tensor, is_neox: bool, hf_exact: bool) -> None:
-    _launch(positions, query, key, head_size, cos_sin_cache, is_neox, hf_exact, False)
+         cos_sin_cache: torch.Tensor, is_neox: bool, hf_exact: bool, value: torch.Tensor | None = None,
+         k_cache: torch.Tensor | None = None, v_cache: torch.Tensor | None = None,
+         slot_mapping: torch.Tensor | None = None) -> None:
+    _launch(positions, query, key, head_size, cos_sin_cache, is_neox, hf_exact, False, value=value, k_cache=k_cache,
+            v_cache=v_cache, slot_mapping=slot_mapping)
 
 
 def rope_pos_ids(positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor | None, head_size: int,

@@ -1,4 +1,4 @@
-"""RoPE, FlashInfer-style pos-ids RoPE and the fused Qwen-3 q/k-norm + RoPE (+ KV write): every backend vs
+"""RoPE (+ KV write), FlashInfer-style pos-ids RoPE and the fused Qwen-3 q/k-norm + RoPE (+ KV write): every backend vs
 the reference, transformers' rotary embedding bit for bit (Llama-3.1 scaling beyond the original context,
 Qwen-3 theta), strided q/k views of a fused qkv buffer, tree positions, opcheck, torch.compile, CUDA
 graphs, bad inputs."""
@@ -228,6 +228,38 @@ def test_qk_norm_rope_matches_unfused_sequence(backend, device, hf_exact, is_neo
                 assert mismatch < 1e-2, f"{mismatch:.2%} of elements differ from the unfused sequence"
 
 
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
+@pytest.mark.parametrize("hf_exact", [False, True])
+@pytest.mark.parametrize("is_neox", [True, False], ids=["neox", "gptj"])
+def test_rope_kv_write_matches_rope_then_store(backend, device, hf_exact, is_neox):
+    # Llama's fused prologue: apply_rope(..., value, k_cache, v_cache, slot_mapping) == apply_rope -> store_kv_cache,
+    # bit for bit (the same rotation, then copies).
+    shapes = [(5, 3, 1, 64), (3, 2, 2, 10)] if device == "cpu" else [(1, 32, 8, 128), (64, 32, 8, 128),
+                                                                      (13, 4, 2, 64), (3, 2, 2, 10), (100, 8, 4, 128)]
+    for tokens, hq, hkv, head_size in shapes:
+        table = rope_cos_sin_cache(head_size, 4096, 5e5, LLAMA31_SCALING, device=device)
+        page_size = 8
+        num_pages = tokens // page_size + 2
+        for dtype in dtypes_for(backend, device):
+            positions = tree_positions(tokens, 4096, device)
+            qkv, q, k, v = qkv_views(tokens, hq, hkv, head_size, dtype, device)
+            slots = torch.randperm(num_pages * page_size, device=device)[:tokens]
+            slots[tokens // 2] = -1
+            k_cache = torch.full((num_pages, page_size, hkv, head_size), float("nan"), dtype=dtype, device=device)
+            v_cache = k_cache.clone()
+            uq, uk = q.clone(), k.clone()
+            uk_cache, uv_cache = k_cache.clone(), v_cache.clone()
+            with use_backend(backend):
+                apply_rope(positions, uq, uk, head_size, table, is_neox, hf_exact)
+                store_kv_cache(uk.view(tokens, hkv, head_size), v.view(tokens, hkv, head_size), uk_cache, uv_cache,
+                               slots)
+                apply_rope(positions, q, k, head_size, table, is_neox, hf_exact, value=v, k_cache=k_cache,
+                           v_cache=v_cache, slot_mapping=slots)
+            for ours, theirs in ((q, uq), (k, uk), (k_cache, uk_cache), (v_cache, uv_cache)):
+                torch.testing.assert_close(ours, theirs, atol=0, rtol=0, equal_nan=True)
+            assert torch.isnan(k_cache).sum() > 0, "wrote outside the given slots"
+
+
 @pytest.mark.parametrize("backend,device", [p for p in BACKEND_DEVICES if p.values[0] != "torch"])
 def test_positions_outside_the_table_poison_the_token(backend, device):
     # No host sync to raise from a kernel: the token's rotated dims become NaN instead of reading out of bounds.
@@ -256,6 +288,8 @@ def test_opcheck():
     slots = torch.tensor([3, 0, -1, 9, 15, 4], device="cuda", dtype=torch.int32)
     inv_freq = rope_inv_freq(128, 1e4, device="cuda")
     torch.library.opcheck(torch.ops.ssdk.rope.default, (positions, q, k, 128, table, True, False))
+    torch.library.opcheck(torch.ops.ssdk.rope.default,
+                          (positions, q, k, 128, table, True, True, v, k_cache, v_cache, slots))
     torch.library.opcheck(torch.ops.ssdk.rope_pos_ids.default, (positions, q, k, 128, inv_freq, False, True))
     torch.library.opcheck(torch.ops.ssdk.qk_norm_rope.default,
                           (positions, q, k, w, w, EPS, table, True, True, v, k_cache, v_cache, slots))
@@ -353,6 +387,13 @@ def test_bad_inputs_name_the_argument():
     with pytest.raises(TypeError, match="slot_mapping has dtype torch.float32"):
         qk_norm_rope(pos, q, k, w, w, EPS, table, value=k, k_cache=torch.zeros(2, 4, 1, 64),
                      v_cache=torch.zeros(2, 4, 1, 64), slot_mapping=pos.float())
+    kv = dict(value=k, k_cache=torch.zeros(2, 4, 1, 64), v_cache=torch.zeros(2, 4, 1, 64), slot_mapping=pos)
+    with pytest.raises(ValueError, match="must be given together"):
+        apply_rope(pos, q, k, 64, table, value=k)
+    with pytest.raises(ValueError, match="the KV write needs key"):
+        apply_rope(pos, q, None, 64, table, **kv)
+    with pytest.raises(ValueError, match="rotates the whole head"):
+        apply_rope(pos, q, k, 64, rope_cos_sin_cache(64, 16, 1e4, rotary_dim=32), **kv)
     with pytest.raises(ValueError, match="rope_scaling type 'yarn' is not supported"):
         rope_cos_sin_cache(64, 16, 1e4, {"rope_type": "yarn", "factor": 4.0})
     with pytest.raises(ValueError, match="lacks"):

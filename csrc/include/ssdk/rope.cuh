@@ -13,7 +13,12 @@
 
 namespace ssdk::rotary {
 
-enum class Mode { kCache, kInvFreq, kNormCache };
+// kCache: angles from the table; kCacheStore: the same plus the optional paged KV write (Llama's attention
+// prologue); kInvFreq: angles from inv_freq; kNormCache: per-head RMSNorm, table angles, optional KV write.
+enum class Mode { kCache, kCacheStore, kInvFreq, kNormCache };
+
+template <Mode M> constexpr bool kHasNorm = M == Mode::kNormCache;
+template <Mode M> constexpr bool kHasStore = M == Mode::kNormCache || M == Mode::kCacheStore;
 
 template <typename T, typename C>
 struct RopeArgs {
@@ -23,7 +28,7 @@ struct RopeArgs {
   T* key;                 // [tokens, Hkv, D] strided, or nullptr
   int64_t q_token_stride, q_head_stride, k_token_stride, k_head_stride;
   int num_tokens, num_q_heads, num_kv_heads, rot_dim;
-  const C* cos_sin;       // kCache/kNormCache: [max_position, rot_dim]
+  const C* cos_sin;       // kCache/kCacheStore/kNormCache: [max_position, rot_dim]
   int64_t max_position;
   const float* inv_freq;  // kInvFreq: [rot_dim / 2]
   bool hf_exact;
@@ -31,7 +36,7 @@ struct RopeArgs {
   const T* q_weight;
   const T* k_weight;
   float eps;
-  // Paged KV write (kNormCache only); value == nullptr: none.
+  // Paged KV write (kCacheStore/kNormCache, rot_dim == head size); value == nullptr: none.
   const T* value;         // [tokens, Hkv, D] strided
   int64_t v_token_stride, v_head_stride;
   T* k_cache;             // [pages, page_size, Hkv, D], last dim contiguous
@@ -132,7 +137,7 @@ __global__ void __launch_bounds__(256) rope_kernel(RopeArgs<T, C> a, int lanes_l
     if constexpr (NEOX) load_floats<T, W, VECTORIZED>(src + half + c * W, x2[i]);
   }
   float w1[NC][W], w2[NC][W];  // kNormCache: the q_norm / k_norm weights of this lane's elements
-  if constexpr (MODE == Mode::kNormCache) {
+  if constexpr (kHasNorm<MODE>) {
     if (!is_v) {
       const T* w_ptr = is_q ? a.q_weight : a.k_weight;
 #pragma unroll
@@ -169,7 +174,7 @@ __global__ void __launch_bounds__(256) rope_kernel(RopeArgs<T, C> a, int lanes_l
   }
 
   int64_t slot = -1;
-  if constexpr (MODE == Mode::kNormCache) {
+  if constexpr (kHasStore<MODE>) {
     if (a.value != nullptr && !is_q) {
       slot = load_index(a.slot_mapping, a.slots_int64, token);
       if (slot >= a.num_slots) slot = -1;
@@ -189,7 +194,7 @@ __global__ void __launch_bounds__(256) rope_kernel(RopeArgs<T, C> a, int lanes_l
     }
   };
 
-  if (MODE == Mode::kNormCache && is_v) {
+  if (kHasStore<MODE> && is_v) {
     if (slot >= 0) {
       T* dst = cache_ptr(true);
       for_chunks([&](int c, int i) {
@@ -200,7 +205,7 @@ __global__ void __launch_bounds__(256) rope_kernel(RopeArgs<T, C> a, int lanes_l
     return;
   }
 
-  if constexpr (MODE == Mode::kNormCache) {
+  if constexpr (kHasNorm<MODE>) {
     float sum_sq = 0.f;
 #pragma unroll
     for (int i = 0; i < NC; ++i) {
@@ -236,7 +241,7 @@ __global__ void __launch_bounds__(256) rope_kernel(RopeArgs<T, C> a, int lanes_l
     store_floats<T, W, VECTORIZED>(x_ptr + c * W, x1[i]);
     if constexpr (NEOX) store_floats<T, W, VECTORIZED>(x_ptr + half + c * W, x2[i]);
   });
-  if (MODE == Mode::kNormCache && slot >= 0) {
+  if (kHasStore<MODE> && slot >= 0) {
     T* dst = cache_ptr(false);
     for_chunks([&](int c, int i) {
       store_floats<T, W, VECTORIZED>(dst + c * W, x1[i]);
@@ -268,7 +273,7 @@ template <typename T, typename C, bool NEOX, Mode MODE>
 cudaError_t launch_rope(const RopeArgs<T, C>& a, bool tensors_aligned16, cudaStream_t stream) {
   if (a.num_tokens == 0) return cudaSuccess;
   const int heads_total =
-      a.num_q_heads + (a.key ? a.num_kv_heads : 0) + (MODE == Mode::kNormCache && a.value ? a.num_kv_heads : 0);
+      a.num_q_heads + (a.key ? a.num_kv_heads : 0) + (kHasStore<MODE> && a.value ? a.num_kv_heads : 0);
   constexpr int kVec = 16 / sizeof(T);
   constexpr int kPairs = NEOX ? kVec : kVec / 2;
   const int half = a.rot_dim / 2;

@@ -6,6 +6,8 @@
   per token (speculative trees repeat and reorder them). FlashInfer drop-ins:
   ``apply_rope_with_cos_sin_cache_inplace``, ``apply_rope_pos_ids_inplace``,
   ``apply_llama31_rope_pos_ids_inplace`` (the last two compute cos/sin on the fly from inv_freq).
+- ``apply_rope(..., value=, k_cache=, v_cache=, slot_mapping=)``: the same with the paged KV write of
+  the rotated k and v in one kernel (Llama's attention prologue); equal to apply_rope -> store_kv_cache.
 - ``qk_norm_rope``: Qwen-3 per-head RMSNorm of q and k, then RoPE, optionally writing k/v into the
   paged cache, in one kernel; equal to rmsnorm -> apply_rope -> store_kv_cache.
 
@@ -146,8 +148,11 @@ def _check_cache(cos_sin_cache: torch.Tensor, query: torch.Tensor, head_size: in
 
 
 def apply_rope(positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor | None, head_size: int,
-               cos_sin_cache: torch.Tensor, is_neox: bool = True, hf_exact: bool = False) -> None:
-    """Rotate q and k in place (vLLM ``rotary_embedding``).
+               cos_sin_cache: torch.Tensor, is_neox: bool = True, hf_exact: bool = False,
+               value: torch.Tensor | None = None, k_cache: torch.Tensor | None = None,
+               v_cache: torch.Tensor | None = None, slot_mapping: torch.Tensor | None = None) -> None:
+    """Rotate q and k in place (vLLM ``rotary_embedding``), optionally writing k and v into the paged
+    KV cache in the same kernel (Llama's attention prologue).
 
     Parameters
     ----------
@@ -160,14 +165,38 @@ def apply_rope(positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor |
         contiguous; the first rot dims of each head rotate, the rest pass through.
     is_neox : rotate-half pairs (i, i + rot/2) (Llama/Qwen); False: GPT-J pairs (2i, 2i + 1).
     hf_exact : transformers' rounding in the model dtype (see module doc).
+    value, k_cache, v_cache, slot_mapping : all or none. value [T, Hkv * D] or [T, Hkv, D];
+        caches/slots as in :func:`ssdk.ops.store_kv_cache`; the rotated k and v are written there.
+        Needs key and a table that rotates the whole head (rot == head_size). Equal to apply_rope ->
+        store_kv_cache.
 
     A position outside the table is not checked on the GPU (no host sync): the kernels write NaN into
     that token's rotated dims; the torch reference raises IndexError.
     """
     _check_rope_args(positions, query, key, head_size, cos_sin_cache, "cos_sin_cache")
     _check_cache(cos_sin_cache, query, head_size)
+    if _check_kv_write(positions, key, value, k_cache, v_cache, slot_mapping, head_size) and \
+            cos_sin_cache.shape[1] != head_size:
+        raise ValueError(f"ssdk: the KV write needs a cos_sin_cache that rotates the whole head "
+                         f"(rot == head_size={head_size}), got rot={cos_sin_cache.shape[1]}")
     _backend.impl("rope", query.device)(positions, query, key, head_size, cos_sin_cache, bool(is_neox),
-                                        bool(hf_exact))
+                                        bool(hf_exact), value, k_cache, v_cache, slot_mapping)
+
+
+def _check_kv_write(positions: torch.Tensor, key: torch.Tensor | None, value: torch.Tensor | None,
+                    k_cache: torch.Tensor | None, v_cache: torch.Tensor | None, slot_mapping: torch.Tensor | None,
+                    head_size: int) -> bool:
+    """True when the fused KV write is requested (value, k_cache, v_cache, slot_mapping: all or none)."""
+    kv = (value, k_cache, v_cache, slot_mapping)
+    if all(t is None for t in kv):
+        return False
+    if any(t is None for t in kv):
+        raise ValueError("ssdk: value, k_cache, v_cache and slot_mapping must be given together")
+    if key is None:
+        raise ValueError("ssdk: the KV write needs key")
+    _check_heads(value, "value", positions.shape[0], head_size)
+    check_kv_write(ref.heads_view(key, head_size), ref.heads_view(value, head_size), k_cache, v_cache, slot_mapping)
+    return True
 
 
 def apply_rope_with_cos_sin_cache_inplace(positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor,
@@ -263,13 +292,7 @@ def qk_norm_rope(positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor
         check_shape(w, name, (head_size,))
         if not w.is_contiguous():
             raise ValueError(f"ssdk: {name} must be contiguous, got strides {w.stride()}")
-    kv = (value, k_cache, v_cache, slot_mapping)
-    if any(t is not None for t in kv):
-        if any(t is None for t in kv):
-            raise ValueError("ssdk: value, k_cache, v_cache and slot_mapping must be given together")
-        _check_heads(value, "value", positions.shape[0], head_size)
-        check_kv_write(ref.heads_view(key, head_size), ref.heads_view(value, head_size), k_cache, v_cache,
-                       slot_mapping)
+    _check_kv_write(positions, key, value, k_cache, v_cache, slot_mapping, head_size)
     _backend.impl("qk_norm_rope", query.device)(positions, query, key, q_weight, k_weight, float(eps),
                                                 cos_sin_cache, bool(is_neox), bool(hf_exact), value, k_cache,
                                                 v_cache, slot_mapping)
@@ -298,7 +321,8 @@ _backend.register("qk_norm_rope", cuda=_cuda_op("qk_norm_rope"), triton=_triton(
 if _cuda_op("rope") is not None:
     # The schemas mutate their arguments and return nothing: shape propagation has nothing to do.
     @torch.library.register_fake("ssdk::rope")
-    def _(positions, query, key, head_size, cos_sin_cache, is_neox, hf_exact):
+    def _(positions, query, key, head_size, cos_sin_cache, is_neox, hf_exact, value=None, k_cache=None, v_cache=None,
+          slot_mapping=None):
         return None
 
     @torch.library.register_fake("ssdk::rope_pos_ids")

@@ -82,11 +82,15 @@ def qk_norm_rope(positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor
 
 # Out-variant adaptors with the op schemas' signatures (the torch backend).
 def rope_inplace(positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor | None, head_size: int,
-                 cos_sin_cache: torch.Tensor, is_neox: bool, hf_exact: bool) -> None:
+                 cos_sin_cache: torch.Tensor, is_neox: bool, hf_exact: bool, value: torch.Tensor | None = None,
+                 k_cache: torch.Tensor | None = None, v_cache: torch.Tensor | None = None,
+                 slot_mapping: torch.Tensor | None = None) -> None:
     q, k = rope(positions, query, key, head_size, cos_sin_cache, is_neox, hf_exact)
     heads_view(query, head_size).copy_(q)
     if key is not None:
         heads_view(key, head_size).copy_(k)
+    if k_cache is not None:
+        ref_kv_cache.store_kv_cache(k, heads_view(value, head_size), k_cache, v_cache, slot_mapping)
 
 
 def rope_pos_ids_inplace(positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor | None, head_size: int,

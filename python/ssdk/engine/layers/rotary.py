@@ -20,6 +20,11 @@ class RotaryEmbedding(nn.Module):
                                            device=device)
         self.register_buffer("cos_sin_cache", cache, persistent=False)
 
-    def forward(self, positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor) -> None:
-        """Rotate query [T, Hq, D] and key [T, Hkv, D] in place (neox pairs, transformers' rounding)."""
-        ops.apply_rope(positions, query, key, self.head_dim, self.cos_sin_cache, is_neox=True, hf_exact=True)
+    def forward(self, positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor,
+                kv_write: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> None:
+        """Rotate query [T, Hq, D] and key [T, Hkv, D] in place (neox pairs, transformers' rounding);
+        ``kv_write`` = (value, k_cache, v_cache, slot_mapping) also stores the rotated k and v in the
+        paged cache in the same kernel."""
+        value, k_cache, v_cache, slot_mapping = kv_write or (None, None, None, None)
+        ops.apply_rope(positions, query, key, self.head_dim, self.cos_sin_cache, is_neox=True, hf_exact=True,
+                       value=value, k_cache=k_cache, v_cache=v_cache, slot_mapping=slot_mapping)

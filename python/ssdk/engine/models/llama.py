@@ -45,16 +45,14 @@ class LlamaAttention(nn.Module):
         q = q.view(-1, self.num_heads, self.head_dim)
         k = k.view(-1, self.num_kv_heads, self.head_dim)
         v = v.view(-1, self.num_kv_heads, self.head_dim)
-        rotary = self.rotary[0]
+        rotary, ctx = self.rotary[0], get_context()
         if hasattr(self, "q_norm"):  # Qwen-3: norm + RoPE + KV write in one kernel
-            ctx = get_context()
             ops.qk_norm_rope(positions, q, k, self.q_norm.weight, self.k_norm.weight, self.eps,
                              rotary.cos_sin_cache, is_neox=True, hf_exact=True, value=v, k_cache=self.attn.k_cache,
                              v_cache=self.attn.v_cache, slot_mapping=ctx.slot_mapping)
-            out = self.attn(q, k, v, kv_stored=True)
-        else:
-            rotary(positions, q, k)
-            out = self.attn(q, k, v)
+        else:  # Llama: RoPE + KV write in one kernel
+            rotary(positions, q, k, kv_write=(v, self.attn.k_cache, self.attn.v_cache, ctx.slot_mapping))
+        out = self.attn(q, k, v, kv_stored=True)
         return self.o_proj(out.view(-1, q_size))
 
 
