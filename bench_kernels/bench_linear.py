@@ -26,7 +26,7 @@ SHAPES = {
 def main() -> None:
     args = parse_args(__doc__)
     args.cold = True  # see the module docstring
-    rows = [1, 8] if args.quick else [1, 2, 4, 8]
+    rows = [1, 2, 4] if args.quick else [1, 2, 4, 8]  # ssdk-cuda at M = 8 is the op's cuBLAS route
     dtype, s = torch.bfloat16, 2
     runner = Runner("linear", args)
     ssdk_cuda, ssdk_triton = get_impl("linear", "cuda"), get_impl("linear", "triton")

@@ -2,7 +2,7 @@
 // (device code: include/ssdk/linear.cuh).
 // Shapes: x [..., K], weight [N, K], bias [N] or None, out [..., N]; x and out rows strided (leading dims
 // collapsible, last dim contiguous), weight rows strided (last dim contiguous); one dtype for all.
-// Routing: fp16/bf16 with at most gemv::kMaxRows (8) rows of x take the skinny kernel (fp32 accumulation,
+// Routing: fp16/bf16 with at most gemv::kMaxRows (4) rows of x take the skinny kernel (fp32 accumulation,
 // one rounding); more rows, or fp32, go to cuBLAS through at::mm_out / at::addmm_out (torch's matmul).
 // Any arch >= sm_70 (PDL on sm_90). Reference: ssdk.ref.linear (fp32 math).
 #include <ATen/ops/addmm.h>

@@ -18,7 +18,9 @@
 
 namespace ssdk::gemv {
 
-constexpr int kMaxRows = 8;    // rows of x the kernel serves; larger M goes to cuBLAS (csrc/linear.cu)
+// Rows of x the kernel serves; more go to cuBLAS (csrc/linear.cu). At 8 rows the FMAs and the x traffic
+// through L1 made it ~30 % slower than cuBLAS on the Llama-3.1-8B shapes (H100 sweep).
+constexpr int kMaxRows = 4;
 constexpr int kThreads = 256;  // per block
 
 template <typename T>
@@ -158,19 +160,25 @@ cudaError_t launch_config(const LinearArgs<T>& a, cudaStream_t stream) {
   return launch_pdl(kernel, dim3(grid), dim3(kThreads), 0, stream, a);
 }
 
-// (R, U) per padded row count MT: see docs/kernel_notes.md "Skinny linear".
+// (R, U) per padded row count MT, from the H100 sweep (bench_kernels/tune_linear.cu, cold weights; see
+// docs/kernel_notes.md "Skinny linear"). Eight loads of 16 bytes in flight per lane in every case.
 template <typename T, int MT, int W>
 cudaError_t launch_rows(const LinearArgs<T>& a, cudaStream_t stream) {
-  if constexpr (MT <= 2) return launch_config<T, MT, 2, 4, W>(a, stream);
-  else return launch_config<T, MT, 2, 4, W>(a, stream);
+  if constexpr (MT == 1) {
+    if (a.k >= 8192) return launch_config<T, MT, 2, 4, W>(a, stream);  // long rows (down_proj): 2x the warps
+    return launch_config<T, MT, 4, 2, W>(a, stream);
+  } else if constexpr (MT == 2) {
+    return launch_config<T, MT, 2, 4, W>(a, stream);
+  } else {
+    return launch_config<T, MT, 4, 2, W>(a, stream);
+  }
 }
 
 template <typename T, int W>
 cudaError_t launch_width(const LinearArgs<T>& a, cudaStream_t stream) {
   if (a.m <= 1) return launch_rows<T, 1, W>(a, stream);
   if (a.m <= 2) return launch_rows<T, 2, W>(a, stream);
-  if (a.m <= 4) return launch_rows<T, 4, W>(a, stream);
-  return launch_rows<T, 8, W>(a, stream);
+  return launch_rows<T, 4, W>(a, stream);
 }
 
 // Requires 1 <= a.m <= kMaxRows, a.n >= 1, a.k >= 1.

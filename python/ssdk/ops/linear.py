@@ -16,7 +16,7 @@ from . import _backend
 from ._checks import FLOAT_DTYPES, check_dtype, check_rows, check_same_device, check_same_dtype, check_shape, \
     check_tensor, out_or_new
 
-SKINNY_MAX_ROWS = 8  # gemv::kMaxRows in csrc/include/ssdk/linear.cuh
+SKINNY_MAX_ROWS = 4  # gemv::kMaxRows in csrc/include/ssdk/linear.cuh (measured crossover with cuBLAS)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

@@ -44,4 +44,6 @@ class ParallelLMHead(VocabParallelEmbedding):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.batch_invariant:
             return self.tp.all_gather_last(ops.batch_invariant_linear(hidden, self.weight))
+        if hidden.is_cuda:  # skinny (decode) batches take ssdk's GEMV kernel, larger ones cuBLAS
+            return self.tp.all_gather_last(ops.linear(hidden, self.weight))
         return self.tp.all_gather_last(F.linear(hidden, self.weight))

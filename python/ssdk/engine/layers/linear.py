@@ -42,7 +42,9 @@ class LinearBase(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.batch_invariant:
             return ops.batch_invariant_linear(x, self.weight, self.bias)
-        return F.linear(x, self.weight, self.bias)
+        if x.is_cuda:  # skinny (decode) batches take ssdk's GEMV kernel, larger ones cuBLAS
+            return ops.linear(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)  # CPU: ops.linear's torch backend upcasts the weight
 
 
 class ColumnParallelLinear(LinearBase):
