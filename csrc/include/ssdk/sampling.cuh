@@ -91,7 +91,7 @@ __device__ __forceinline__ float row_prob(const RowDist& d, float l) { return ro
 // ---- online (max, argmax, sum of exp) statistics
 struct Stat {
   float m, s;
-  int idx;
+  int idx;  // lowest index of the max; statistics blocks of sampled rows leave it INT_MAX (never read)
 };
 
 __device__ __forceinline__ Stat empty_stat() { return {-INFINITY, 0.f, INT_MAX}; }
@@ -119,19 +119,45 @@ __device__ __forceinline__ void accumulate(Stat& st, float x, int v, float scale
   }
 }
 
-// A block of N elements (largest bm at index bi, first on ties): one max update / rescale per block,
-// one exp2 per element (skipped for greedy rows, scale 0, whose sum is never used).
-template <int N>
-__device__ __forceinline__ void accumulate_block(Stat& st, const float* x, float bm, int bi, float scale) {
+// 2^x with one MUFU.EX2 (approximate, ~2 ulp; flushes tiny results to 0; 2^-inf = 0).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// A block of N elements (N a multiple of 4), element k at vocabulary index index_of(k) (ascending in k).
+// Greedy rows (scale 0) need the max and its lowest index; sampled rows need the max and the sum of
+// exp2((x - max) * scale), one fused multiply-add and one MUFU.EX2 per element, and never read the
+// index (ties in merge() pick the same max and the same sum either way), so it is left INT_MAX.
+template <int N, typename IndexOf>
+__device__ __forceinline__ void accumulate_block(Stat& st, const float (&x)[N], IndexOf index_of, float scale) {
+  static_assert(N % 4 == 0, "blocks of 4k elements");
+  float m0 = x[0], m1 = x[1], m2 = x[2], m3 = x[3];  // four independent max chains
+#pragma unroll
+  for (int k = 4; k < N; k += 4) {
+    m0 = fmaxf(m0, x[k]);
+    m1 = fmaxf(m1, x[k + 1]);
+    m2 = fmaxf(m2, x[k + 2]);
+    m3 = fmaxf(m3, x[k + 3]);
+  }
+  const float bm = fmaxf(fmaxf(m0, m1), fmaxf(m2, m3));
   if (bm > st.m) {
-    st.s = st.s == 0.f ? 0.f : st.s * exp2f((st.m - bm) * scale);
+    if (scale > 0.f) {
+      st.s = st.s == 0.f ? 0.f : st.s * exp2f((st.m - bm) * scale);
+    } else {
+      int bi = INT_MAX;
+#pragma unroll
+      for (int k = N - 1; k >= 0; --k) bi = x[k] == bm ? index_of(k) : bi;
+      st.idx = bi;
+    }
     st.m = bm;
-    st.idx = bi;
   }
   if (scale > 0.f && st.m > -INFINITY) {
+    const float ms = st.m * scale;
     float sum = 0.f;
 #pragma unroll
-    for (int k = 0; k < N; ++k) sum += x[k] > -INFINITY ? exp2f((x[k] - st.m) * scale) : 0.f;
+    for (int k = 0; k < N; ++k) sum += fast_exp2(fmaf(x[k], scale, -ms));
     st.s += sum;
   }
 }
@@ -302,8 +328,8 @@ __device__ __forceinline__ void for_each_uniform(const T* row, int n, F&& f) {
   }
 }
 
-// Block-merged statistics of [lo, hi) of a row (lo a multiple of VEC when vec_ok): 16-byte loads, four
-// in flight per thread, each group of 4 * VEC elements folded in as one accumulate_block.
+// Block-merged statistics of [lo, hi) of a row (lo a multiple of VEC when vec_ok): 16-byte loads, eight
+// in flight per thread (128 bytes), folded in as accumulate_blocks of 4 * VEC elements.
 template <typename T, int VEC>
 __device__ __forceinline__ Stat row_stats(const T* row, int lo, int hi, bool vec_ok, float scale) {
   Stat st = empty_stat();
@@ -312,40 +338,28 @@ __device__ __forceinline__ Stat row_stats(const T* row, int lo, int hi, bool vec
     const int vhi = lo + (hi - lo) / VEC * VEC;
     const int step = blockDim.x * VEC;
     int v = lo + threadIdx.x * VEC;
-    for (; v + 3 * step < vhi; v += 4 * step) {
-      Vec<T, VEC> d[4];
+    for (; v + 7 * step < vhi; v += 8 * step) {
+      Vec<T, VEC> d[8];
 #pragma unroll
-      for (int u = 0; u < 4; ++u) d[u].load(row + v + u * step);
-      float x[4 * VEC];
-      float bm = -INFINITY;
-      int bi = INT_MAX;
+      for (int u = 0; u < 8; ++u) d[u].load(row + v + u * step);
 #pragma unroll
-      for (int u = 0; u < 4; ++u)
+      for (int half = 0; half < 2; ++half) {
+        float x[4 * VEC];
 #pragma unroll
-        for (int j = 0; j < VEC; ++j) {
-          x[u * VEC + j] = to_float(d[u].data[j]);
-          if (x[u * VEC + j] > bm) {
-            bm = x[u * VEC + j];
-            bi = v + u * step + j;
-          }
-        }
-      accumulate_block<4 * VEC>(st, x, bm, bi, scale);
+        for (int u = 0; u < 4; ++u)
+#pragma unroll
+          for (int j = 0; j < VEC; ++j) x[u * VEC + j] = to_float(d[4 * half + u].data[j]);
+        const int base = v + 4 * half * step;
+        accumulate_block(st, x, [&](int k) { return base + (k / VEC) * step + k % VEC; }, scale);
+      }
     }
     for (; v < vhi; v += step) {
       Vec<T, VEC> d;
       d.load(row + v);
       float x[VEC];
-      float bm = -INFINITY;
-      int bi = INT_MAX;
 #pragma unroll
-      for (int j = 0; j < VEC; ++j) {
-        x[j] = to_float(d.data[j]);
-        if (x[j] > bm) {
-          bm = x[j];
-          bi = v + j;
-        }
-      }
-      accumulate_block<VEC>(st, x, bm, bi, scale);
+      for (int j = 0; j < VEC; ++j) x[j] = to_float(d.data[j]);
+      accumulate_block(st, x, [&](int k) { return v + k; }, scale);
     }
     tail = vhi + threadIdx.x;
   }

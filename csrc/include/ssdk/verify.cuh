@@ -1,7 +1,7 @@
 // Sampling and speculative verification from logits (semantics: ssdk/ops/verify.py, reference:
 // ssdk/ref/verify.py). Two launches per call, the second a programmatic dependent of the first:
 //
-//   stats_kernel (row, 8192-entry chunk): online max / argmax / sum of exp of one vocabulary chunk of one
+//   stats_kernel (row, 16384-entry chunk): online max / argmax / sum of exp of one vocabulary chunk of one
 //                row -> partials (fixed chunk: a row's merge order never depends on the batch size). For
 //                stochastic requests it also writes the race bounds of the final sample (below).
 //   verify_kernel (request, chunk): decides acceptance (every CTA of the request decides redundantly from
@@ -29,7 +29,7 @@ namespace ssdk::sampling {
 
 constexpr int kMaxRequests = 1 << 16;
 constexpr int kMaxTreeNodes = 1024;
-constexpr int kMaxPrunedChunk = 4096;  // sample chunks up to this size keep r_v in shared memory (race bounds)
+constexpr int kMaxPrunedChunk = 4096;  // sample chunks up to this size keep r_v in registers (race bounds)
 
 __device__ unsigned int g_final_count[kMaxRequests];
 
@@ -455,7 +455,6 @@ __device__ void decide_tree(const VerifyArgs<T>& a, int b, uint64_t offset, Deci
 template <typename T, int VEC, int MODE>
 __device__ Pick final_pass(const VerifyArgs<T>& a, const Decision& dec, int b, int lo, int hi, uint64_t offset,
                            const int* excl, int num_excl) {
-  __shared__ __align__(16) float s_r[kMaxPrunedChunk];
   const T* prow = a.map.target + static_cast<int64_t>(dec.final_row) * a.map.target_stride;
   const float* qprobs = nullptr;
   const T* qlogits = nullptr;
@@ -466,15 +465,15 @@ __device__ Pick final_pass(const VerifyArgs<T>& a, const Decision& dec, int b, i
   // f(v, p_v, q_v) over [lo, hi). Probabilities as weight * (1 / sum) (the acceptance tests divide; the
   // race tolerates 1-ulp changes).
   const float p_inv = 1.f / dec.p.sum, q_inv = 1.f / dec.q.sum;
+  auto prob = [&](int v, float x) {  // rejected children zeroed
+    float p;
+    if constexpr (MODE == kChainProbs) p = x;
+    else p = row_weight(dec.p, x) * p_inv;
+    for (int e = 0; e < num_excl; ++e)
+      if (excl[e] == v) p = 0.f;
+    return p;
+  };
   auto for_probs = [&](auto&& f) {
-    auto prob = [&](int v, float x) {
-      float p;
-      if constexpr (MODE == kChainProbs) p = x;
-      else p = row_weight(dec.p, x) * p_inv;
-      for (int e = 0; e < num_excl; ++e)
-        if (excl[e] == v) p = 0.f;
-      return p;
-    };
     if (qlogits) {
       for_each_pair<T, VEC>(prow, qlogits, lo, hi, a.vec_target && a.vec_draft,
                             [&](int v, float x, float y) { f(v, prob(v, x), row_weight(dec.q, y) * q_inv); });
@@ -486,48 +485,59 @@ __device__ Pick final_pass(const VerifyArgs<T>& a, const Decision& dec, int b, i
     return race_weight(word(philox_draws(a.seed, offset, b, kTagSample, static_cast<uint32_t>(v) >> 2), v & 3));
   };
 
-  if (a.race_bounds != nullptr && hi - lo <= kMaxPrunedChunk) {
-    // This thread's groups of 4 entries (one Philox call each) in the draw pass below: bounds loaded
-    // first, so they arrive with the rows.
-    constexpr int kGroups = kMaxPrunedChunk / 4 / kThreads;
-    const int g_lo = lo >> 2, num_groups = (hi - lo + 3) >> 2;  // lo is a multiple of 8
-    int8_t bound_exp[kGroups];
-#pragma unroll
-    for (int k = 0; k < kGroups; ++k) {
-      const int g = threadIdx.x + k * kThreads;
-      bound_exp[k] = g < num_groups ? a.race_bounds[static_cast<int64_t>(b) * a.bounds_stride + g_lo + g] : 0;
-    }
-    // Residuals into shared memory; each thread scores its largest residual exactly: the best of those
-    // scores is reached in this chunk, so entries with r_v * bound_v below it cannot be the chunk's pick.
+  if (a.race_bounds != nullptr && hi - lo <= kMaxPrunedChunk && (hi - lo) % VEC == 0 && a.vec_target &&
+      (qlogits == nullptr || a.vec_draft)) {
+    // This thread's entries: vectors k at lo + (threadIdx.x + k * kThreads) * VEC, residuals in registers.
+    // Each thread scores its largest residual exactly: the best of those scores is reached in this chunk,
+    // so entries with r_v * 2^bound below it cannot be the chunk's pick and are never drawn.
+    constexpr int kVecs = kMaxPrunedChunk / (kThreads * VEC), kGroups = VEC / 4;  // groups: Philox calls
+    const int8_t* bounds = a.race_bounds + static_cast<int64_t>(b) * a.bounds_stride;
+    float r[kVecs][VEC];
+    int8_t bound_exp[kVecs][kGroups];
     float top_r = 0.f;
     int top_v = -1;
-    for_probs([&](int v, float p, float q) {
-      const float r = fmaxf(p - q, 0.f);
-      s_r[v - lo] = r;
-      if (r > top_r) {
-        top_r = r;
-        top_v = v;
+#pragma unroll
+    for (int k = 0; k < kVecs; ++k) {
+      const int v = lo + (threadIdx.x + k * kThreads) * VEC;  // v < hi implies v + VEC <= hi
+      Vec<T, VEC> pv, qv;
+      if (v < hi) {
+        pv.load(prow + v);
+        if (qlogits) qv.load(qlogits + v);
       }
-    });
+#pragma unroll
+      for (int g = 0; g < kGroups; ++g) bound_exp[k][g] = v < hi ? bounds[(v >> 2) + g] : 0;
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) {
+        r[k][j] = 0.f;
+        if (v >= hi) continue;
+        const float p = prob(v + j, to_float(pv.data[j]));
+        const float q = qlogits ? row_weight(dec.q, to_float(qv.data[j])) * q_inv : qprobs ? qprobs[v + j] : 0.f;
+        r[k][j] = fmaxf(p - q, 0.f);
+        if (r[k][j] > top_r) {
+          top_r = r[k][j];
+          top_v = v + j;
+        }
+      }
+    }
     const float threshold = block_max_f(top_v >= 0 ? top_r * race_weight_of(top_v) : 0.f);
     if (threshold > 0.f) {  // else (no residual mass in reach) every entry is drawn, with the fallback below
       Pick pick{-INFINITY, INT_MAX, -INFINITY, INT_MAX};  // no fallback: this request's best score is > 0
 #pragma unroll
-      for (int k = 0; k < kGroups; ++k) {
-        const int g = threadIdx.x + k * kThreads;
-        if (g >= num_groups) break;
-        const float4 r4 = reinterpret_cast<const float4*>(s_r)[g];
-        const float r[4] = {r4.x, r4.y, r4.z, r4.w};
-        const float bound = pow2_of(bound_exp[k]);
-        const int v0 = lo + 4 * g;
-        bool any = false;
+      for (int k = 0; k < kVecs; ++k) {
+        const int v = lo + (threadIdx.x + k * kThreads) * VEC;
 #pragma unroll
-        for (int e = 0; e < 4; ++e) any |= v0 + e < hi && r[e] * bound >= threshold;
-        if (!any) continue;
-        const uint4 draws = philox_draws(a.seed, offset, b, kTagSample, static_cast<uint32_t>(g_lo + g));
+        for (int g = 0; g < kGroups; ++g) {
+          const float bound = pow2_of(bound_exp[k][g]);
+          bool any = false;
 #pragma unroll
-        for (int e = 0; e < 4; ++e)
-          if (v0 + e < hi && r[e] * bound >= threshold) offer(pick.score, pick.idx, r[e] * race_weight(word(draws, e)), v0 + e);
+          for (int e = 0; e < 4; ++e) any |= r[k][4 * g + e] * bound >= threshold;
+          if (!any) continue;  // (entries past hi have r = 0)
+          const uint4 draws = philox_draws(a.seed, offset, b, kTagSample, static_cast<uint32_t>(v >> 2) + g);
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            if (r[k][4 * g + e] * bound >= threshold)
+              offer(pick.score, pick.idx, r[k][4 * g + e] * race_weight(word(draws, e)), v + 4 * g + e);
+        }
       }
       return block_best(pick);
     }
@@ -614,9 +624,11 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(VerifyArgs<T> a) {
     const int g_hi = min(a.bounds_stride, (lo + a.chunk) / 4);
     int8_t* bounds = a.race_bounds + static_cast<int64_t>(req) * a.bounds_stride;
     for (int g = lo / 4 + (row - first) * blockDim.x + threadIdx.x; g < g_hi; g += rows * blockDim.x) {
+      // 1 / E grows with the word (to_unit and -log are monotone; logf is within 1 ulp of it, hence the
+      // 2^-20 margin): one logarithm per group, at the group's largest word.
       const uint4 w = philox_draws(a.seed, offset, req, kTagSample, g);
-      const float m = fmaxf(fmaxf(race_weight(w.x), race_weight(w.y)), fmaxf(race_weight(w.z), race_weight(w.w)));
-      bounds[g] = pow2_ceil_exponent(m);
+      const uint32_t top = max(max(w.x >> 9, w.y >> 9), max(w.z >> 9, w.w >> 9)) << 9;
+      bounds[g] = pow2_ceil_exponent(race_weight(top) * (1.f + 0x1p-20f));
     }
   }
 }
