@@ -9,8 +9,9 @@
 // bypass L1), each x vector is reused for the R weight rows. Per-lane fp32 partials, warp-shuffle sums,
 // one store per output; no split-K, no second kernel. The grid is persistent: at most one wave of blocks
 // (occupancy x SMs), warps striding over the groups.
-// PDL: weights are never written by the previous kernel, so each warp prefetches the start of its first
-// group into L2 before griddepcontrol.wait; x is read, and out written, only after it.
+// PDL: each warp prefetches the start of its first group into L2 before griddepcontrol.wait (the weight is
+// a layer's, not the previous kernel's output; and a prefetch only warms the coherent L2, it returns no
+// data); x is read, and out written, only after the wait.
 #pragma once
 #include <algorithm>
 
