@@ -132,10 +132,11 @@ def test_cuda_graph_capture(backend):
 @pytest.mark.cuda
 def test_rows_are_independent_of_m():
     # The skinny kernel computes each row of x in the same order whatever M (1..SKINNY_MAX_ROWS) and its
-    # launch configuration are; K = 4096 and 14336 take different configurations at M = 1.
-    for k in (4096, 14336):
+    # launch configuration are; K = 4096 and 14336 take different configurations at M = 1, and N = 512 /
+    # 16384 split K over 4 warps / 1 warp per row group (on GPUs of 32 to 170 SMs).
+    for k, n in ((4096, 512), (14336, 512), (4096, 16384)):
         x = torch.randn(SKINNY_MAX_ROWS, k, dtype=torch.bfloat16, device="cuda")
-        weight = (torch.randn(512, k, device="cuda") / 64).to(torch.bfloat16)
+        weight = (torch.randn(n, k, device="cuda") / 64).to(torch.bfloat16)
         full = linear(x, weight)
         for m in range(1, SKINNY_MAX_ROWS):
             torch.testing.assert_close(linear(x[:m], weight), full[:m], atol=0, rtol=0)

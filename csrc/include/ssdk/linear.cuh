@@ -2,12 +2,14 @@
 // of x, the decode-time shape where the weight read is the whole cost (N*K*sizeof(T) bytes, read once).
 // T in {__half, __nv_bfloat16}; fp32 accumulation, one rounding to T at the end (bias added in fp32).
 //
-// Mapping: a warp owns R consecutive weight rows (a "group") over the whole of K; lane l reads the W-element
-// chunks l, l + 32, l + 64, ... of each row (512 contiguous bytes per warp load when W*sizeof(T) = 16), U
-// chunks per row in flight, R*U independent 16-byte loads per lane. The MT (>= M, padded) rows of x are
+// Mapping: S warps of a block own R consecutive weight rows (a "group"), each warp one contiguous slice of
+// K (S = 1: the whole row); lane l reads the W-element chunks l, l + 32, ... of its slice of each row (512
+// contiguous bytes per warp load when W*sizeof(T) = 16), U chunks per row in flight, R*U independent
+// 16-byte loads per lane. S > 1 (few rows, e.g. o_proj's 4096) puts more warps on the weight; the S
+// partial sums of a group meet in shared memory and are added in slice order. The MT (>= M, padded) rows of x are
 // read through L1 (every warp of the SM reads the same columns at about the same time; the weight loads
 // bypass L1), each x vector is reused for the R weight rows. Per-lane fp32 partials, warp-shuffle sums,
-// one store per output; no split-K, no second kernel. The grid is persistent: at most one wave of blocks
+// one store per output; no second kernel. The grid is persistent: at most one wave of blocks
 // (occupancy x SMs), warps striding over the groups.
 // PDL: each warp prefetches the start of its first group into L2 before griddepcontrol.wait (the weight is
 // a layer's, not the previous kernel's output; and a prefetch only warms the coherent L2, it returns no
@@ -23,6 +25,10 @@ namespace ssdk::gemv {
 // through L1 made it ~30 % slower than cuBLAS on the Llama-3.1-8B shapes (H100 sweep).
 constexpr int kMaxRows = 4;
 constexpr int kThreads = 256;  // per block
+constexpr int kWarps = kThreads / 32;
+// Warps per SM the split of K aims for (S doubles up to kMaxSplit while rows/4 * S stay below it); chosen
+// from N and the SM count only, so every M sums a row in the same order.
+constexpr int kSplitTargetWarpsPerSm = 24, kMaxSplit = 4;
 
 template <typename T>
 struct LinearArgs {
@@ -84,24 +90,30 @@ __device__ __forceinline__ void accumulate(float (&acc)[MT][R], const T* (&w_row
 }
 
 // MT: rows of x computed (>= a.m; the rows past a.m repeat the last row and are not stored).
-// R: weight rows per warp. U: chunks per row and lane in flight. W: elements per chunk (16 bytes, or 1
-// when K, a row stride or a pointer is not 16-byte aligned).
-template <typename T, int MT, int R, int U, int W>
+// R: weight rows per group. U: chunks per row and lane in flight. W: elements per chunk (16 bytes, or 1
+// when K, a row stride or a pointer is not 16-byte aligned). S: warps (K slices) per group.
+template <typename T, int MT, int R, int U, int W, int S>
 __global__ void __launch_bounds__(kThreads) skinny_linear_kernel(LinearArgs<T> a) {
-  constexpr int kWarps = kThreads / 32;
-  const int lane = threadIdx.x & 31;
-  const int first_group = blockIdx.x * kWarps + (threadIdx.x >> 5);
-  const int num_warps = gridDim.x * kWarps;
+  static_assert(kWarps % S == 0 && MT * R <= 32, "S must divide the block's warps; MT * R <= 32 lanes");
+  constexpr int kGroupsPerBlock = kWarps / S;
+  __shared__ float partial[S > 1 ? kWarps : 1][MT * R];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int slice = warp % S, local_group = warp / S;
   const int groups = (a.n + R - 1) / R;
   const int chunks = a.k / W;
+  // This warp's slice of K, in chunks: whole multiples of 32 chunks (one warp load) but the last.
+  const int slice_chunks = (chunks + 32 * S - 1) / (32 * S) * 32;
+  const int begin = min(slice * slice_chunks, chunks), end = min(begin + slice_chunks, chunks);
+  const int group_stride = gridDim.x * kGroupsPerBlock;
 
+  const int first_group = blockIdx.x * kGroupsPerBlock + local_group;
   if (first_group < groups) {  // the first two steps of the first group, into L2, before the wait
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const T* row = a.weight + static_cast<int64_t>(min(first_group * R + r, a.n - 1)) * a.weight_stride;
 #pragma unroll
       for (int u = 0; u < 2 * U; ++u)
-        if (lane + 32 * u < chunks) prefetch_l2(row + (lane + 32 * u) * W);
+        if (begin + lane + 32 * u < end) prefetch_l2(row + (begin + lane + 32 * u) * W);
     }
   }
   pdl_wait();  // x may come from the previous kernel, which may also still read out
@@ -111,54 +123,86 @@ __global__ void __launch_bounds__(kThreads) skinny_linear_kernel(LinearArgs<T> a
 #pragma unroll
   for (int m = 0; m < MT; ++m) x_rows[m] = a.x + min(m, a.m - 1) * a.x_stride;
 
-  for (int g = first_group; g < groups; g += num_warps) {
-    const T* w_rows[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) w_rows[r] = a.weight + static_cast<int64_t>(min(g * R + r, a.n - 1)) * a.weight_stride;
+  // Every warp of the block makes the same number of trips (the block synchronizes when S > 1).
+  for (int base = blockIdx.x * kGroupsPerBlock; base < groups; base += group_stride) {
+    const int g = base + local_group;
     float acc[MT][R];
 #pragma unroll
     for (int m = 0; m < MT; ++m)
 #pragma unroll
       for (int r = 0; r < R; ++r) acc[m][r] = 0.f;
-
-    int c = lane;
-    for (; c + 32 * (U - 1) < chunks; c += 32 * U) accumulate<T, MT, R, U, W>(acc, w_rows, x_rows, c);
-    for (; c < chunks; c += 32) accumulate<T, MT, R, 1, W>(acc, w_rows, x_rows, c);
-
-    // Every lane gets every sum; lane m * R + r stores output (m, row r).
+    if (g < groups) {
+      const T* w_rows[R];
 #pragma unroll
-    for (int m = 0; m < MT; ++m) {
+      for (int r = 0; r < R; ++r)
+        w_rows[r] = a.weight + static_cast<int64_t>(min(g * R + r, a.n - 1)) * a.weight_stride;
+      int c = begin + lane;
+      for (; c + 32 * (U - 1) < end; c += 32 * U) accumulate<T, MT, R, U, W>(acc, w_rows, x_rows, c);
+      for (; c < end; c += 32) accumulate<T, MT, R, 1, W>(acc, w_rows, x_rows, c);
+    }
+    // Every lane gets every warp sum; lane m * R + r keeps output (m, row r).
+    float mine = 0.f;
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
 #pragma unroll
       for (int r = 0; r < R; ++r) {
-        float v = warp_sum(acc[m][r]);
-        const int row = g * R + r;
-        if (lane == m * R + r && m < a.m && row < a.n) {
-          if (a.bias) v += to_float(a.bias[row]);
-          a.out[m * a.out_stride + row] = from_float<T>(v);
-        }
+        const float v = warp_sum(acc[m][r]);
+        if (lane == m * R + r) mine = v;
       }
+    if constexpr (S > 1) {
+      if (lane < MT * R) partial[warp][lane] = mine;
+      __syncthreads();
+      if (slice == 0 && lane < MT * R) {
+        mine = partial[warp][lane];
+#pragma unroll
+        for (int s = 1; s < S; ++s) mine += partial[warp + s][lane];
+      }
+      __syncthreads();  // partial is rewritten on the next trip
+    }
+    const int m = lane / R, row = g * R + lane % R;
+    if (slice == 0 && g < groups && lane < MT * R && m < a.m && row < a.n) {
+      if (a.bias) mine += to_float(a.bias[row]);
+      a.out[m * a.out_stride + row] = from_float<T>(mine);
     }
   }
 }
 
-// Blocks of `kernel` resident per SM (queried once per instantiation).
-template <typename Kernel>
-int blocks_per_sm(Kernel kernel) {
-  static const int blocks = [kernel] {
+// Blocks of one kernel instantiation resident per SM (queried once per instantiation).
+template <typename T, int MT, int R, int U, int W, int S>
+int blocks_per_sm() {
+  static const int blocks = [] {
     int n = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kThreads, 0) != cudaSuccess) n = 1;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, skinny_linear_kernel<T, MT, R, U, W, S>, kThreads, 0) !=
+        cudaSuccess)
+      n = 1;
     return std::max(n, 1);
   }();
   return blocks;
 }
 
+template <typename T, int MT, int R, int U, int W, int S>
+cudaError_t launch_split(const LinearArgs<T>& a, cudaStream_t stream) {
+  const int64_t groups = (a.n + R - 1) / R;
+  const int64_t needed = (groups + kWarps / S - 1) / (kWarps / S);
+  const int64_t resident = int64_t{a.num_sms} * blocks_per_sm<T, MT, R, U, W, S>();
+  const int grid = static_cast<int>(std::min(needed, resident));
+  return launch_pdl(skinny_linear_kernel<T, MT, R, U, W, S>, dim3(grid), dim3(kThreads), 0, stream, a);
+}
+
+// K slices per group, from N and the SM count only (never M): see kSplitTargetWarpsPerSm.
+inline int split_for(int n, int num_sms) {
+  int split = 1;
+  while (split < kMaxSplit && int64_t{(n + 3) / 4} * split < int64_t{kSplitTargetWarpsPerSm} * num_sms) split *= 2;
+  return split;
+}
+
 template <typename T, int MT, int R, int U, int W>
 cudaError_t launch_config(const LinearArgs<T>& a, cudaStream_t stream) {
-  auto kernel = skinny_linear_kernel<T, MT, R, U, W>;
-  const int64_t groups = (a.n + R - 1) / R;
-  const int64_t needed = (groups + kThreads / 32 - 1) / (kThreads / 32);
-  const int grid = static_cast<int>(std::min<int64_t>(needed, int64_t{a.num_sms} * blocks_per_sm(kernel)));
-  return launch_pdl(kernel, dim3(grid), dim3(kThreads), 0, stream, a);
+  switch (split_for(a.n, a.num_sms)) {
+    case 1: return launch_split<T, MT, R, U, W, 1>(a, stream);
+    case 2: return launch_split<T, MT, R, U, W, 2>(a, stream);
+    default: return launch_split<T, MT, R, U, W, 4>(a, stream);
+  }
 }
 
 // (R, U) per padded row count MT, from the H100 sweep (bench_kernels/tune_linear.cu, cold weights; see
