@@ -21,16 +21,9 @@ import torch
 
 from ..ref import attention as ref_attention
 from . import _backend
-from ._checks import (
-    check_dtype,
-    check_rows,
-    check_same_device,
-    check_same_dtype,
-    check_shape,
-    check_tensor,
-    out_or_new,
-)
+from ._checks import check_rows, out_or_new
 from .attention import _check as _check_attention
+from .linear import check_linear_args
 
 LINEAR_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -50,23 +43,7 @@ def batch_invariant_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     -------
     out : [..., N], the fp32 dot products rounded once to x's dtype (bias added in fp32).
     """
-    check_tensor(x, "x")
-    check_dtype(x, "x", LINEAR_DTYPES)
-    check_rows(x, "x")
-    check_tensor(weight, "weight")
-    check_same_device(weight, "weight", x, "x")
-    check_same_dtype(weight, "weight", x, "x")
-    if weight.dim() != 2 or weight.shape[1] != x.shape[-1] or weight.shape[1] == 0:
-        raise ValueError(f"ssdk: weight must have shape [N, {x.shape[-1]}] (K >= 1), got {tuple(weight.shape)}")
-    if weight.stride(1) != 1:
-        raise ValueError(f"ssdk: weight must be contiguous in its last dimension, got strides {weight.stride()}")
-    if bias is not None:
-        check_tensor(bias, "bias")
-        check_same_device(bias, "bias", x, "x")
-        check_same_dtype(bias, "bias", x, "x")
-        check_shape(bias, "bias", (weight.shape[0],))
-        if not bias.is_contiguous():
-            raise ValueError(f"ssdk: bias must be contiguous, got strides {bias.stride()}")
+    check_linear_args(x, weight, bias, LINEAR_DTYPES)
     out = out_or_new(out, (*x.shape[:-1], weight.shape[0]), x, "x")
     check_rows(out, "out")
     _backend.impl("batch_invariant_linear", x.device)(out, x, weight, bias)

@@ -19,6 +19,31 @@ from ._checks import FLOAT_DTYPES, check_dtype, check_rows, check_same_device, c
 SKINNY_MAX_ROWS = 4  # gemv::kMaxRows in csrc/include/ssdk/linear.cuh (measured crossover with cuBLAS)
 
 
+def check_linear_args(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                      dtypes: tuple[torch.dtype, ...]) -> None:
+    """The argument checks of the linear ops: x [..., K] (K >= 1, rows collapsible, dtype in ``dtypes``),
+    weight [N, K] of x's dtype and device with a contiguous last dim, bias [N] contiguous or None."""
+    check_tensor(x, "x")
+    check_dtype(x, "x", dtypes)
+    check_rows(x, "x")
+    if x.shape[-1] == 0:
+        raise ValueError(f"ssdk: x must have a last dimension K >= 1, got shape {tuple(x.shape)}")
+    check_tensor(weight, "weight")
+    check_same_device(weight, "weight", x, "x")
+    check_same_dtype(weight, "weight", x, "x")
+    if weight.dim() != 2 or weight.shape[1] != x.shape[-1]:
+        raise ValueError(f"ssdk: weight must have shape [N, {x.shape[-1]}], got {tuple(weight.shape)}")
+    if weight.shape[1] > 1 and weight.stride(1) != 1:
+        raise ValueError(f"ssdk: weight must be contiguous in its last dimension, got strides {weight.stride()}")
+    if bias is not None:
+        check_tensor(bias, "bias")
+        check_same_device(bias, "bias", x, "x")
+        check_same_dtype(bias, "bias", x, "x")
+        check_shape(bias, "bias", (weight.shape[0],))
+        if not bias.is_contiguous():
+            raise ValueError(f"ssdk: bias must be contiguous, got strides {bias.stride()}")
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
            out: torch.Tensor | None = None) -> torch.Tensor:
     """``torch.nn.functional.linear``: ``y = x @ weight^T (+ bias)``, optionally into ``out``.
@@ -37,25 +62,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     out : [..., N]. CUDA, fp16/bf16, at most ``SKINNY_MAX_ROWS`` rows: fp32 products and sums rounded once
         (bias added in fp32); otherwise cuBLAS's result (torch's matmul).
     """
-    check_tensor(x, "x")
-    check_dtype(x, "x", FLOAT_DTYPES)
-    check_rows(x, "x")
-    if x.shape[-1] == 0:
-        raise ValueError(f"ssdk: x must have a last dimension K >= 1, got shape {tuple(x.shape)}")
-    check_tensor(weight, "weight")
-    check_same_device(weight, "weight", x, "x")
-    check_same_dtype(weight, "weight", x, "x")
-    if weight.dim() != 2 or weight.shape[1] != x.shape[-1]:
-        raise ValueError(f"ssdk: weight must have shape [N, {x.shape[-1]}], got {tuple(weight.shape)}")
-    if weight.shape[1] > 1 and weight.stride(1) != 1:
-        raise ValueError(f"ssdk: weight must be contiguous in its last dimension, got strides {weight.stride()}")
-    if bias is not None:
-        check_tensor(bias, "bias")
-        check_same_device(bias, "bias", x, "x")
-        check_same_dtype(bias, "bias", x, "x")
-        check_shape(bias, "bias", (weight.shape[0],))
-        if not bias.is_contiguous():
-            raise ValueError(f"ssdk: bias must be contiguous, got strides {bias.stride()}")
+    check_linear_args(x, weight, bias, FLOAT_DTYPES)
     out = out_or_new(out, (*x.shape[:-1], weight.shape[0]), x, "x")
     check_rows(out, "out")
     _backend.impl("linear", x.device)(out, x, weight, bias)
