@@ -65,6 +65,40 @@ int choose_decode_splits(int64_t pairs, int64_t max_tiles, int64_t requested, in
                                                                             tree_attn::kMaxDecodeSplits)));
 }
 
+// The fields both kernels share, from the checked tensors.
+void set_paged_args(tree_attn::PagedAttentionArgs& p, const at::Tensor& q, const at::Tensor& out,
+                    const std::optional<at::Tensor>& lse, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                    const at::Tensor& block_tables, const at::Tensor& prefix_lens, const at::Tensor& qo_indptr,
+                    const std::optional<at::Tensor>& tree_mask, int64_t group, double sm_scale) {
+  p.q = q.data_ptr();
+  p.out = out.data_ptr();
+  p.lse = lse ? lse->data_ptr<float>() : nullptr;
+  p.k_cache = k_cache.data_ptr();
+  p.v_cache = v_cache.data_ptr();
+  p.block_tables = block_tables.data_ptr<int32_t>();
+  p.prefix_lens = prefix_lens.data_ptr<int32_t>();
+  p.qo_indptr = qo_indptr.data_ptr<int32_t>();
+  p.tree_mask = tree_mask ? tree_mask->data_ptr<int32_t>() : nullptr;
+  p.q_stride_n = q.stride(0);
+  p.q_stride_h = q.stride(1);
+  p.out_stride_n = out.stride(0);
+  p.out_stride_h = out.stride(1);
+  p.k_stride_page = k_cache.stride(0);
+  p.k_stride_tok = k_cache.stride(1);
+  p.k_stride_head = k_cache.stride(2);
+  p.v_stride_page = v_cache.stride(0);
+  p.v_stride_tok = v_cache.stride(1);
+  p.v_stride_head = v_cache.stride(2);
+  p.block_table_stride = block_tables.stride(0);
+  p.mask_stride = tree_mask ? tree_mask->stride(0) : 0;
+  p.page_size = static_cast<int>(k_cache.size(1));
+  p.num_qo_heads = static_cast<int>(q.size(1));
+  p.num_kv_heads = static_cast<int>(k_cache.size(2));
+  p.group = static_cast<int>(group);
+  p.batch = static_cast<int>(block_tables.size(0));
+  p.scale_log2 = static_cast<float>(sm_scale * 1.4426950408889634);
+}
+
 template <typename T, int D>
 void run_decode(tree_attn::DecodeParams& p, int64_t requested_splits, int64_t max_tiles, const at::Tensor& q) {
   p.num_splits = choose_decode_splits(int64_t{p.batch} * p.num_kv_heads, max_tiles, requested_splits,
@@ -158,35 +192,10 @@ void tree_attention(at::Tensor& out, const std::optional<at::Tensor>& lse, const
     TORCH_CHECK(page_size > 0 && block_tables.size(1) * page_size < (int64_t{1} << 31),
                 "ssdk: k_cache's page_size must be > 0 and block_tables map fewer than 2^31 positions");
     tree_attn::DecodeParams p{};
-    p.q = q.data_ptr();
-    p.out = out.data_ptr();
-    p.lse = lse ? lse->data_ptr<float>() : nullptr;
-    p.k_cache = k_cache.data_ptr();
-    p.v_cache = v_cache.data_ptr();
-    p.block_tables = block_tables.data_ptr<int32_t>();
-    p.prefix_lens = prefix_lens.data_ptr<int32_t>();
-    p.qo_indptr = qo_indptr.data_ptr<int32_t>();
-    p.tree_mask = tree_mask ? tree_mask->data_ptr<int32_t>() : nullptr;
-    p.q_stride_n = q.stride(0);
-    p.q_stride_h = q.stride(1);
-    p.out_stride_n = out.stride(0);
-    p.out_stride_h = out.stride(1);
-    p.k_stride_page = k_cache.stride(0);
-    p.k_stride_tok = k_cache.stride(1);
-    p.k_stride_head = k_cache.stride(2);
-    p.v_stride_page = v_cache.stride(0);
-    p.v_stride_tok = v_cache.stride(1);
-    p.v_stride_head = v_cache.stride(2);
-    p.block_table_stride = block_tables.stride(0);
-    p.mask_stride = tree_mask ? tree_mask->stride(0) : 0;
-    p.page_size = static_cast<int>(page_size);
+    set_paged_args(p, q, out, lse, k_cache, v_cache, block_tables, prefix_lens, qo_indptr, tree_mask, group,
+                   sm_scale);
     p.page_shift = (page_size & (page_size - 1)) == 0 ? __builtin_ctzll(page_size) : -1;
     p.table_pages = static_cast<int>(block_tables.size(1));
-    p.num_qo_heads = static_cast<int>(num_qo_heads);
-    p.num_kv_heads = static_cast<int>(num_kv_heads);
-    p.group = static_cast<int>(group);
-    p.batch = static_cast<int>(batch);
-    p.scale_log2 = static_cast<float>(sm_scale * 1.4426950408889634);
     if (q.scalar_type() == at::kHalf) {
       if (head_dim == 64) run_decode<__half, 64>(p, num_kv_splits, max_tiles, q);
       else run_decode<__half, 128>(p, num_kv_splits, max_tiles, q);
@@ -201,34 +210,8 @@ void tree_attention(at::Tensor& out, const std::optional<at::Tensor>& lse, const
   TORCH_CHECK(m_tiles * tree_attn::kMaxSplits < (int64_t{1} << 31), "ssdk: max_q_len is too large");
 
   tree_attn::Params p{};
-  p.q = q.data_ptr();
-  p.out = out.data_ptr();
-  p.lse = lse ? lse->data_ptr<float>() : nullptr;
-  p.k_cache = k_cache.data_ptr();
-  p.v_cache = v_cache.data_ptr();
-  p.block_tables = block_tables.data_ptr<int32_t>();
-  p.prefix_lens = prefix_lens.data_ptr<int32_t>();
-  p.qo_indptr = qo_indptr.data_ptr<int32_t>();
-  p.tree_mask = tree_mask ? tree_mask->data_ptr<int32_t>() : nullptr;
-  p.q_stride_n = q.stride(0);
-  p.q_stride_h = q.stride(1);
-  p.out_stride_n = out.stride(0);
-  p.out_stride_h = out.stride(1);
-  p.k_stride_page = k_cache.stride(0);
-  p.k_stride_tok = k_cache.stride(1);
-  p.k_stride_head = k_cache.stride(2);
-  p.v_stride_page = v_cache.stride(0);
-  p.v_stride_tok = v_cache.stride(1);
-  p.v_stride_head = v_cache.stride(2);
-  p.block_table_stride = block_tables.stride(0);
-  p.mask_stride = tree_mask ? tree_mask->stride(0) : 0;
-  p.page_size = static_cast<int>(page_size);
-  p.num_qo_heads = static_cast<int>(num_qo_heads);
-  p.num_kv_heads = static_cast<int>(num_kv_heads);
-  p.group = static_cast<int>(group);
-  p.batch = static_cast<int>(batch);
+  set_paged_args(p, q, out, lse, k_cache, v_cache, block_tables, prefix_lens, qo_indptr, tree_mask, group, sm_scale);
   p.m_tiles = static_cast<int>(m_tiles);
-  p.scale_log2 = static_cast<float>(sm_scale * 1.4426950408889634);
   if (q.scalar_type() == at::kHalf) {
     if (head_dim == 64) run<__half, 64>(p, shape, num_kv_splits, max_tiles, q);
     else run<__half, 128>(p, shape, num_kv_splits, max_tiles, q);

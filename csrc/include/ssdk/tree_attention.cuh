@@ -24,7 +24,8 @@ constexpr TileShape shape_for_rows(int64_t rows) {
   return rows <= 16 ? TileShape::kM16 : rows <= 32 ? TileShape::kM32 : rows <= 64 ? TileShape::kM64 : TileShape::kM128;
 }
 
-struct Params {
+// The paged-KV attention problem both kernels read (tree: Params, decode: DecodeParams).
+struct PagedAttentionArgs {
   const void* q;  // [n_total, Hq, D]
   void* out;      // [n_total, Hq, D]
   float* lse;     // [n_total, Hq] natural log, or nullptr
@@ -39,8 +40,11 @@ struct Params {
   int64_t v_stride_page, v_stride_tok, v_stride_head;
   int64_t block_table_stride, mask_stride;
   int page_size, num_qo_heads, num_kv_heads, group, batch;
+  float scale_log2;  // sm_scale * log2(e)
+};
+
+struct Params : PagedAttentionArgs {
   int m_tiles, num_splits;  // grid.x = m_tiles * num_splits; the splits of a row block form one cluster
-  float scale_log2;         // sm_scale * log2(e)
 };
 
 // Launches the attention kernel on `stream` (one kernel: the splits merge inside their cluster).
@@ -55,27 +59,13 @@ constexpr int kMaxDecodeGroup = 16;      // q heads per kv head in one mma M til
 constexpr int kMaxDecodeSplits = 16;     // partial states the last split merges (all loads in flight)
 constexpr int kMaxDecodeCounters = 1 << 16;  // (request, kv head) pairs that may split
 
-struct DecodeParams {
-  const void* q;  // [n_total, Hq, D]
-  void* out;      // [n_total, Hq, D]
-  float* lse;     // [n_total, Hq] natural log, or nullptr
-  const void* k_cache;
-  const void* v_cache;          // [num_pages, page_size, Hkv, D]
-  const int32_t* block_tables;  // [batch, table_pages] (row stride block_table_stride)
-  const int32_t* prefix_lens;   // [batch]
-  const int32_t* qo_indptr;     // [batch + 1], n_b in {0, 1}
-  const int32_t* tree_mask;     // [n_total, mask_stride]: bit 0 = the query sees its own token; or nullptr
-  float* partial_o;             // [batch * Hkv, num_splits, group, D] fp32 (num_splits > 1 only)
-  float* partial_lse;           // [batch * Hkv, num_splits, group] log2 domain
-  int64_t q_stride_n, q_stride_h, out_stride_n, out_stride_h;
-  int64_t k_stride_page, k_stride_tok, k_stride_head;
-  int64_t v_stride_page, v_stride_tok, v_stride_head;
-  int64_t block_table_stride, mask_stride;
-  int page_size, page_shift;  // page_shift = log2(page_size) for powers of two, else -1
-  int table_pages;            // block_tables width: the page ids a split may read before it knows the length
-  int num_qo_heads, num_kv_heads, group, batch;
-  int num_splits;     // grid.x
-  float scale_log2;   // sm_scale * log2(e)
+// n_b in {0, 1}; tree_mask bit 0 = the query sees its own token.
+struct DecodeParams : PagedAttentionArgs {
+  float* partial_o;    // [batch * Hkv, num_splits, group, D] fp32 (num_splits > 1 only)
+  float* partial_lse;  // [batch * Hkv, num_splits, group] log2 domain
+  int page_shift;      // log2(page_size) for powers of two, else -1
+  int table_pages;     // block_tables width: the page ids a split may read before it knows the length
+  int num_splits;      // grid.x
 };
 
 template <typename T, int D>
