@@ -1,6 +1,6 @@
 // Launch-configuration sweep for the skinny linear kernel (include/ssdk/linear.cuh): rows per warp R and
 // chunks in flight U for each padded row count MT, on the Llama-3.1-8B / Qwen3-8B decode shapes, bf16.
-// Timing as in tune_memory_bound.cu (CUDA graph of back-to-back PDL launches, median over replays), but
+// Timing from tune_timing.cuh (CUDA graph of back-to-back PDL launches, median over replays), but
 // with cold weights: each launch reads the next of enough weight copies to exceed 2x the L2, as the
 // engine does (every decode step streams all weights from HBM). Picks the rule in gemv::launch_rows.
 //   bash bench_kernels/tune_linear.sh   (GPU machine)
@@ -11,57 +11,10 @@
 #include <vector>
 
 #include "ssdk/linear.cuh"
+#include "tune_timing.cuh"
 
 using bf16 = __nv_bfloat16;
-constexpr int kReplays = 15;
 constexpr size_t kColdBytes = size_t{128} << 20;
-
-#define CHECK(call)                                                                          \
-  do {                                                                                       \
-    cudaError_t e_ = (call);                                                                 \
-    if (e_ != cudaSuccess) {                                                                 \
-      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
-      std::exit(1);                                                                          \
-    }                                                                                        \
-  } while (0)
-
-// Median microseconds per launch; launch(stream, i) enqueues launch i (of `launches`).
-float time_us(int launches, const std::function<cudaError_t(cudaStream_t, int)>& launch) {
-  cudaStream_t stream;
-  CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  for (int i = 0; i < launches; ++i) CHECK(launch(stream, i));
-  CHECK(cudaStreamSynchronize(stream));
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < launches; ++i) CHECK(launch(stream, i));
-  CHECK(cudaStreamEndCapture(stream, &graph));
-  CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  cudaEvent_t start, stop;
-  CHECK(cudaEventCreate(&start));
-  CHECK(cudaEventCreate(&stop));
-  CHECK(cudaGraphLaunch(exec, stream));
-  std::vector<float> times;
-  for (int r = 0; r < kReplays; ++r) {
-    CHECK(cudaEventRecord(start, stream));
-    CHECK(cudaGraphLaunch(exec, stream));
-    CHECK(cudaEventRecord(stop, stream));
-    CHECK(cudaEventSynchronize(stop));
-    float ms;
-    CHECK(cudaEventElapsedTime(&ms, start, stop));
-    times.push_back(ms * 1000.f / launches);
-  }
-  CHECK(cudaGraphExecDestroy(exec));
-  CHECK(cudaGraphDestroy(graph));
-  CHECK(cudaStreamDestroy(stream));
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
-
-__global__ void fill_kernel(bf16* p, size_t n, float scale) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
-    p[i] = __float2bfloat16_rn(scale * (float((i * 2654435761u >> 13) & 1023) / 512.f - 1.f));
-}
 
 struct Problem {
   const char* name;

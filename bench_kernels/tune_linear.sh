@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${TMPDIR:-/tmp}/tune_linear
-if [ ! -x "$bin" ] || [ bench_kernels/tune_linear.cu -nt "$bin" ] || [ csrc/include/ssdk/linear.cuh -nt "$bin" ]; then
+if [ ! -x "$bin" ] || [ bench_kernels/tune_linear.cu -nt "$bin" ] || [ csrc/include/ssdk/linear.cuh -nt "$bin" ] ||
+   [ bench_kernels/tune_timing.cuh -nt "$bin" ]; then
   "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" -O3 -std=c++17 -arch=${ARCH:-sm_90a} --expt-relaxed-constexpr \
     -Xptxas -v -I csrc/include bench_kernels/tune_linear.cu -o "$bin" 2> "${OUT:-/tmp}/tune_linear_ptxas.txt"
 fi

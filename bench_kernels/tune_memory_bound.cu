@@ -13,50 +13,14 @@
 #include "flashinfer/norm.cuh"
 #include "ssdk/activation.cuh"
 #include "ssdk/norm.cuh"
+#include "tune_timing.cuh"
 
 using bf16 = __nv_bfloat16;
-constexpr int kLaunches = 20, kReplays = 15;
+constexpr int kLaunches = 20;
 
-#define CHECK(call)                                                                          \
-  do {                                                                                       \
-    cudaError_t e_ = (call);                                                                 \
-    if (e_ != cudaSuccess) {                                                                 \
-      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
-      std::exit(1);                                                                          \
-    }                                                                                        \
-  } while (0)
-
-// Median microseconds per launch of `launch` (which enqueues one kernel on `stream`).
+// Median microseconds per launch of `launch` (which enqueues one kernel on `stream`), kLaunches per graph.
 float time_us(const std::function<cudaError_t(cudaStream_t)>& launch) {
-  cudaStream_t stream;
-  CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  for (int i = 0; i < 3; ++i) CHECK(launch(stream));
-  CHECK(cudaStreamSynchronize(stream));
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < kLaunches; ++i) CHECK(launch(stream));
-  CHECK(cudaStreamEndCapture(stream, &graph));
-  CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  cudaEvent_t start, stop;
-  CHECK(cudaEventCreate(&start));
-  CHECK(cudaEventCreate(&stop));
-  CHECK(cudaGraphLaunch(exec, stream));
-  std::vector<float> times;
-  for (int r = 0; r < kReplays; ++r) {
-    CHECK(cudaEventRecord(start, stream));
-    CHECK(cudaGraphLaunch(exec, stream));
-    CHECK(cudaEventRecord(stop, stream));
-    CHECK(cudaEventSynchronize(stop));
-    float ms;
-    CHECK(cudaEventElapsedTime(&ms, start, stop));
-    times.push_back(ms * 1000.f / kLaunches);
-  }
-  CHECK(cudaGraphExecDestroy(exec));
-  CHECK(cudaGraphDestroy(graph));
-  CHECK(cudaStreamDestroy(stream));
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  return time_us(kLaunches, [&](cudaStream_t stream, int) { return launch(stream); });
 }
 
 int num_sms() {
@@ -65,14 +29,9 @@ int num_sms() {
   return n;
 }
 
-// Deterministic pseudo-random values in [-2, 2) (the python benchmarks use randn; zeros could flatter).
-__global__ void fill_kernel(bf16* p, size_t n) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
-    p[i] = __float2bfloat16_rn(float((i * 2654435761u >> 13) & 1023) / 256.f - 2.f);
-}
-
+// Values in [-2, 2).
 void fill(bf16* p, size_t n) {
-  fill_kernel<<<1024, 256>>>(p, n);
+  fill_kernel<<<1024, 256>>>(p, n, 2.f);
   CHECK(cudaDeviceSynchronize());
 }
 
