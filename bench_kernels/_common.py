@@ -1,8 +1,9 @@
 """Shared benchmark plumbing: providers that may be missing, the table printer, result files.
 
-Every bench_<op>.py builds a list of (shape, provider, fn, make_args, bytes) cases, times each with
-ssdk.testing.bench.time_op (CUDA-graph replay median), prints
-``shape | provider | µs | GB/s | %peak`` and writes bench_kernels/results/<op>.json.
+Every bench_<op>.py hands the Runner (shape, provider, fn, make_args, bytes) cases; the providers of one
+(op, shape) are timed together, interleaved in rotated order (ssdk.testing.bench.time_interleaved,
+CUDA-graph replay medians); the Runner prints ``shape | provider | µs | GB/s | %peak`` and writes
+bench_kernels/results/<op>.json.
 """
 
 from __future__ import annotations
@@ -11,11 +12,18 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-
-from ssdk.testing.bench import BenchResults, copy_bandwidth_gbps, time_op
+from ssdk.testing.bench import (
+    BenchResults,
+    PreparedOp,
+    Timing,
+    copy_bandwidth_gbps,
+    prepare_op,
+    time_interleaved,
+)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -35,16 +43,34 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--cold", action="store_true", help="rotate inputs beyond L2 (default: hot L2)")
     parser.add_argument("--out", type=Path, default=None, help="result JSON path (default results/<op>.json)")
     parser.add_argument("--providers", default=None, help="comma-separated subset of providers")
+    parser.add_argument("--sequential", action="store_true",
+                        help="time each provider alone, one after the other (default: a shape's providers "
+                             "interleaved in rotated order)")
     return parser.parse_args()
+
+
+@dataclass
+class _Case:
+    shape: str
+    provider: str
+    op: str
+    nbytes: int | None
+    extra: dict
+    prepared: PreparedOp | None = None
+    error: str | None = None
+    timing: Timing | None = field(default=None)
 
 
 class Runner:
     """Times cases, prints the table, collects result rows.
 
-    Providers given the same ``make_args`` callable run on the same argument buffers: where a tensor
-    lies in memory moves a memory-bound kernel by several percent (FlashInfer's fused_add_rmsnorm at
-    4096x4096 took 43.2 µs on the buffers it got after four other providers and 47.9-48.1 µs on the
-    buffers ssdk-cuda got in the same position, H100), so only shared buffers compare kernels.
+    The providers of one (op, shape) are timed as a group: each is warmed up and captured, then
+    ``replays`` rounds replay every provider once, the order rotated each round (``--sequential``:
+    each provider's replays back to back, before the next provider is captured). Timed one after the
+    other, FlashInfer's fused_add_rmsnorm at 4096x4096 took 43.2 µs as the 5th provider of a shape
+    (after torch eager and torch.compile) and 47.9-48.1 µs timed first or last in a one-process A/B
+    (H100), so a provider's position must not be fixed. Providers given the same ``make_args``
+    callable run on the same argument buffers.
     """
 
     def __init__(self, op: str, args: argparse.Namespace) -> None:
@@ -54,44 +80,69 @@ class Runner:
         self.results = BenchResults()
         self.results.copy_gbps = copy_bandwidth_gbps()
         self.wanted = set(args.providers.split(",")) if args.providers else None
-        self._args_of: Callable | None = None  # the make_args whose argument sets are cached
-        self._arg_sets: list[tuple] = []
+        self._group: list[_Case] = []  # the cases of the current (op, shape), timed together at flush
+        self._arg_sets: dict[int, tuple[Callable, list[tuple]]] = {}  # id(make_args) -> argument sets
+        order = "sequential" if getattr(args, "sequential", False) else "interleaved"
         print(f"# {op} on {torch.cuda.get_device_name()}  torch {torch.__version__}  "
-              f"copy bandwidth {self.results.copy_gbps:.0f} GB/s  L2 {'cold' if args.cold else 'hot'}")
+              f"copy bandwidth {self.results.copy_gbps:.0f} GB/s  L2 {'cold' if args.cold else 'hot'}  "
+              f"providers {order}")
         print(f"{'shape':28s} | {'provider':14s} | {'us':>9s} | {'GB/s':>7s} | {'%peak':>6s}")
 
+    @property
+    def replays(self) -> int:
+        return 10 if self.args.quick else 25
+
     def run(self, shape: str, provider: str, fn: Callable, make_args: Callable, nbytes: int | None,
-            op: str | None = None, **extra: object) -> float | None:
+            op: str | None = None, **extra: object) -> None:
+        """Queue one case; it is timed with the other providers of its (op, shape)."""
         if self.wanted and provider not in self.wanted:
-            return None
+            return
+        op = op or self.op
+        if self._group and (self._group[0].op, self._group[0].shape) != (op, shape):
+            self.flush()
+        case = _Case(shape, provider, op, nbytes, extra)
         try:
-            timing = time_op(fn, self._shared(make_args), bytes_per_call=nbytes or 0, cold_l2=self.args.cold,
-                             replays=10 if self.args.quick else 25)
+            case.prepared = prepare_op(fn, self._shared(make_args), bytes_per_call=nbytes or 0,
+                                       cold_l2=self.args.cold)
+            if getattr(self.args, "sequential", False):
+                case.timing = time_interleaved([case.prepared], self.replays)[0]
+                case.prepared = None
         except Exception as err:  # a provider that cannot run this shape is reported, not fatal
-            print(f"{shape:28s} | {provider:14s} | failed: {type(err).__name__}: {str(err)[:80]}")
-            return None
-        gbps = nbytes / (timing.us * 1e-6) / 1e9 if nbytes else None
-        peak = f"{100 * gbps / self.results.copy_gbps:5.1f}%" if gbps else "     -"
-        print(f"{shape:28s} | {provider:14s} | {timing.us:9.2f} | {gbps or 0:7.0f} | {peak}")
-        self.results.add(op or self.op, shape, provider, timing.us, gbps, timing=timing.method,
-                         l2="cold" if self.args.cold else "hot", **extra)
-        return timing.us
+            case.error = f"{type(err).__name__}: {str(err)[:80]}"
+        self._group.append(case)
+
+    def flush(self) -> None:
+        """Time the queued providers of the current (op, shape) interleaved; print and record them."""
+        group, self._group = self._group, []
+        pending = [c for c in group if c.prepared is not None]
+        for case, timing in zip(pending, time_interleaved([c.prepared for c in pending], self.replays)):
+            case.timing, case.prepared = timing, None  # drops the graph
+        for c in group:
+            if c.timing is None:
+                print(f"{c.shape:28s} | {c.provider:14s} | failed: {c.error}")
+                continue
+            gbps = c.nbytes / (c.timing.us * 1e-6) / 1e9 if c.nbytes else None
+            peak = f"{100 * gbps / self.results.copy_gbps:5.1f}%" if gbps else "     -"
+            print(f"{c.shape:28s} | {c.provider:14s} | {c.timing.us:9.2f} | {gbps or 0:7.0f} | {peak}")
+            self.results.add(c.op, c.shape, c.provider, c.timing.us, gbps, timing=c.timing.method,
+                             l2="cold" if self.args.cold else "hot", **c.extra)
+        self._arg_sets.clear()
 
     def _shared(self, make_args: Callable) -> Callable:
-        """``make_args`` whose i-th call returns the i-th argument set made for this callable so far."""
-        if self._args_of is not make_args:
-            self._args_of, self._arg_sets = make_args, []
+        """``make_args`` whose i-th call returns the i-th argument set made by this callable in the group."""
+        _, sets = self._arg_sets.setdefault(id(make_args), (make_args, []))  # holding make_args pins its id
         calls = 0
 
         def shared() -> tuple:
             nonlocal calls
-            if calls == len(self._arg_sets):
-                self._arg_sets.append(tuple(make_args()))
+            if calls == len(sets):
+                sets.append(tuple(make_args()))
             calls += 1
-            return self._arg_sets[calls - 1]
+            return sets[calls - 1]
         return shared
 
     def write(self) -> Path:
+        self.flush()
         path = self.args.out or RESULTS_DIR / f"{self.op}.json"
         self.results.write(path)
         print(f"# wrote {path}")

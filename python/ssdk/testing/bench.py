@@ -1,7 +1,8 @@
 """The one benchmark timer every ssdk benchmark uses.
 
 ``time_op`` replays a CUDA graph that holds nothing but ``calls`` invocations of the op and reports
-the median time of one invocation in µs. With ``cold_l2=True`` the graph cycles through enough
+the median time of one invocation in µs; ``prepare_op`` + ``time_interleaved`` time several ops (the
+providers of one benchmark shape) in rotated, interleaved order. With ``cold_l2=True`` the graph cycles through enough
 independent copies of the inputs (> 2x the L2 size, at least 50 MB) that every call reads from HBM.
 Falls back to event-timed eager launches (reported) when an op cannot be captured.
 """
@@ -29,7 +30,27 @@ class Timing:
     samples: list[float] = field(default_factory=list)
 
 
-def _graph_time(run_calls: Callable[[], None], calls: int, replays: int) -> Timing:
+@dataclass
+class PreparedOp:
+    """An op ready to time: ``sample()`` runs one timed replay (``calls`` invocations) and returns µs per call."""
+
+    sample: Callable[[], float]
+    method: str         # "graph" or "eager"
+
+
+def _timed(run: Callable[[], None], calls: int) -> Callable[[], float]:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def sample() -> float:
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) * 1e3 / calls
+    return sample
+
+
+def _prepare_graph(run_calls: Callable[[], None], calls: int) -> PreparedOp:
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -42,30 +63,35 @@ def _graph_time(run_calls: Callable[[], None], calls: int, replays: int) -> Timi
         run_calls()
     graph.replay()
     torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    samples = []
-    for _ in range(replays):
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end) * 1e3 / calls)
-    return Timing(statistics.median(samples), "graph", samples)
+    return PreparedOp(_timed(graph.replay, calls), "graph")
 
 
-def _eager_time(run_calls: Callable[[], None], calls: int, replays: int) -> Timing:
+def _prepare_eager(run_calls: Callable[[], None], calls: int) -> PreparedOp:
     for _ in range(2):
         run_calls()
     torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    samples = []
-    for _ in range(replays):
-        start.record()
-        run_calls()
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end) * 1e3 / calls)
-    return Timing(statistics.median(samples), "eager", samples)
+    return PreparedOp(_timed(run_calls, calls), "eager")
+
+
+def prepare_op(fn: Callable[..., object], make_args: Callable[[], Sequence[object]], *, bytes_per_call: int = 0,
+               cold_l2: bool = False, calls: int = 20, graph: bool = True) -> PreparedOp:
+    """Warm ``fn`` up and capture ``calls`` invocations of it in a CUDA graph (see :func:`time_op`)."""
+    copies = 1
+    if cold_l2 and bytes_per_call > 0:
+        copies = max(1, min(256, -(-COLD_BYTES // bytes_per_call)))
+    arg_sets = [tuple(make_args()) for _ in range(copies)]
+    calls = max(calls, copies) if cold_l2 else calls
+
+    def run_calls() -> None:
+        for i in range(calls):
+            fn(*arg_sets[i % copies])
+
+    if graph:
+        try:
+            return _prepare_graph(run_calls, calls)
+        except Exception:  # not capturable (host sync, allocation in an eager library): time eagerly
+            torch.cuda.synchronize()
+    return _prepare_eager(run_calls, calls)
 
 
 def time_op(fn: Callable[..., object], make_args: Callable[[], Sequence[object]], *, bytes_per_call: int = 0,
@@ -79,24 +105,23 @@ def time_op(fn: Callable[..., object], make_args: Callable[[], Sequence[object]]
     bytes_per_call : bytes one call moves; sizes the input rotation for cold_l2.
     cold_l2 : rotate through independent argument copies totalling > COLD_BYTES.
     calls : invocations per graph replay (amortizes the replay launch).
+    replays : timed replays; the median of their per-call times is reported.
     graph : capture into a CUDA graph (falls back to eager launches if capture fails).
     """
-    copies = 1
-    if cold_l2 and bytes_per_call > 0:
-        copies = max(1, min(256, -(-COLD_BYTES // bytes_per_call)))
-    arg_sets = [tuple(make_args()) for _ in range(copies)]
-    calls = max(calls, copies) if cold_l2 else calls
+    return time_interleaved([prepare_op(fn, make_args, bytes_per_call=bytes_per_call, cold_l2=cold_l2,
+                                        calls=calls, graph=graph)], replays)[0]
 
-    def run_calls() -> None:
-        for i in range(calls):
-            fn(*arg_sets[i % copies])
 
-    if graph:
-        try:
-            return _graph_time(run_calls, calls, replays)
-        except Exception:  # not capturable (host sync, allocation in an eager library): time eagerly
-            torch.cuda.synchronize()
-    return _eager_time(run_calls, calls, replays)
+def time_interleaved(ops: Sequence[PreparedOp], replays: int) -> list[Timing]:
+    """Time several prepared ops against each other: ``replays`` rounds, each replaying every op once, the
+    order rotated by one op per round, so every op is timed equally often in every position and none
+    owes its time to what ran just before it (clocks, L2 and DRAM state left by a heavier op)."""
+    samples: list[list[float]] = [[] for _ in ops]
+    for r in range(replays):
+        for k in range(len(ops)):
+            i = (r + k) % len(ops)
+            samples[i].append(ops[i].sample())
+    return [Timing(statistics.median(s), op.method, s) for op, s in zip(ops, samples)]
 
 
 def copy_bandwidth_gbps(nbytes: int = 1 << 30) -> float:
