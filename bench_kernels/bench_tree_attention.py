@@ -35,7 +35,7 @@ QUICK = [("1B", 1, 1024, 21), ("1B", 16, 1024, 21), ("1B", 1, 1024, 1), ("1B", 1
 # --quick first times every decode (n = 1) shape of the full grid (providers below: ssdk against FlashInfer's
 # decode kernel, and the decode kernel at fixed split counts for B <= 16), then the QUICK trees.
 QUICK_DECODE = [(model, batch, prefix, 1) for model in MODELS for batch in (1, 4, 16, 64) for prefix in (128, 1024, 4096)]
-DECODE_SPLITS = (1, 2, 4, 8, 16)
+DECODE_SPLITS = (1, 2, 4, 8, 16, 32, 64)  # 32 and 64 only at B <= 4 (more would not fit one wave)
 DECODE_PROVIDERS = {"ssdk-cuda", "ssdk-cuda-general", "flashinfer-decode"} | {f"ssdk-cuda-s{s}" for s in DECODE_SPLITS}
 
 
@@ -122,6 +122,8 @@ def main() -> None:
         runner.run(shape, "ssdk-triton", ssdk_triton, args_fn, nbytes)
         if args.quick and batch <= 16:  # diagnostics: the split heuristic against fixed split counts
             for splits in DECODE_SPLITS if n == 1 else (1, 4, 16):
+                if splits > 16 and batch > 4:
+                    continue
                 fixed = ssdk_args[:-1] + (splits,)
                 runner.run(shape, f"ssdk-cuda-s{splits}", ssdk_cuda, lambda fixed=fixed: fixed, nbytes)
 

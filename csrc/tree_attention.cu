@@ -56,13 +56,20 @@ int choose_splits(int64_t base_ctas, int64_t max_tiles, int64_t requested, tree_
 }
 
 // Decode splits per (request, kv head): as many as one wave of resident CTAs holds, at most
-// kMaxDecodeSplits and the 64-token tiles of a block_tables row; 1 when the pairs alone fill the wave
-// or exceed the merge counters.
+// kMaxDecodeSplits and the 64-token tiles of a block_tables row, then as few as give the same tiles to
+// the busiest split (the merge reads every state); 1 when a row holds <= kDecodeSerialTiles tiles (one
+// CTA streams them faster than splits merge: measured on H100 at L128), when the pairs alone fill the
+// wave, or when they exceed the merge counters. A requested count is only clamped.
+constexpr int64_t kDecodeSerialTiles = 3;
 int choose_decode_splits(int64_t pairs, int64_t max_tiles, int64_t requested, int ctas_per_sm, int sms) {
   if (pairs > tree_attn::kMaxDecodeCounters) return 1;
-  const int64_t splits = requested > 0 ? requested : int64_t{sms} * ctas_per_sm / pairs;
-  return static_cast<int>(std::clamp<int64_t>(splits, 1, std::min<int64_t>(std::max<int64_t>(max_tiles, 1),
-                                                                            tree_attn::kMaxDecodeSplits)));
+  max_tiles = std::max<int64_t>(max_tiles, 1);
+  const int64_t cap = std::min<int64_t>(max_tiles, tree_attn::kMaxDecodeSplits);
+  if (requested > 0) return static_cast<int>(std::clamp<int64_t>(requested, 1, cap));
+  if (max_tiles <= kDecodeSerialTiles) return 1;
+  const int64_t splits = std::clamp<int64_t>(int64_t{sms} * ctas_per_sm / pairs, 1, cap);
+  const int64_t tiles_per_split = (max_tiles + splits - 1) / splits;
+  return static_cast<int>((max_tiles + tiles_per_split - 1) / tiles_per_split);
 }
 
 // The fields both kernels share, from the checked tensors.

@@ -12,6 +12,8 @@
 //   3. the merge: a single split writes out/lse directly. Otherwise every split writes its normalized
 //      (O, lse) to an fp32 workspace, and the last split of a (request, kv head) to arrive — found with
 //      a self-resetting counter (atomicInc wraps to 0) — merges them: no cluster, no second kernel.
+//      Up to kMaxDecodeSplits = 64 states: their lse go through shared memory and several threads per
+//      (row, 4 columns) sum slices of the splits (merge_split_states), so no thread holds every state.
 // The math is the general kernel's (tree_attention_kernel.cuh): 4 warps split each 64-token tile's
 // columns, S = Q K^T and O += P V on mma.sync with fp32 accumulators, online softmax in the log2 domain.
 #pragma once
@@ -43,6 +45,106 @@ struct DecodeConfig {
   // D = 64: 50 KB, 4 CTAs per SM (512 CTAs of B = 64 fit one wave); D = 128: 98 KB, 2 per SM.
   static constexpr int kMinBlocks = D == 64 ? 4 : 2;
 };
+
+// The last split of a (request, kv head) merges the `splits` partial states, O normalized in
+// part_o [splits][group][D] and lse (log2 domain, -inf: no key) in part_lse [splits][group], and hands
+// each (row r, columns 4 c4 .. 4 c4 + 3) to store(r, c4, out, lse):
+//   1. every thread issues its first batch of O loads, then the lse are staged in shared memory, so the
+//      two round trips overlap;
+//   2. one warp per group row turns the row's lse into weights 2^(lse_s - max) / sum and the merged lse
+//      (butterfly shuffles: every lane holds the same sums);
+//   3. threads take (item, slice): item = (row, 4 columns), slice k of K sums the splits k, k + K, ...
+//      with kBatch loads in flight, K = as many slices as the CTA has threads per item; slices 1 .. K-1
+//      are then added to slice 0 in slice order through shared memory.
+// Deterministic: every sum's order follows from `splits` and the group, never from which split came last.
+template <int D, int kThreads, typename Store>
+__device__ __forceinline__ void merge_split_states(float* smem, const float* part_o, const float* part_lse, int splits,
+                                                   int group, Store store) {
+  static_assert(kMaxDecodeSplits <= 64, "the weight pass gives each lane two splits of a row");
+  constexpr int kCols = D / 4;               // float4 columns of a row
+  constexpr int kBatch = D == 64 ? 12 : 32;  // O loads in flight per thread (48 / 128 registers)
+  constexpr int kLseLoads = kMaxDecodeSplits * kMaxDecodeGroup / kThreads;
+  constexpr float kNegInf = -__builtin_huge_valf();
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int items = group * kCols;
+  const int slices = items >= kThreads ? 1 : kThreads / items;
+  const int work = items * slices;  // > kThreads only with one slice: threads then loop over items
+  float* s_w = smem;                                  // [splits][group]: lse, then weights
+  float* s_lse = s_w + kMaxDecodeSplits * kMaxDecodeGroup;  // [group] merged lse
+  float4* s_acc = reinterpret_cast<float4*>(s_lse + kMaxDecodeGroup);  // [slices - 1][items]
+
+  float4 v[kBatch];
+  auto load_batch = [&](int e, int s0) {  // work item e: splits s0, s0 + slices, ...
+    const int item = e % items;
+    const float* src = part_o + (item / kCols) * D + (item % kCols) * 4;
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const int s = s0 + j * slices;
+      if (s < splits) v[j] = __ldcg(reinterpret_cast<const float4*>(src + int64_t(s) * group * D));
+    }
+  };
+  bool prefetched = tid < work;
+  if (prefetched) load_batch(tid, tid / items);
+
+  float lse_in[kLseLoads];
+#pragma unroll
+  for (int k = 0; k < kLseLoads; ++k) {
+    const int i = tid + k * kThreads;
+    if (i < splits * group) lse_in[k] = __ldcg(part_lse + i);
+  }
+#pragma unroll
+  for (int k = 0; k < kLseLoads; ++k) {
+    const int i = tid + k * kThreads;
+    if (i < splits * group) s_w[i] = lse_in[k];
+  }
+  __syncthreads();
+  for (int r = warp; r < group; r += kThreads / 32) {
+    const float x0 = lane < splits ? s_w[lane * group + r] : kNegInf;
+    const float x1 = lane + 32 < splits ? s_w[(lane + 32) * group + r] : kNegInf;
+    float mx = fmaxf(x0, x1);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    const float base = mx == kNegInf ? 0.f : mx;
+    const float e0 = ex2(x0 - base), e1 = ex2(x1 - base);
+    float sum = e0 + e1;
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    if (lane < splits) s_w[lane * group + r] = e0 * inv;
+    if (lane + 32 < splits) s_w[(lane + 32) * group + r] = e1 * inv;
+    if (lane == 0) s_lse[r] = sum > 0.f ? mx + log2f(sum) : kNegInf;
+  }
+  __syncthreads();
+
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  for (int e = tid; e < work; e += kThreads) {
+    const int item = e % items, slice = e / items, r = item / kCols;
+    acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int s0 = slice; s0 < splits; s0 += kBatch * slices) {
+      if (prefetched) prefetched = false;
+      else load_batch(e, s0);
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) {
+        const int s = s0 + j * slices;
+        if (s < splits) {
+          const float w = s_w[s * group + r];
+          acc.x += w * v[j].x, acc.y += w * v[j].y, acc.z += w * v[j].z, acc.w += w * v[j].w;
+        }
+      }
+    }
+    if (slices == 1) store(r, item % kCols, acc, s_lse[r]);
+    else if (slice > 0) s_acc[(slice - 1) * items + item] = acc;
+  }
+  if (slices == 1) return;
+  __syncthreads();  // work <= kThreads here: thread tid < items holds slice 0 of item tid in acc
+  if (tid < items) {
+    for (int k = 1; k < slices; ++k) {
+      const float4 a = s_acc[(k - 1) * items + tid];
+      acc.x += a.x, acc.y += a.y, acc.z += a.z, acc.w += a.w;
+    }
+    store(tid / kCols, tid % kCols, acc, s_lse[tid / kCols]);
+  }
+}
 
 template <typename T, int D>
 __global__ void __launch_bounds__(DecodeConfig<T, D>::kThreads, DecodeConfig<T, D>::kMinBlocks)
@@ -277,34 +379,10 @@ __global__ void __launch_bounds__(DecodeConfig<T, D>::kThreads, DecodeConfig<T, 
   __syncthreads();
   if (!s_last) return;
   __threadfence();  // acquire side: the other splits' states (read past L1 below)
-  for (int e = tid; e < num_items; e += Cfg::kThreads) {
-    const int r = e / (D / 4), c4 = e % (D / 4);
-    float lse[kMaxDecodeSplits];
-    float4 v[kMaxDecodeSplits];
-#pragma unroll
-    for (int s = 0; s < kMaxDecodeSplits; ++s) {  // all loads in flight at once
-      if (s < active_splits) {
-        lse[s] = __ldcg(part_lse + s * p.group + r);
-        v[s] = __ldcg(reinterpret_cast<const float4*>(part_o + (s * p.group + r) * D + c4 * 4));
-      }
-    }
-    float mx = kNegInf;
-#pragma unroll
-    for (int s = 0; s < kMaxDecodeSplits; ++s)
-      if (s < active_splits) mx = fmaxf(mx, lse[s]);
-    const float base = mx == kNegInf ? 0.f : mx;
-    float sum = 0.f;
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll
-    for (int s = 0; s < kMaxDecodeSplits; ++s) {
-      if (s < active_splits) {
-        const float w = ex2(lse[s] - base);
-        sum += w;
-        acc.x += w * v[s].x, acc.y += w * v[s].y, acc.z += w * v[s].z, acc.w += w * v[s].w;
-      }
-    }
-    store_out(r, c4, acc, sum > 0.f ? 1.f / sum : 0.f, sum > 0.f ? mx + log2f(sum) : kNegInf);
-  }
+  merge_split_states<D, Cfg::kThreads>(reinterpret_cast<float*>(smem + Cfg::kSmemQ), part_o, part_lse, active_splits,
+                                       p.group, [&](int r, int c4, float4 acc, float lse_log2) {
+                                         store_out(r, c4, acc, 1.f, lse_log2);
+                                       });
 }
 
 template <typename T, int D>
