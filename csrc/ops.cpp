@@ -45,6 +45,7 @@ TORCH_LIBRARY(ssdk, m) {
         "Tensor prefix_lens, Tensor qo_indptr, Tensor? tree_mask, int max_q_len, float sm_scale, int num_kv_splits) -> ()");
   // ---- linear.cu
   m.def("linear(Tensor(a!) out, Tensor x, Tensor weight, Tensor? bias) -> ()");
+  m.def("linear_silu_mul(Tensor(a!) out, Tensor x, Tensor weight, bool hf_exact) -> ()");
 }
 
 PYBIND11_MODULE(_C, m) {

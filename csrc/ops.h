@@ -73,5 +73,6 @@ void tree_attention(at::Tensor& out, const std::optional<at::Tensor>& lse, const
 
 // linear.cu
 void linear(at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias);
+void linear_silu_mul(at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, bool hf_exact);
 
 }  // namespace ssdk

@@ -1,4 +1,5 @@
-"""Triton linear: out = x @ weight^T (+ bias), fp32 accumulation (see ssdk.ref.linear).
+"""Triton linear: out = x @ weight^T (+ bias), fp32 accumulation (see ssdk.ref.linear); linear_silu_mul as
+linear then silu_and_mul.
 
 Up to 8 rows of x (decode): a GEMV — each program streams a [BLOCK_N, BLOCK_K] weight tile once and
 multiplies it with all rows of x on the CUDA cores (exact fp32 products). More rows: tensor-core tiles of
@@ -14,6 +15,8 @@ import triton
 import triton.language as tl
 
 from ssdk.ops._checks import row_stride
+
+from .activation import silu_and_mul
 
 GEMV_MAX_ROWS = 8
 
@@ -68,3 +71,10 @@ def linear(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch
                          row_stride(x), weight.stride(0), HAS_BIAS=bias is not None, USE_DOT=use_dot,
                          IEEE=x.dtype == torch.float32, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
                          num_warps=4)
+
+
+def linear_silu_mul(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, hf_exact: bool) -> None:
+    """Out-variant launcher of the unfused form: gate_up = x @ weight^T ([..., 2I]), then silu_and_mul."""
+    gate_up = torch.empty((*x.shape[:-1], weight.shape[0]), dtype=x.dtype, device=x.device)
+    linear(gate_up, x, weight, None)
+    silu_and_mul(out, gate_up, hf_exact)

@@ -1,11 +1,14 @@
 """linear: every backend vs the fp32 reference over M 1..4 (the skinny CUDA kernel) and larger M (cuBLAS
 inside the CUDA op), odd K and N, unaligned (scalar) rows, bias, strided rows, NaN-poisoned outputs,
-opcheck, torch.compile, CUDA graphs, bad inputs."""
+opcheck, torch.compile, CUDA graphs, bad inputs. linear_silu_mul: bit for bit linear -> silu_and_mul on every
+backend, the engine's tensor-parallel gate_up shards, the same checks."""
 
 import pytest
 import torch
 
-from ssdk.ops import linear, use_backend
+from ssdk.engine.layers.linear import MergedColumnParallelLinear
+from ssdk.engine.parallel import TPGroup, building
+from ssdk.ops import linear, linear_silu_mul, silu_and_mul, use_backend
 from ssdk.ops.linear import SKINNY_MAX_ROWS
 from ssdk.ref import linear as ref
 from ssdk.testing.tolerances import assert_close, poison_
@@ -133,13 +136,14 @@ def test_cuda_graph_capture(backend):
 def test_rows_are_independent_of_m():
     # The skinny kernel computes each row of x in the same order whatever M (1..SKINNY_MAX_ROWS) and its
     # launch configuration are; K = 4096 and 14336 take different configurations at M = 1, and N = 512 /
-    # 16384 split K over 4 warps / 1 warp per row group (on GPUs of 32 to 170 SMs).
-    for k, n in ((4096, 512), (14336, 512), (4096, 16384)):
+    # 16384 split K over 4 warps / 1 warp per row group (on GPUs of 32 to 170 SMs), N = 6144 over 2 (H100).
+    for k, n in ((4096, 512), (14336, 512), (4096, 16384), (4096, 6144)):
         x = torch.randn(SKINNY_MAX_ROWS, k, dtype=torch.bfloat16, device="cuda")
         weight = (torch.randn(n, k, device="cuda") / 64).to(torch.bfloat16)
-        full = linear(x, weight)
+        full, full_silu_mul = linear(x, weight), linear_silu_mul(x, weight)
         for m in range(1, SKINNY_MAX_ROWS):
             torch.testing.assert_close(linear(x[:m], weight), full[:m], atol=0, rtol=0)
+            torch.testing.assert_close(linear_silu_mul(x[:m], weight), full_silu_mul[:m], atol=0, rtol=0)
 
 
 @pytest.mark.cpu
@@ -181,3 +185,105 @@ def test_bad_inputs_cuda():
         torch.ops.ssdk.linear(torch.empty(4, 32, device="cuda", dtype=x.dtype), x, weight, weight[0])
     with pytest.raises(RuntimeError, match="x must be a CUDA tensor"):
         torch.ops.ssdk.linear(torch.empty(4, 32), x.cpu(), weight.cpu(), None)
+
+
+def silu_mul_problems(device: str) -> list[tuple[tuple[int, ...], int]]:
+    """(x shape [..., K], I) for a [2I, K] = [gate | up] weight. CUDA: the Llama-3.1-8B gate_up (S = 1 split
+    of K), 2I = 6144 (S = 2 on an H100) and 512 (S = 4), long rows (K >= 8192), M 1..4 and the cuBLAS route
+    beyond, odd K (scalar path) and odd I (partial row groups)."""
+    if device == "cpu":
+        return [((1, 64), 16), ((3, 33), 9), ((2, 3, 40), 5), ((6, 16), 12)]
+    return [((1, 4096), 14336), ((1, 4096), 3072), ((2, 4096), 3072), ((4, 4096), 256), ((3, 14336), 128),
+            ((1, 14336), 2048), ((1, 1001), 37), ((2, 999), 65), ((4, 1003), 33), ((2, 4, 512), 48),
+            ((5, 1001), 37), ((64, 1024), 129)]
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
+@pytest.mark.parametrize("hf_exact", [False, True])
+def test_silu_mul_equals_unfused(backend, device, hf_exact):
+    for x_shape, inter in silu_mul_problems(device):
+        for dtype in dtypes_for(backend, device):
+            x, weight, _ = make(x_shape, 2 * inter, dtype, device, bias=False)
+            out = poison_(torch.empty((*x_shape[:-1], inter), dtype=dtype, device=device))
+            with use_backend(backend):
+                got = linear_silu_mul(x, weight, out=out, hf_exact=hf_exact)
+                unfused = silu_and_mul(linear(x, weight), hf_exact=hf_exact)
+            assert got is out
+            torch.testing.assert_close(got, unfused, atol=0, rtol=0)
+            # gate and up each within one rounding of the fp32 reference's: twice the dtype's tolerance
+            assert_close(got, ref.linear_silu_mul(x, weight, hf_exact), scale=2)
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
+def test_silu_mul_tensor_parallel_shards(backend, device):
+    # Rank r of the engine's MergedColumnParallelLinear (tp = 2) holds [gate rows of r | up rows of r]:
+    # its fused output is the unfused one of that shard, and that rank's slice of the full output.
+    k, inter, tp, dtype = (4096, 2048, 2, torch.bfloat16) if device == "cuda" else (32, 24, 2, torch.float16)
+    x = torch.randn(2, k, dtype=dtype, device=device)
+    gate, up = ((torch.randn(inter, k, device=device) / k ** 0.5).to(dtype) for _ in range(2))
+    with use_backend(backend):
+        full = linear_silu_mul(x, torch.cat([gate, up]), hf_exact=True)
+        for rank in range(tp):
+            with building(TPGroup(rank=rank, size=tp)):
+                layer = MergedColumnParallelLinear(k, [inter, inter]).to(device=device, dtype=dtype)
+            layer.weight_loader(layer.weight, gate, 0)
+            layer.weight_loader(layer.weight, up, 1)
+            got = linear_silu_mul(x, layer.weight, hf_exact=True)
+            torch.testing.assert_close(got, silu_and_mul(linear(x, layer.weight), hf_exact=True), atol=0, rtol=0)
+            shard = slice(rank * inter // tp, (rank + 1) * inter // tp)
+            assert_close(got, full[:, shard])
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
+def test_silu_mul_strided_rows(backend, device):
+    k, inter, dtype = 64, 20, torch.float16
+    x = torch.randn(3, k + 16, dtype=dtype, device=device)[:, 8: 8 + k]
+    weight = (torch.randn(2 * inter, k + 8, device=device) / 8).to(dtype)[:, :k]
+    out_base = poison_(torch.empty(3, inter + 8, dtype=dtype, device=device))
+    out = out_base[:, 8:]
+    with use_backend(backend):
+        linear_silu_mul(x, weight, out=out)
+        torch.testing.assert_close(out, silu_and_mul(linear(x, weight)), atol=0, rtol=0)
+    assert torch.isnan(out_base[:, :8]).all(), "wrote outside the output view"
+
+
+@pytest.mark.cuda
+def test_silu_mul_opcheck_and_graph():
+    weight = (torch.randn(192, 512, device="cuda") / 16).to(torch.bfloat16)
+    for rows in (3, 12):  # the fused kernel and the cuBLAS + silu_and_mul route
+        x = torch.randn(rows, 512, dtype=weight.dtype, device="cuda")
+        out = torch.empty(rows, 96, dtype=weight.dtype, device="cuda")
+        for hf_exact in (False, True):
+            torch.library.opcheck(torch.ops.ssdk.linear_silu_mul.default, (out, x, weight, hf_exact))
+    x = torch.randn(1, 512, dtype=weight.dtype, device="cuda")
+    out = torch.empty(1, 96, dtype=weight.dtype, device="cuda")
+    linear_silu_mul(x, weight, out=out)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        linear_silu_mul(x, weight, out=out)
+    out.zero_()
+    graph.replay()
+    torch.testing.assert_close(out, linear_silu_mul(x, weight), atol=0, rtol=0)
+
+
+@pytest.mark.cpu
+def test_silu_mul_bad_inputs_name_the_argument():
+    x = torch.randn(4, 64)
+    with pytest.raises(ValueError, match=r"weight must have an even number of rows \(\[gate \| up\]\), got \(31, 64\)"):
+        linear_silu_mul(x, torch.randn(31, 64))
+    with pytest.raises(ValueError, match=r"weight must have shape \[N, 64\]"):
+        linear_silu_mul(x, torch.randn(32, 63))
+    with pytest.raises(ValueError, match=r"out must have shape \(4, 16\)"):
+        linear_silu_mul(x, torch.randn(32, 64), out=torch.empty(4, 32))
+    with pytest.raises(TypeError, match="weight has dtype torch.float16 but x"):
+        linear_silu_mul(x, torch.randn(32, 64, dtype=torch.float16))
+
+
+@pytest.mark.cuda
+def test_silu_mul_bad_inputs_cuda():
+    x = torch.randn(2, 64, device="cuda", dtype=torch.bfloat16)
+    weight = torch.randn(32, 64, device="cuda", dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="weight must have an even number of rows"):
+        torch.ops.ssdk.linear_silu_mul(torch.empty(2, 15, device="cuda", dtype=x.dtype), x, weight[:31], False)
+    with pytest.raises(RuntimeError, match=r"out must have shape \[2, 16\]"):
+        torch.ops.ssdk.linear_silu_mul(torch.empty(2, 32, device="cuda", dtype=x.dtype), x, weight, False)

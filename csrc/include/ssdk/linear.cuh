@@ -11,12 +11,17 @@
 // bypass L1), each x vector is reused for the R weight rows. Per-lane fp32 partials, warp-shuffle sums,
 // one store per output; no second kernel. The grid is persistent: at most one wave of blocks
 // (occupancy x SMs), warps striding over the groups.
+// SwiGLU epilogue (kSwiGlu, linear_silu_mul): the weight is [gate | up], 2n rows for n outputs; a group's R
+// rows are R/2 gate rows j and the R/2 up rows n + j, and out[m, j] = silu(gate) * up with gate and up first
+// rounded to T (what linear writes) and the activation of activation::silu_and_mul_kernel, so the result is
+// bit for bit linear -> silu_and_mul whenever the split S is the unfused [2n, K] linear's (launch_swiglu).
 // PDL: each warp prefetches the start of its first group into L2 before griddepcontrol.wait (the weight is
 // a layer's, not the previous kernel's output; and a prefetch only warms the coherent L2, it returns no
 // data); x is read, and out written, only after the wait.
 #pragma once
 #include <algorithm>
 
+#include "ssdk/activation.cuh"
 #include "ssdk/common.cuh"
 
 namespace ssdk::gemv {
@@ -26,19 +31,21 @@ namespace ssdk::gemv {
 constexpr int kMaxRows = 4;
 constexpr int kThreads = 256;  // per block
 constexpr int kWarps = kThreads / 32;
-// Warps per SM the split of K aims for (S doubles up to kMaxSplit while rows/4 * S stay below it); chosen
-// from N and the SM count only, so every M sums a row in the same order.
-constexpr int kSplitTargetWarpsPerSm = 24, kMaxSplit = 4;
+// The split of K: S doubles (up to kMaxSplit) while the M = 1 grid, N/4 groups of S warps, stays within one
+// wave of kWaveWarpsPerSm warps per SM (4 blocks of 256 threads: the M = 1 and M = 2 kernels use 56-64
+// registers on sm_90a). Chosen from N and the SM count only, so every M sums a row in the same order.
+constexpr int kWaveWarpsPerSm = 32, kMaxSplit = 4;
 
 template <typename T>
 struct LinearArgs {
   T* out;            // [m, n], row stride out_stride
   const T* x;        // [m, k], row stride x_stride
-  const T* weight;   // [n, k], row stride weight_stride
-  const T* bias;     // [n] or nullptr
+  const T* weight;   // [n, k] (SwiGLU: [2n, k], gate rows then up rows), row stride weight_stride
+  const T* bias;     // [n] or nullptr (always nullptr for SwiGLU)
   int64_t out_stride, x_stride, weight_stride;
   int m, n, k;
   int num_sms;       // of the device, for the grid size
+  bool hf_exact;     // SwiGLU only: activation::silu_and_mul's hf_exact
 };
 
 // 16-byte weight load that skips L1 (each byte is used once; L1 is kept for x).
@@ -89,17 +96,29 @@ __device__ __forceinline__ void accumulate(float (&acc)[MT][R], const T* (&w_row
   }
 }
 
+// Weight row of a group's row r: R outputs g * R + r, or (SwiGLU) R/2 outputs j = g * R/2 + r % (R/2),
+// gate row j for r < R/2 and up row n + j above. Rows past the last output repeat it (computed, not stored).
+template <int R, bool kSwiGlu>
+__device__ __forceinline__ int64_t weight_row(int g, int r, int n) {
+  constexpr int kOut = kSwiGlu ? R / 2 : R;
+  const int j = min(g * kOut + r % kOut, n - 1);
+  return kSwiGlu && r >= kOut ? int64_t{n} + j : int64_t{j};
+}
+
 // MT: rows of x computed (>= a.m; the rows past a.m repeat the last row and are not stored).
 // R: weight rows per group. U: chunks per row and lane in flight. W: elements per chunk (16 bytes, or 1
 // when K, a row stride or a pointer is not 16-byte aligned). S: warps (K slices) per group.
-template <typename T, int MT, int R, int U, int W, int S>
+// kSwiGlu: the SwiGLU epilogue (see the top of the file); a group then makes R/2 outputs.
+template <typename T, int MT, int R, int U, int W, int S, bool kSwiGlu>
 __global__ void __launch_bounds__(kThreads) skinny_linear_kernel(LinearArgs<T> a) {
   static_assert(kWarps % S == 0 && MT * R <= 32, "S must divide the block's warps; MT * R <= 32 lanes");
+  static_assert(!kSwiGlu || R % 2 == 0, "SwiGLU pairs R/2 gate rows with R/2 up rows");
   constexpr int kGroupsPerBlock = kWarps / S;
+  constexpr int kOut = kSwiGlu ? R / 2 : R;  // outputs per group and row of x
   __shared__ float partial[S > 1 ? kWarps : 1][MT * R];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int slice = warp % S, local_group = warp / S;
-  const int groups = (a.n + R - 1) / R;
+  const int groups = (a.n + kOut - 1) / kOut;
   const int chunks = a.k / W;
   // This warp's slice of K, in chunks: whole multiples of 32 chunks (one warp load) but the last.
   const int slice_chunks = (chunks + 32 * S - 1) / (32 * S) * 32;
@@ -110,7 +129,7 @@ __global__ void __launch_bounds__(kThreads) skinny_linear_kernel(LinearArgs<T> a
   if (first_group < groups) {  // the first two steps of the first group, into L2, before the wait
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      const T* row = a.weight + static_cast<int64_t>(min(first_group * R + r, a.n - 1)) * a.weight_stride;
+      const T* row = a.weight + weight_row<R, kSwiGlu>(first_group, r, a.n) * a.weight_stride;
 #pragma unroll
       for (int u = 0; u < 2 * U; ++u)
         if (begin + lane + 32 * u < end) prefetch_l2(row + (begin + lane + 32 * u) * W);
@@ -135,7 +154,7 @@ __global__ void __launch_bounds__(kThreads) skinny_linear_kernel(LinearArgs<T> a
       const T* w_rows[R];
 #pragma unroll
       for (int r = 0; r < R; ++r)
-        w_rows[r] = a.weight + static_cast<int64_t>(min(g * R + r, a.n - 1)) * a.weight_stride;
+        w_rows[r] = a.weight + weight_row<R, kSwiGlu>(g, r, a.n) * a.weight_stride;
       int c = begin + lane;
       for (; c + 32 * (U - 1) < end; c += 32 * U) accumulate<T, MT, R, U, W>(acc, w_rows, x_rows, c);
       for (; c < end; c += 32) accumulate<T, MT, R, 1, W>(acc, w_rows, x_rows, c);
@@ -159,85 +178,102 @@ __global__ void __launch_bounds__(kThreads) skinny_linear_kernel(LinearArgs<T> a
       }
       __syncthreads();  // partial is rewritten on the next trip
     }
-    const int m = lane / R, row = g * R + lane % R;
-    if (slice == 0 && g < groups && lane < MT * R && m < a.m && row < a.n) {
-      if (a.bias) mine += to_float(a.bias[row]);
-      a.out[m * a.out_stride + row] = from_float<T>(mine);
+    const int m = lane / R, r = lane % R, col = g * kOut + r;
+    if constexpr (kSwiGlu) {  // lane m * R + r (r < R/2) holds gate (m, col), lane m * R + R/2 + r its up
+      const float up = round_to<T>(__shfl_down_sync(0xffffffffu, mine, kOut));
+      if (slice == 0 && g < groups && lane < MT * R && r < kOut && m < a.m && col < a.n) {
+        const float gate = round_to<T>(mine);
+        const float act = a.hf_exact ? round_to<T>(activation::silu(gate)) : activation::silu_fast(gate);
+        a.out[m * a.out_stride + col] = from_float<T>(act * up);
+      }
+    } else if (slice == 0 && g < groups && lane < MT * R && m < a.m && col < a.n) {
+      if (a.bias) mine += to_float(a.bias[col]);
+      a.out[m * a.out_stride + col] = from_float<T>(mine);
     }
   }
 }
 
 // Blocks of one kernel instantiation resident per SM (queried once per instantiation).
-template <typename T, int MT, int R, int U, int W, int S>
+template <typename T, int MT, int R, int U, int W, int S, bool kSwiGlu>
 int blocks_per_sm() {
   static const int blocks = [] {
     int n = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, skinny_linear_kernel<T, MT, R, U, W, S>, kThreads, 0) !=
-        cudaSuccess)
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, skinny_linear_kernel<T, MT, R, U, W, S, kSwiGlu>,
+                                                      kThreads, 0) != cudaSuccess)
       n = 1;
     return std::max(n, 1);
   }();
   return blocks;
 }
 
-template <typename T, int MT, int R, int U, int W, int S>
+template <typename T, int MT, int R, int U, int W, int S, bool kSwiGlu>
 cudaError_t launch_split(const LinearArgs<T>& a, cudaStream_t stream) {
-  const int64_t groups = (a.n + R - 1) / R;
+  constexpr int kOut = kSwiGlu ? R / 2 : R;
+  const int64_t groups = (a.n + kOut - 1) / kOut;
   const int64_t needed = (groups + kWarps / S - 1) / (kWarps / S);
-  const int64_t resident = int64_t{a.num_sms} * blocks_per_sm<T, MT, R, U, W, S>();
+  const int64_t resident = int64_t{a.num_sms} * blocks_per_sm<T, MT, R, U, W, S, kSwiGlu>();
   const int grid = static_cast<int>(std::min(needed, resident));
-  return launch_pdl(skinny_linear_kernel<T, MT, R, U, W, S>, dim3(grid), dim3(kThreads), 0, stream, a);
+  return launch_pdl(skinny_linear_kernel<T, MT, R, U, W, S, kSwiGlu>, dim3(grid), dim3(kThreads), 0, stream, a);
 }
 
-// K slices per group, from N and the SM count only (never M): see kSplitTargetWarpsPerSm.
-inline int split_for(int n, int num_sms) {
+// K slices per group for a weight of `rows` rows, from the rows and the SM count only (never M): the largest
+// S <= kMaxSplit whose M = 1 grid, rows/4 groups of S warps, fits one wave of kWaveWarpsPerSm warps per SM.
+// Llama-3.1-8B on 132 SMs: o and down (4096 rows) S = 4, qkv (6144) S = 2 (S = 4 made 6144 warps at M = 1: two
+// trips, the second on 45 % of the blocks), gate_up and the LM head S = 1. (down's two-row kernel, see
+// launch_width, has twice the groups: two even trips, measured at the copy bandwidth.)
+inline int split_for(int64_t rows, int num_sms) {
+  const int64_t groups = (rows + 3) / 4, wave = int64_t{kWaveWarpsPerSm} * num_sms;
   int split = 1;
-  while (split < kMaxSplit && int64_t{(n + 3) / 4} * split < int64_t{kSplitTargetWarpsPerSm} * num_sms) split *= 2;
+  while (split < kMaxSplit && groups * split * 2 <= wave) split *= 2;
   return split;
 }
 
-template <typename T, int MT, int R, int U, int W>
+template <typename T, int MT, int R, int U, int W, bool kSwiGlu>
 cudaError_t launch_config(const LinearArgs<T>& a, cudaStream_t stream) {
-  switch (split_for(a.n, a.num_sms)) {
-    case 1: return launch_split<T, MT, R, U, W, 1>(a, stream);
-    case 2: return launch_split<T, MT, R, U, W, 2>(a, stream);
-    default: return launch_split<T, MT, R, U, W, 4>(a, stream);
+  // SwiGLU splits like the unfused linear of its [2n, K] weight, so the sums (and the bits) are the same.
+  switch (split_for(kSwiGlu ? 2 * int64_t{a.n} : a.n, a.num_sms)) {
+    case 1: return launch_split<T, MT, R, U, W, 1, kSwiGlu>(a, stream);
+    case 2: return launch_split<T, MT, R, U, W, 2, kSwiGlu>(a, stream);
+    default: return launch_split<T, MT, R, U, W, 4, kSwiGlu>(a, stream);
   }
 }
 
 // (R, U) per padded row count MT, from the H100 sweep (bench_kernels/tune_linear.cu, cold weights; see
 // docs/kernel_notes.md "Skinny linear"). Eight loads of 16 bytes in flight per lane in every case.
-template <typename T, int MT, int W>
+// SwiGLU keeps (R, U): a group's R rows are then R/2 gate and R/2 up rows.
+template <typename T, int MT, int W, bool kSwiGlu>
 cudaError_t launch_rows(const LinearArgs<T>& a, cudaStream_t stream) {
   if constexpr (MT == 1) {
-    if (a.k >= 8192) return launch_config<T, MT, 2, 4, W>(a, stream);  // long rows (down_proj): 2x the warps
-    return launch_config<T, MT, 4, 2, W>(a, stream);
+    if (a.k >= 8192) return launch_config<T, MT, 2, 4, W, kSwiGlu>(a, stream);  // long rows: 2x the warps
+    return launch_config<T, MT, 4, 2, W, kSwiGlu>(a, stream);
   } else if constexpr (MT == 2) {
-    return launch_config<T, MT, 2, 4, W>(a, stream);
+    return launch_config<T, MT, 2, 4, W, kSwiGlu>(a, stream);
   } else {
-    return launch_config<T, MT, 4, 2, W>(a, stream);
+    return launch_config<T, MT, 4, 2, W, kSwiGlu>(a, stream);
   }
 }
 
-template <typename T, int W>
+template <typename T, int W, bool kSwiGlu>
 cudaError_t launch_width(const LinearArgs<T>& a, cudaStream_t stream) {
   // One row of x over long weight rows (K >= 8192: down_proj) runs the two-row kernel, whose second row
   // repeats the first and is not stored: 8-9 % faster on H100 (Llama / Qwen3 down at d2470e0: 43.3 -> 39.8
   // and 37.6 -> 34.3 µs); a row's sum does not depend on the rows beside it, so the bits are the same.
   const bool long_rows = W > 1 && a.k >= 8192;
-  if (a.m <= 1 && !long_rows) return launch_rows<T, 1, W>(a, stream);
-  if (a.m <= 2) return launch_rows<T, 2, W>(a, stream);
-  return launch_rows<T, 4, W>(a, stream);
+  if (a.m <= 1 && !long_rows) return launch_rows<T, 1, W, kSwiGlu>(a, stream);
+  if (a.m <= 2) return launch_rows<T, 2, W, kSwiGlu>(a, stream);
+  return launch_rows<T, 4, W, kSwiGlu>(a, stream);
 }
 
-// Requires 1 <= a.m <= kMaxRows, a.n >= 1, a.k >= 1.
-template <typename T>
+// Requires 1 <= a.m <= kMaxRows, a.n >= 1, a.k >= 1. kSwiGlu: a.n outputs from 2 * a.n weight rows, no bias.
+// The chunk width W follows from K, the strides and the pointers alike for both, so a row of linear and of
+// its SwiGLU form sum in the same order.
+template <typename T, bool kSwiGlu = false>
 cudaError_t launch_skinny_linear(const LinearArgs<T>& a, cudaStream_t stream) {
   constexpr int kVec = 16 / sizeof(T);
   const bool vectorizable = a.k % kVec == 0 && a.x_stride % kVec == 0 && a.weight_stride % kVec == 0 &&
                             is_aligned(a.x, 16) && is_aligned(a.weight, 16);
-  if (vectorizable) return launch_width<T, kVec>(a, stream);
-  return launch_width<T, 1>(a, stream);
+  if (vectorizable) return launch_width<T, kVec, kSwiGlu>(a, stream);
+  return launch_width<T, 1, kSwiGlu>(a, stream);
 }
 
 }  // namespace ssdk::gemv

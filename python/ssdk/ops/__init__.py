@@ -4,7 +4,7 @@ from ._backend import get_impl, registered_ops, resolve, use_backend
 from .attention import tree_attention
 from .norm import fused_add_rmsnorm, rmsnorm
 from .activation import silu_and_mul
-from .linear import linear
+from .linear import linear, linear_silu_mul
 from .kv_cache import store_kv_cache
 from .tree import TreeMask, build_tree_mask, packed_mask_bytes, ssd_draft_tree
 from .verify import chain_speculative_sampling, probs_from_logits, saguaro_rescale, sample_tokens, verify_chain, \
@@ -16,7 +16,7 @@ from .batch_invariant import batch_invariant_attention, batch_invariant_linear
 __all__ = ["TreeMask", "build_tree_mask", "chain_speculative_sampling", "packed_mask_bytes", "probs_from_logits",
            "saguaro_rescale", "sample_tokens", "ssd_draft_tree", "verify_chain", "verify_tree", "verify_tree_greedy",
            "apply_llama31_rope_pos_ids_inplace", "apply_rope", "apply_rope_pos_ids_inplace",
-           "apply_rope_with_cos_sin_cache_inplace", "fused_add_rmsnorm", "get_impl", "linear", "qk_norm_rope",
+           "apply_rope_with_cos_sin_cache_inplace", "fused_add_rmsnorm", "get_impl", "linear", "linear_silu_mul", "qk_norm_rope",
            "registered_ops", "resolve", "rmsnorm", "rope_cos_sin_cache", "rope_inv_freq", "silu_and_mul",
            "store_kv_cache", "tree_attention", "use_backend", "batch_invariant_attention",
            "batch_invariant_linear"]

@@ -65,7 +65,12 @@ class LlamaMLP(nn.Module):
         self.act = SiluAndMul()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act(self.gate_up_proj(x)))
+        gate_up = self.gate_up_proj
+        if x.is_cuda and not gate_up.batch_invariant and gate_up.bias is None:
+            # The gate_up GEMV and SwiGLU in one kernel, bit for bit the two calls below (SiluAndMul's
+            # rounding); each TP rank holds its own [gate | up] shard, so rows j and I/tp + j pair locally.
+            return self.down_proj(ops.linear_silu_mul(x, gate_up.weight, hf_exact=True))
+        return self.down_proj(self.act(gate_up(x)))
 
 
 class LlamaDecoderLayer(nn.Module):
