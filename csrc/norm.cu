@@ -42,6 +42,7 @@ void run(at::Tensor& out, const at::Tensor& input, at::Tensor* residual, const a
   args.eps = static_cast<float>(eps);
   args.hf_exact = hf_exact;
   args.num_sms = sm_count(input.get_device());
+  args.l2_bytes = l2_cache_bytes(input.get_device());
   const c10::cuda::CUDAGuard guard(input.device());
   check_cuda_call(norm::launch_rmsnorm<T>(args, c10::cuda::getCurrentCUDAStream()), "rmsnorm kernel launch");
 }

@@ -74,15 +74,20 @@ inline void check_cuda_call(cudaError_t err, const char* what) {
 }
 
 // Streaming multiprocessors of a device (queried once per device, for launch-shape heuristics).
-inline int sm_count(int device) {
-  static int counts[64] = {};
+// A device attribute, queried once per device.
+template <cudaDeviceAttr kAttribute>
+inline int device_attribute(int device) {
+  static int values[64] = {};
   TORCH_CHECK(device >= 0 && device < 64, "ssdk: device index ", device, " out of range");
-  if (counts[device] == 0) {
-    int n = 0;
-    check_cuda_call(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
-    counts[device] = n;
+  if (values[device] == 0) {
+    int v = 0;
+    check_cuda_call(cudaDeviceGetAttribute(&v, kAttribute, device), "cudaDeviceGetAttribute");
+    values[device] = v;
   }
-  return counts[device];
+  return values[device];
 }
+
+inline int sm_count(int device) { return device_attribute<cudaDevAttrMultiProcessorCount>(device); }
+inline int l2_cache_bytes(int device) { return device_attribute<cudaDevAttrL2CacheSize>(device); }
 
 }  // namespace ssdk

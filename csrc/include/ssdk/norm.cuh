@@ -26,6 +26,7 @@ struct RMSNormArgs {
   float eps;
   bool hf_exact;
   int num_sms;         // of the device, for the launch shape
+  int l2_bytes;        // L2 size of the device, for the launch shape (0: unknown)
 };
 
 constexpr int kMaxThreads = 1024;  // x 16 scalars per thread = the 16384 limit on odd rows
@@ -103,12 +104,14 @@ __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(RMSNormArgs<T> a) 
   }
 }
 
-// Launch shape, from bench_kernels/tune_memory_bound.cu on H100 (docs/kernel_notes.md):
+// Launch shape, from bench_kernels/tune_memory_bound.cu and bench_norm on H100 (docs/kernel_notes.md):
 // - small inputs (<= 1M elements: decode, verify): one vector per thread, up to 1024 threads, for the
 //   shortest critical path;
-// - large inputs whose rows fit in one wave of one-vector-per-thread blocks, and the large fused op:
-//   one vector per thread, streaming row accesses, the weight loaded after the reduction;
-// - large rmsnorm over more rows: two vectors per thread, so smaller blocks keep more rows resident.
+// - large inputs whose rows fit in one wave of one-vector-per-thread blocks, and the large fused op
+//   whose rows (x and residual) do not fit in L2: one vector per thread, streaming row accesses, the
+//   weight loaded after the reduction;
+// - other large inputs (rmsnorm over more rows, a fused op that L2 holds): two vectors per thread and
+//   plain accesses, so smaller blocks keep more rows resident and L2 keeps what the last kernel wrote.
 // The per-row sum is the same for one or two vectors per thread when the vector count is a power of two
 // (block_pairwise_sum); other widths keep one choice for every row count, so results never depend on the
 // batch.
@@ -117,14 +120,16 @@ struct LaunchPlan {
   bool streaming_late_weight;
 };
 
-inline LaunchPlan plan_launch(int64_t rows, int hidden, int num_vec, bool fused, bool vectorized, int num_sms) {
+inline LaunchPlan plan_launch(int64_t rows, int hidden, int num_vec, bool fused, bool vectorized, int num_sms,
+                              int64_t row_bytes, int64_t l2_bytes) {
   int min_vpt = 1;
   while (min_vpt * kMaxThreads < num_vec) min_vpt *= 2;
   if (!vectorized || rows * hidden <= kThroughputElements) return {min_vpt, false};
   const bool pow2 = num_vec >= 64 && (num_vec & (num_vec - 1)) == 0;
   const int threads = (num_vec / min_vpt + 31) / 32 * 32;
   const int64_t rows_per_wave = int64_t{num_sms} * (2048 / threads);
-  if (fused || !pow2 || min_vpt > 1 || rows <= rows_per_wave) return {min_vpt, true};
+  const bool fused_beyond_l2 = fused && (l2_bytes == 0 || 2 * rows * row_bytes > l2_bytes);
+  if (fused_beyond_l2 || !pow2 || min_vpt > 1 || rows <= rows_per_wave) return {min_vpt, true};
   return {2, false};
 }
 
@@ -162,8 +167,10 @@ cudaError_t launch_rmsnorm(const RMSNormArgs<T>& a, cudaStream_t stream) {
                             (!a.residual || is_aligned(a.residual, 16));
   const bool fused = a.residual != nullptr;
   if (!vectorizable)
-    return launch_rmsnorm_vec<T, 1>(a, stream, plan_launch(a.rows, a.hidden, a.hidden, fused, false, a.num_sms).vpt);
-  const LaunchPlan plan = plan_launch(a.rows, a.hidden, a.hidden / kVec, fused, true, a.num_sms);
+    return launch_rmsnorm_vec<T, 1>(a, stream, plan_launch(a.rows, a.hidden, a.hidden, fused, false, a.num_sms,
+                                                            0, 0).vpt);
+  const LaunchPlan plan = plan_launch(a.rows, a.hidden, a.hidden / kVec, fused, true, a.num_sms,
+                                      int64_t{a.hidden} * sizeof(T), a.l2_bytes);
   if (plan.streaming_late_weight)
     return launch_rmsnorm_vec<T, kVec, /*kStreaming=*/true, /*kLateWeight=*/true>(a, stream, plan.vpt);
   return launch_rmsnorm_vec<T, kVec>(a, stream, plan.vpt);

@@ -69,17 +69,6 @@ __device__ __forceinline__ void load_floats(const T* p, float (&out)[N]) {
   }
 }
 
-// N contiguous values of T, not converted: one 16-byte access when VECTORIZED (16 / sizeof(T) == N).
-template <typename T, int N, bool VECTORIZED>
-__device__ __forceinline__ void load_packed(const T* p, Vec<T, N>& out) {
-  if constexpr (VECTORIZED) {
-    out.load(p);
-  } else {
-#pragma unroll
-    for (int j = 0; j < N; ++j) out.data[j] = p[j];
-  }
-}
-
 template <typename T, int N, bool VECTORIZED>
 __device__ __forceinline__ void store_floats(T* p, const float (&in)[N]) {
   if constexpr (VECTORIZED) {
@@ -112,12 +101,8 @@ __device__ __forceinline__ void rotate_pair(float& x1, float& x2, float c, float
 }
 
 // W: elements per chunk (per half for neox). NC: chunks per lane. LANES_LOG2 is a runtime group size.
-// The fused norm keeps x, the weights and the angles live across the head reduction (70 registers
-// unbounded: 3 blocks of 256 per SM); its large launches are memory-bound and want more threads.
-template <Mode MODE> constexpr int kMinBlocks = kHasNorm<MODE> ? 5 : 1;
-
 template <typename T, typename C, int W, bool VECTORIZED, int NC, bool NEOX, Mode MODE>
-__global__ void __launch_bounds__(256, kMinBlocks<MODE>) rope_kernel(RopeArgs<T, C> a, int lanes_log2, int heads_total) {
+__global__ void __launch_bounds__(256) rope_kernel(RopeArgs<T, C> a, int lanes_log2, int heads_total) {
   constexpr int kPairs = NEOX ? W : W / 2;  // pairs (angles) per chunk
   const int64_t gid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int lanes = 1 << lanes_log2;
@@ -151,9 +136,7 @@ __global__ void __launch_bounds__(256, kMinBlocks<MODE>) rope_kernel(RopeArgs<T,
     load_floats<T, W, VECTORIZED>(src + c * W, x1[i]);
     if constexpr (NEOX) load_floats<T, W, VECTORIZED>(src + half + c * W, x2[i]);
   }
-  // kNormCache: the q_norm / k_norm weights of this lane's elements, kept packed in T until used
-  // (registers, not loads, limit the fused kernel's occupancy).
-  Vec<T, W> w1[NC], w2[NC];
+  float w1[NC][W], w2[NC][W];  // kNormCache: the q_norm / k_norm weights of this lane's elements
   if constexpr (kHasNorm<MODE>) {
     if (!is_v) {
       const T* w_ptr = is_q ? a.q_weight : a.k_weight;
@@ -161,8 +144,8 @@ __global__ void __launch_bounds__(256, kMinBlocks<MODE>) rope_kernel(RopeArgs<T,
       for (int i = 0; i < NC; ++i) {
         const int c = lane + i * lanes;
         if (c >= num_chunks) break;
-        load_packed<T, W, VECTORIZED>(w_ptr + c * W, w1[i]);
-        if constexpr (NEOX) load_packed<T, W, VECTORIZED>(w_ptr + half + c * W, w2[i]);
+        load_floats<T, W, VECTORIZED>(w_ptr + c * W, w1[i]);
+        if constexpr (NEOX) load_floats<T, W, VECTORIZED>(w_ptr + half + c * W, w2[i]);
       }
     }
   }
@@ -237,10 +220,10 @@ __global__ void __launch_bounds__(256, kMinBlocks<MODE>) rope_kernel(RopeArgs<T,
 #pragma unroll
       for (int j = 0; j < W; ++j) {
         const float n1 = x1[i][j] * rstd;
-        x1[i][j] = round_to<T>((a.hf_exact ? round_to<T>(n1) : n1) * to_float(w1[i].data[j]));
+        x1[i][j] = round_to<T>((a.hf_exact ? round_to<T>(n1) : n1) * w1[i][j]);
         if constexpr (NEOX) {
           const float n2 = x2[i][j] * rstd;
-          x2[i][j] = round_to<T>((a.hf_exact ? round_to<T>(n2) : n2) * to_float(w2[i].data[j]));
+          x2[i][j] = round_to<T>((a.hf_exact ? round_to<T>(n2) : n2) * w2[i][j]);
         }
       }
     });
