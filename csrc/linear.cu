@@ -46,8 +46,8 @@ Problem check_linear(const at::Tensor& out, const at::Tensor& x, const at::Tenso
   const int64_t n = swiglu ? weight.size(0) / 2 : weight.size(0);
   auto expected = x.sizes().vec();
   expected.back() = n;
-  TORCH_CHECK(out.sizes() == at::IntArrayRef(expected), "ssdk: out must have shape ", c10::str(expected), ", got ",
-              shape_str(out));
+  TORCH_CHECK(out.sizes() == at::IntArrayRef(expected), "ssdk: out must have shape ", at::IntArrayRef(expected),
+              ", got ", shape_str(out));
   return {x.numel() / k, k, n, row_stride(x, "x"), row_stride(out, "out")};
 }
 
