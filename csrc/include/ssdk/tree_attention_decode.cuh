@@ -12,8 +12,8 @@
 //   3. the merge: a single split writes out/lse directly. Otherwise every split writes its normalized
 //      (O, lse) to an fp32 workspace, and the last split of a (request, kv head) to arrive — found with
 //      a self-resetting counter (atomicInc wraps to 0) — merges them: no cluster, no second kernel.
-//      Up to kMaxDecodeSplits = 64 states: their lse go through shared memory and several threads per
-//      (row, 4 columns) sum slices of the splits (merge_split_states), so no thread holds every state.
+//      Up to kMaxDecodeSplits = 64 states: several threads per (row, 4 columns) merge slices of the
+//      splits, combined in slice order through shared memory (merge_split_states).
 // The math is the general kernel's (tree_attention_kernel.cuh): 4 warps split each 64-token tile's
 // columns, S = Q K^T and O += P V on mma.sync with fp32 accumulators, online softmax in the log2 domain.
 #pragma once
@@ -48,101 +48,91 @@ struct DecodeConfig {
 
 // The last split of a (request, kv head) merges the `splits` partial states, O normalized in
 // part_o [splits][group][D] and lse (log2 domain, -inf: no key) in part_lse [splits][group], and hands
-// each (row r, columns 4 c4 .. 4 c4 + 3) to store(r, c4, out, lse):
-//   1. every thread issues its first batch of O loads, then the lse are staged in shared memory, so the
-//      two round trips overlap;
-//   2. one warp per group row turns the row's lse into weights 2^(lse_s - max) / sum and the merged lse
-//      (butterfly shuffles: every lane holds the same sums);
-//   3. threads take (item, slice): item = (row, 4 columns), slice k of K sums the splits k, k + K, ...
-//      with kBatch loads in flight, K = as many slices as the CTA has threads per item; slices 1 .. K-1
-//      are then added to slice 0 in slice order through shared memory.
-// Deterministic: every sum's order follows from `splits` and the group, never from which split came last.
+// each (row r, columns 4 c4 .. 4 c4 + 3) to store(r, c4, out, lse). Threads take (item, slice): item =
+// (row, 4 columns), slice k of K = kThreads / items (1 when items >= kThreads) merges the contiguous
+// splits [k c, (k + 1) c), c = ceil(splits / K), kBatch (lse, O) loads in flight at a time, rescaling
+// its (max, sum, O) once per batch; slices 1 .. K-1 then go through shared memory and slice 0 adds
+// them in slice order. No thread holds more than kBatch states, and every sum's order follows from
+// `splits` and the group alone, never from which split came last.
 template <int D, int kThreads, typename Store>
 __device__ __forceinline__ void merge_split_states(float* smem, const float* part_o, const float* part_lse, int splits,
                                                    int group, Store store) {
-  static_assert(kMaxDecodeSplits <= 64, "the weight pass gives each lane two splits of a row");
   constexpr int kCols = D / 4;               // float4 columns of a row
-  constexpr int kBatch = D == 64 ? 12 : 32;  // O loads in flight per thread (48 / 128 registers)
-  constexpr int kLseLoads = kMaxDecodeSplits * kMaxDecodeGroup / kThreads;
+  constexpr int kBatch = D == 64 ? 12 : 32;  // states in flight per thread (register bound, no spill)
   constexpr float kNegInf = -__builtin_huge_valf();
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int tid = threadIdx.x;
   const int items = group * kCols;
   const int slices = items >= kThreads ? 1 : kThreads / items;
-  const int work = items * slices;  // > kThreads only with one slice: threads then loop over items
-  float* s_w = smem;                                  // [splits][group]: lse, then weights
-  float* s_lse = s_w + kMaxDecodeSplits * kMaxDecodeGroup;  // [group] merged lse
-  float4* s_acc = reinterpret_cast<float4*>(s_lse + kMaxDecodeGroup);  // [slices - 1][items]
+  const int chunk = (splits + slices - 1) / slices;
+  float4* s_acc = reinterpret_cast<float4*>(smem);          // [slices][items] (slices > 1: items * slices <= kThreads)
+  float2* s_ml = reinterpret_cast<float2*>(s_acc + kThreads);  // [slices][items] (max, sum)
 
-  float4 v[kBatch];
-  auto load_batch = [&](int e, int s0) {  // work item e: splits s0, s0 + slices, ...
-    const int item = e % items;
-    const float* src = part_o + (item / kCols) * D + (item % kCols) * 4;
-#pragma unroll
-    for (int j = 0; j < kBatch; ++j) {
-      const int s = s0 + j * slices;
-      if (s < splits) v[j] = __ldcg(reinterpret_cast<const float4*>(src + int64_t(s) * group * D));
-    }
-  };
-  bool prefetched = tid < work;
-  if (prefetched) load_batch(tid, tid / items);
-
-  float lse_in[kLseLoads];
-#pragma unroll
-  for (int k = 0; k < kLseLoads; ++k) {
-    const int i = tid + k * kThreads;
-    if (i < splits * group) lse_in[k] = __ldcg(part_lse + i);
-  }
-#pragma unroll
-  for (int k = 0; k < kLseLoads; ++k) {
-    const int i = tid + k * kThreads;
-    if (i < splits * group) s_w[i] = lse_in[k];
-  }
-  __syncthreads();
-  for (int r = warp; r < group; r += kThreads / 32) {
-    const float x0 = lane < splits ? s_w[lane * group + r] : kNegInf;
-    const float x1 = lane + 32 < splits ? s_w[(lane + 32) * group + r] : kNegInf;
-    float mx = fmaxf(x0, x1);
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-    const float base = mx == kNegInf ? 0.f : mx;
-    const float e0 = ex2(x0 - base), e1 = ex2(x1 - base);
-    float sum = e0 + e1;
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    if (lane < splits) s_w[lane * group + r] = e0 * inv;
-    if (lane + 32 < splits) s_w[(lane + 32) * group + r] = e1 * inv;
-    if (lane == 0) s_lse[r] = sum > 0.f ? mx + log2f(sum) : kNegInf;
-  }
-  __syncthreads();
-
+  float m = kNegInf, l = 0.f;
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-  for (int e = tid; e < work; e += kThreads) {
-    const int item = e % items, slice = e / items, r = item / kCols;
+  for (int e = tid; e < items * slices; e += kThreads) {
+    const int item = e % items, slice = e / items, r = item / kCols, c4 = item % kCols;
+    const int begin = slice * chunk, end = min(splits, begin + chunk);
+    const float* o_src = part_o + r * D + c4 * 4;
+    const float* lse_src = part_lse + r;
+    m = kNegInf, l = 0.f;
     acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int s0 = slice; s0 < splits; s0 += kBatch * slices) {
-      if (prefetched) prefetched = false;
-      else load_batch(e, s0);
+    for (int s0 = begin; s0 < end; s0 += kBatch) {
+      float lse[kBatch];
+      float4 v[kBatch];
+      const float* lse_ptr = lse_src + s0 * group;
+      const float4* o_ptr = reinterpret_cast<const float4*>(o_src + s0 * group * D);
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j, lse_ptr += group, o_ptr += group * kCols) {  // the batch in flight at once
+        if (s0 + j < end) {
+          lse[j] = __ldcg(lse_ptr);
+          v[j] = __ldcg(o_ptr);
+        }
+      }
+      float mx = m;
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j)
+        if (s0 + j < end) mx = fmaxf(mx, lse[j]);
+      const float base = mx == kNegInf ? 0.f : mx;
+      const float scale = ex2(m - base);  // 0 while nothing was seen (m = -inf)
+      l *= scale;
+      acc.x *= scale, acc.y *= scale, acc.z *= scale, acc.w *= scale;
 #pragma unroll
       for (int j = 0; j < kBatch; ++j) {
-        const int s = s0 + j * slices;
-        if (s < splits) {
-          const float w = s_w[s * group + r];
+        if (s0 + j < end) {
+          const float w = ex2(lse[j] - base);
+          l += w;
           acc.x += w * v[j].x, acc.y += w * v[j].y, acc.z += w * v[j].z, acc.w += w * v[j].w;
         }
       }
+      m = mx;
     }
-    if (slices == 1) store(r, item % kCols, acc, s_lse[r]);
-    else if (slice > 0) s_acc[(slice - 1) * items + item] = acc;
+    if (slices == 1) {
+      const float inv = l > 0.f ? 1.f / l : 0.f;
+      store(r, c4, make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv), l > 0.f ? m + log2f(l) : kNegInf);
+    } else if (slice > 0) {
+      s_acc[e] = acc;
+      s_ml[e] = make_float2(m, l);
+    }
   }
   if (slices == 1) return;
-  __syncthreads();  // work <= kThreads here: thread tid < items holds slice 0 of item tid in acc
+  __syncthreads();  // items * slices <= kThreads here: thread tid < items holds slice 0 of item tid
   if (tid < items) {
+    float mx = m;
+    for (int k = 1; k < slices; ++k) mx = fmaxf(mx, s_ml[k * items + tid].x);
+    const float base = mx == kNegInf ? 0.f : mx;
+    const float scale = ex2(m - base);
+    l *= scale;
+    acc.x *= scale, acc.y *= scale, acc.z *= scale, acc.w *= scale;
     for (int k = 1; k < slices; ++k) {
-      const float4 a = s_acc[(k - 1) * items + tid];
-      acc.x += a.x, acc.y += a.y, acc.z += a.z, acc.w += a.w;
+      const float2 ml = s_ml[k * items + tid];
+      const float4 a = s_acc[k * items + tid];
+      const float w = ex2(ml.x - base);
+      l += w * ml.y;
+      acc.x += w * a.x, acc.y += w * a.y, acc.z += w * a.z, acc.w += w * a.w;
     }
-    store(tid / kCols, tid % kCols, acc, s_lse[tid / kCols]);
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    store(tid / kCols, tid % kCols, make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv),
+          l > 0.f ? mx + log2f(l) : kNegInf);
   }
 }
 
@@ -372,13 +362,18 @@ __global__ void __launch_bounds__(DecodeConfig<T, D>::kThreads, DecodeConfig<T, 
   if (active_splits == 1) return;
 
   // Last split of the pair merges every split's state (the counter wraps back to 0 for the next call).
+  // Thread 0 releases the CTA's partial stores (ordered before it by the barrier; the fence is
+  // cumulative) and, if last, acquires the other splits' (the grid-sync pattern of cooperative groups,
+  // with acq_rel fences instead of the sequentially consistent __threadfence).
   __shared__ bool s_last;
-  __threadfence();  // this CTA's partial state is visible device-wide before it is counted
   __syncthreads();
-  if (tid == 0) s_last = atomicInc(&g_decode_counters[pair], active_splits - 1) == uint32_t(active_splits - 1);
+  if (tid == 0) {
+    asm volatile("fence.acq_rel.gpu;" ::: "memory");
+    s_last = atomicInc(&g_decode_counters[pair], active_splits - 1) == uint32_t(active_splits - 1);
+    asm volatile("fence.acq_rel.gpu;" ::: "memory");
+  }
   __syncthreads();
   if (!s_last) return;
-  __threadfence();  // acquire side: the other splits' states (read past L1 below)
   merge_split_states<D, Cfg::kThreads>(reinterpret_cast<float*>(smem + Cfg::kSmemQ), part_o, part_lse, active_splits,
                                        p.group, [&](int r, int c4, float4 acc, float lse_log2) {
                                          store_out(r, c4, acc, 1.f, lse_log2);
