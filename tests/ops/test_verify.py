@@ -196,6 +196,48 @@ def test_verify_chain_stochastic_matches_reference(backend, device, draft_kind):
             torch.testing.assert_close(again[0], tokens, atol=0, rtol=0)
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("draft_kind", ["logits", "probs"])
+def test_verify_chain_many_requests(draft_kind):
+    """Hundreds of requests through the fused chain kernel: many items per CTA, sample items trailing the
+    statistics of later requests, greedy and sampled requests mixed; greedy-only calls are exact."""
+    batch, k, vocab = 300, 3, 3000
+    target, draft, ids = chain_inputs("cuda", batch, k, vocab, torch.bfloat16, seed=11)
+    temperature = torch.tensor([0.0, 0.7, 1.0, 1.3] * (batch // 4), device="cuda")
+    kwargs = {"draft_probs": torch.softmax(draft.float(), -1)} if draft_kind == "probs" else {"draft_logits": draft}
+    expected_tokens, expected_len = ref.verify_chain(target, ids, temperature, seed=8, offset=5, **kwargs)
+    tokens, length = verify_chain(target, ids, temperature, seed=8, offset=5, **kwargs)
+    assert_rows_match(torch.cat([tokens, length[:, None]], 1), torch.cat([expected_tokens, expected_len[:, None]], 1),
+                      "cuda")
+    greedy = temperature == 0
+    torch.testing.assert_close(tokens[greedy], expected_tokens[greedy].to(tokens.dtype), atol=0, rtol=0)
+    expected_tokens, expected_len = ref.verify_chain(target, ids, None)
+    tokens, length = verify_chain(target, ids, None)
+    torch.testing.assert_close(tokens.cpu(), expected_tokens.cpu().to(tokens.dtype), atol=0, rtol=0)
+    torch.testing.assert_close(length.cpu(), expected_len.cpu().to(length.dtype), atol=0, rtol=0)
+
+
+@pytest.mark.cuda
+def test_verify_chain_concurrent_streams():
+    """Two calls running at once on two streams share no device state (each call zeroes its own control
+    words): both give what they give alone."""
+    batch, k, vocab = 64, 6, 32000
+    calls = [chain_inputs("cuda", batch, k, vocab, torch.bfloat16, seed=s) for s in (1, 2)]
+    temperature = torch.ones(batch, device="cuda")
+    alone = [verify_chain(t, i, temperature, draft_logits=d, seed=4) for t, d, i in calls]
+    streams = [torch.cuda.Stream() for _ in calls]
+    torch.cuda.synchronize()
+    for _ in range(5):
+        together = []
+        for stream, (t, d, i) in zip(streams, calls):
+            with torch.cuda.stream(stream):
+                together.append(verify_chain(t, i, temperature, draft_logits=d, seed=4))
+        torch.cuda.synchronize()
+        for (tokens, length), (tokens1, length1) in zip(together, alone):
+            torch.testing.assert_close(tokens, tokens1, atol=0, rtol=0)
+            torch.testing.assert_close(length, length1, atol=0, rtol=0)
+
+
 @pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
 def test_verify_chain_k0_samples_one_token(backend, device):
     """K = 0 is plain sampling of the bonus token: [B, 1] out_tokens, accept_len 0, no draft needed."""

@@ -328,38 +328,87 @@ __device__ __forceinline__ void for_each_uniform(const T* row, int n, F&& f) {
   }
 }
 
-// Block-merged statistics of [lo, hi) of a row (lo a multiple of VEC when vec_ok): 16-byte loads, eight
-// in flight per thread (128 bytes), folded in as accumulate_blocks of 4 * VEC elements.
+// ---- statistics tiles: kTileVecs 16-byte vectors per thread, vector u of thread t at base + (t + u * kThreads)
+// * VEC (kThreads * kTileVecs * VEC entries per CTA: 16384 for 16-bit logits), loaded in one go (128 bytes
+// in flight per thread) and folded in as two accumulate_blocks of 4 vectors. Every statistics pass folds
+// tiles this way, so partials agree across kernels. Vectors past `hi` are not loaded and count as -inf.
+constexpr int kTileVecs = 8;
+
+template <typename T, int VEC>
+struct StatTile {
+  static constexpr int kEntries = kThreads * kTileVecs * VEC;
+
+  __device__ __forceinline__ static int vec_index(int base, int u) { return base + (threadIdx.x + u * kThreads) * VEC; }
+
+  // Folds the tile at base into st; vec_at(u) returns this thread's vector u.
+  template <typename VecAt>
+  __device__ __forceinline__ static void accumulate(Stat& st, int base, int hi, float scale, VecAt&& vec_at) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      float x[4 * VEC];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const bool valid = vec_index(base, 4 * half + u) + VEC <= hi;
+        const Vec<T, VEC> d = vec_at(4 * half + u);  // (stale past hi: masked below)
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) x[u * VEC + j] = valid ? to_float(d.data[j]) : -INFINITY;
+      }
+      const int first = vec_index(base, 4 * half);
+      accumulate_block(st, x, [&](int k) { return first + (k / VEC) * kThreads * VEC + k % VEC; }, scale);
+    }
+  }
+};
+
+// A chunk of at most one tile staged in shared memory by cp.async (sm_80+): each thread copies and later
+// reads only its own slots (slot u of thread t at slots[u * kThreads + t]: conflict-free), so no barrier is
+// needed between folding one chunk and loading the next into the same slots, and a chunk in flight costs
+// no registers.
+template <typename T, int VEC>
+struct AsyncTile {
+  Vec<T, VEC>* slots;  // [kTileVecs * kThreads] in shared memory
+
+  __device__ __forceinline__ static int vec_end(int lo, int hi) { return lo + (hi - lo) / VEC * VEC; }
+
+  // Starts copying the 16-byte vectors of [lo, hi) (lo a multiple of VEC, hi - lo <= kEntries).
+  __device__ __forceinline__ void load(const T* row, int lo, int hi) const {
+    const int vhi = vec_end(lo, hi);
+#pragma unroll
+    for (int u = 0; u < kTileVecs; ++u) {
+      const int v = StatTile<T, VEC>::vec_index(lo, u);
+      if (v + VEC > vhi) continue;
+      const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(&slots[u * kThreads + threadIdx.x]));
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(row + v) : "memory");
+    }
+    asm volatile("cp.async.commit_group;" ::: "memory");
+  }
+
+  // This thread's statistics of [lo, hi) after load(row, lo, hi) (single elements past the vectors).
+  __device__ __forceinline__ Stat stats(const T* row, int lo, int hi, float scale) const {
+    asm volatile("cp.async.wait_all;" ::: "memory");
+    const int vhi = vec_end(lo, hi);
+    Stat st = empty_stat();
+    StatTile<T, VEC>::accumulate(st, lo, vhi, scale, [&](int u) { return slots[u * kThreads + threadIdx.x]; });
+    for (int s = vhi + threadIdx.x; s < hi; s += kThreads) accumulate(st, to_float(row[s]), s, scale);
+    return st;
+  }
+};
+
+// Block-merged statistics of [lo, hi) of a row (lo a multiple of VEC when vec_ok): tiles over the
+// 16-byte-aligned part, single elements for the rest; every thread gets the result.
 template <typename T, int VEC>
 __device__ __forceinline__ Stat row_stats(const T* row, int lo, int hi, bool vec_ok, float scale) {
   Stat st = empty_stat();
   int tail = lo + threadIdx.x;
   if (vec_ok) {
     const int vhi = lo + (hi - lo) / VEC * VEC;
-    const int step = blockDim.x * VEC;
-    int v = lo + threadIdx.x * VEC;
-    for (; v + 7 * step < vhi; v += 8 * step) {
-      Vec<T, VEC> d[8];
+    for (int base = lo; base < vhi; base += StatTile<T, VEC>::kEntries) {
+      Vec<T, VEC> d[kTileVecs];
 #pragma unroll
-      for (int u = 0; u < 8; ++u) d[u].load(row + v + u * step);
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        float x[4 * VEC];
-#pragma unroll
-        for (int u = 0; u < 4; ++u)
-#pragma unroll
-          for (int j = 0; j < VEC; ++j) x[u * VEC + j] = to_float(d[4 * half + u].data[j]);
-        const int base = v + 4 * half * step;
-        accumulate_block(st, x, [&](int k) { return base + (k / VEC) * step + k % VEC; }, scale);
+      for (int u = 0; u < kTileVecs; ++u) {
+        const int v = StatTile<T, VEC>::vec_index(base, u);
+        if (v + VEC <= vhi) d[u].load(row + v);
       }
-    }
-    for (; v < vhi; v += step) {
-      Vec<T, VEC> d;
-      d.load(row + v);
-      float x[VEC];
-#pragma unroll
-      for (int j = 0; j < VEC; ++j) x[j] = to_float(d.data[j]);
-      accumulate_block(st, x, [&](int k) { return v + k; }, scale);
+      StatTile<T, VEC>::accumulate(st, base, vhi, scale, [&](int u) { return d[u]; });
     }
     tail = vhi + threadIdx.x;
   }

@@ -75,6 +75,7 @@ struct Segment {
     const I R = static_cast<I>(rows), C = static_cast<I>(cols);
     int pos = static_cast<int>(k - k0);
     I r = k / C, c = k - r * C;
+    if (pos == 0 && r < R && c + 128 <= prefix) return make_uint4(~0u, ~0u, ~0u, ~0u);  // inside one row's prefix
     while (pos < 128 && r < R) {
       const int off = pos & 31;
       const int len = static_cast<int>(min(static_cast<I>(32 - off), C - c));
@@ -207,6 +208,11 @@ inline cudaError_t launch_tree_mask(const TreeMaskArgs& a, int chunks, cudaStrea
                                            static_cast<int>(smem));
     if (err != cudaSuccess) return err;
   }
+  // Without a preference the driver may pick a carveout that fits one CTA per SM; the grid is sized for
+  // several resident CTAs per SM.
+  cudaError_t err = cudaFuncSetAttribute(tree_mask_kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                         cudaSharedmemCarveoutMaxShared);
+  if (err != cudaSuccess) return err;
   return launch_pdl(tree_mask_kernel, dim3(chunks, a.batch), dim3(kThreads), smem, stream, a);
 }
 
