@@ -56,7 +56,7 @@ cudaError_t launch(const Params& params, TileShape shape, cudaStream_t stream);
 // holds the whole group; splits take 64-token tiles round-robin and the last one to finish merges the
 // fp32 partial states (tree_attention_decode.cuh). Instantiated in csrc/tree_attention_decode.cu.
 constexpr int kMaxDecodeGroup = 16;      // q heads per kv head in one mma M tile
-constexpr int kMaxDecodeSplits = 64;     // partial states the last split merges (lse staged in shared memory)
+constexpr int kMaxDecodeSplits = 64;     // partial states the last split merges (in per-thread slices)
 constexpr int kMaxDecodeCounters = 1 << 16;  // (request, kv head) pairs that may split
 
 // n_b in {0, 1}; tree_mask bit 0 = the query sees its own token.
