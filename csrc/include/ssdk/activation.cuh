@@ -66,9 +66,10 @@ cudaError_t launch_silu_and_mul(const SiluAndMulArgs<T>& a, cudaStream_t stream)
   const int w = vectorizable ? kVec : 1;
   const uint64_t chunks_per_row = a.d / w, total = chunks_per_row * a.rows;
   if (total >= (uint64_t{1} << 32)) return cudaErrorInvalidValue;
-  // Small launches spread over more SMs; 512-thread blocks measured best from ~64 rows up (H100,
-  // bench_kernels/tune_memory_bound.cu).
-  const int block = total <= 128 * 132 ? 128 : total <= 2 * 256 * 132 ? 256 : 512;
+  // Small launches spread over more SMs; 256-thread blocks up to 1M chunks, 1024 above (H100, an
+  // interleaved A/B at eb96ddb, docs/kernel_notes.md: at 256 x 14336 256 threads beat 512 by 4 %, at
+  // 4096 rows 1024 beat 512 by 0.2-0.3 %).
+  const int block = total <= 128 * 132 ? 128 : total <= (uint64_t{1} << 20) ? 256 : 1024;
   const unsigned grid = static_cast<unsigned>((total + block - 1) / block);
   // Programmatic dependent launch: the next kernel's launch overlaps this one's tail on sm_90.
   if (vectorizable) return launch_pdl(silu_and_mul_kernel<T, kVec>, dim3(grid), dim3(block), 0, stream, a,
