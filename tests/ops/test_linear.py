@@ -136,8 +136,9 @@ def test_cuda_graph_capture(backend):
 def test_rows_are_independent_of_m():
     # The skinny kernel computes each row of x in the same order whatever M (1..SKINNY_MAX_ROWS) and its
     # launch configuration are; K = 4096 and 14336 take different configurations at M = 1, and N = 512 /
-    # 16384 split K over 4 warps / 1 warp per row group (on GPUs of 32 to 170 SMs), N = 6144 over 2 (H100).
-    for k, n in ((4096, 512), (14336, 512), (4096, 16384), (4096, 6144)):
+    # 16384 split K over 4 warps / 1 warp per row group (on GPUs of 32 to 170 SMs), N = 8192 over 2 (H100);
+    # M = 1 runs the two-row kernel at N = 512 and 6144 (H100).
+    for k, n in ((4096, 512), (14336, 512), (4096, 16384), (4096, 6144), (4096, 8192)):
         x = torch.randn(SKINNY_MAX_ROWS, k, dtype=torch.bfloat16, device="cuda")
         weight = (torch.randn(n, k, device="cuda") / 64).to(torch.bfloat16)
         full, full_silu_mul = linear(x, weight), linear_silu_mul(x, weight)
@@ -189,11 +190,11 @@ def test_bad_inputs_cuda():
 
 def silu_mul_problems(device: str) -> list[tuple[tuple[int, ...], int]]:
     """(x shape [..., K], I) for a [2I, K] = [gate | up] weight. CUDA: the Llama-3.1-8B gate_up (S = 1 split
-    of K), 2I = 6144 (S = 2 on an H100) and 512 (S = 4), long rows (K >= 8192), M 1..4 and the cuBLAS route
-    beyond, odd K (scalar path) and odd I (partial row groups)."""
+    of K), 2I = 8192 (S = 2 on an H100), 6144 and 512 (S = 4), M = 1 on the one- and two-row kernels, long
+    rows (K >= 8192), M 1..4 and the cuBLAS route beyond, odd K (scalar path) and odd I (partial groups)."""
     if device == "cpu":
         return [((1, 64), 16), ((3, 33), 9), ((2, 3, 40), 5), ((6, 16), 12)]
-    return [((1, 4096), 14336), ((1, 4096), 3072), ((2, 4096), 3072), ((4, 4096), 256), ((3, 14336), 128),
+    return [((1, 4096), 14336), ((1, 4096), 4096), ((1, 4096), 3072), ((2, 4096), 3072), ((4, 4096), 256), ((3, 14336), 128),
             ((1, 14336), 2048), ((1, 1001), 37), ((2, 999), 65), ((4, 1003), 33), ((2, 4, 512), 48),
             ((5, 1001), 37), ((64, 1024), 129)]
 

@@ -31,10 +31,9 @@ namespace ssdk::gemv {
 constexpr int kMaxRows = 4;
 constexpr int kThreads = 256;  // per block
 constexpr int kWarps = kThreads / 32;
-// The split of K: S doubles (up to kMaxSplit) while the M = 1 grid, N/4 groups of S warps, stays within one
-// wave of kWaveWarpsPerSm warps per SM (4 blocks of 256 threads: the M = 1 and M = 2 kernels use 56-64
-// registers on sm_90a). Chosen from N and the SM count only, so every M sums a row in the same order.
-constexpr int kWaveWarpsPerSm = 32, kMaxSplit = 4;
+// Warps per SM the split of K aims for (S doubles up to kMaxSplit while rows/4 * S stay below it); chosen
+// from N and the SM count only, so every M sums a row in the same order.
+constexpr int kSplitTargetWarpsPerSm = 24, kMaxSplit = 4;
 
 template <typename T>
 struct LinearArgs {
@@ -206,32 +205,53 @@ int blocks_per_sm() {
   return blocks;
 }
 
+// Blocks of work (S-warp row groups, kWarps / S per block) of a launch.
+template <int R, int S, bool kSwiGlu>
+int64_t block_tasks(const int n) {
+  constexpr int kOut = kSwiGlu ? R / 2 : R;
+  const int64_t groups = (n + kOut - 1) / kOut;
+  return (groups + kWarps / S - 1) / (kWarps / S);
+}
+
 template <typename T, int MT, int R, int U, int W, int S, bool kSwiGlu>
 cudaError_t launch_split(const LinearArgs<T>& a, cudaStream_t stream) {
-  constexpr int kOut = kSwiGlu ? R / 2 : R;
-  const int64_t groups = (a.n + kOut - 1) / kOut;
-  const int64_t needed = (groups + kWarps / S - 1) / (kWarps / S);
   const int64_t resident = int64_t{a.num_sms} * blocks_per_sm<T, MT, R, U, W, S, kSwiGlu>();
-  const int grid = static_cast<int>(std::min(needed, resident));
+  const int grid = static_cast<int>(std::min(block_tasks<R, S, kSwiGlu>(a.n), resident));
   return launch_pdl(skinny_linear_kernel<T, MT, R, U, W, S, kSwiGlu>, dim3(grid), dim3(kThreads), 0, stream, a);
 }
 
-// K slices per group for a weight of `rows` rows, from the rows and the SM count only (never M): the largest
-// S <= kMaxSplit whose M = 1 grid, rows/4 groups of S warps, fits one wave of kWaveWarpsPerSm warps per SM.
-// Llama-3.1-8B on 132 SMs: o and down (4096 rows) S = 4, qkv (6144) S = 2 (S = 4 made 6144 warps at M = 1: two
-// trips, the second on 45 % of the blocks), gate_up and the LM head S = 1. (down's two-row kernel, see
-// launch_width, has twice the groups: two even trips, measured at the copy bandwidth.)
+// K slices per group for a weight of `rows` rows, from the rows and the SM count only (never M): see
+// kSplitTargetWarpsPerSm. (A rule keeping the M = 1 grid within one wave, qkv S = 4 -> 2 on H100, measured
+// worse at 2cefa07: qkv M = 1 20.42 -> 19.98 µs, M = 2 18.00 -> 21.55, M = 4 19.74 -> 22.65.)
 inline int split_for(int64_t rows, int num_sms) {
-  const int64_t groups = (rows + 3) / 4, wave = int64_t{kWaveWarpsPerSm} * num_sms;
   int split = 1;
-  while (split < kMaxSplit && groups * split * 2 <= wave) split *= 2;
+  while (split < kMaxSplit && (rows + 3) / 4 * split < int64_t{kSplitTargetWarpsPerSm} * num_sms) split *= 2;
   return split;
+}
+
+// Share of the block slots that hold work over the trips of the persistent grid: tasks / (trips x resident).
+// A last trip on few blocks leaves HBM bandwidth unused (the weight stream is the whole cost).
+template <typename T, int MT, int R, int U, int W, bool kSwiGlu>
+double wave_fill(const LinearArgs<T>& a, int split) {
+  int64_t tasks, resident = a.num_sms;
+  switch (split) {
+    case 1: tasks = block_tasks<R, 1, kSwiGlu>(a.n), resident *= blocks_per_sm<T, MT, R, U, W, 1, kSwiGlu>(); break;
+    case 2: tasks = block_tasks<R, 2, kSwiGlu>(a.n), resident *= blocks_per_sm<T, MT, R, U, W, 2, kSwiGlu>(); break;
+    default: tasks = block_tasks<R, 4, kSwiGlu>(a.n), resident *= blocks_per_sm<T, MT, R, U, W, 4, kSwiGlu>();
+  }
+  const int64_t trips = (tasks + resident - 1) / resident;
+  return static_cast<double>(tasks) / static_cast<double>(trips * resident);
+}
+
+// SwiGLU splits like the unfused linear of its [2n, K] weight, so the sums (and the bits) are the same.
+template <bool kSwiGlu, typename T>
+int split_of(const LinearArgs<T>& a) {
+  return split_for(kSwiGlu ? 2 * int64_t{a.n} : a.n, a.num_sms);
 }
 
 template <typename T, int MT, int R, int U, int W, bool kSwiGlu>
 cudaError_t launch_config(const LinearArgs<T>& a, cudaStream_t stream) {
-  // SwiGLU splits like the unfused linear of its [2n, K] weight, so the sums (and the bits) are the same.
-  switch (split_for(kSwiGlu ? 2 * int64_t{a.n} : a.n, a.num_sms)) {
+  switch (split_of<kSwiGlu>(a)) {
     case 1: return launch_split<T, MT, R, U, W, 1, kSwiGlu>(a, stream);
     case 2: return launch_split<T, MT, R, U, W, 2, kSwiGlu>(a, stream);
     default: return launch_split<T, MT, R, U, W, 4, kSwiGlu>(a, stream);
@@ -253,13 +273,25 @@ cudaError_t launch_rows(const LinearArgs<T>& a, cudaStream_t stream) {
   }
 }
 
+// One row of x runs the two-row kernel (its second row repeats the first and is not stored; a row's sum does
+// not depend on the rows beside it, so the bits are the same) when that fills the block slots of its trips
+// clearly better than the one-row kernel with launch_rows' (R, U). On H100 this picks the shapes whose M = 2
+// time beat M = 1 in every run: Llama / Qwen3 down (fill 0.78 -> 0.97; 43.3 -> 39.8 and 37.6 -> 34.3 µs at
+// d2470e0), qkv 6144 x 4096 (0.73 -> 0.97; M = 2 18.0 vs M = 1 20.4 µs at d15a816) and Qwen3 gate_up (0.73
+// -> 0.97; 67.1 vs 70.2), and keeps o, Llama gate_up and the LM heads (equal fill; M = 1 as fast or faster).
+template <typename T, int W, bool kSwiGlu>
+bool two_rows_fill_better(const LinearArgs<T>& a) {
+  const int split = split_of<kSwiGlu>(a);
+  const double one_row = a.k >= 8192 ? wave_fill<T, 1, 2, 4, W, kSwiGlu>(a, split)
+                                     : wave_fill<T, 1, 4, 2, W, kSwiGlu>(a, split);
+  return wave_fill<T, 2, 2, 4, W, kSwiGlu>(a, split) > one_row + 0.1;
+}
+
 template <typename T, int W, bool kSwiGlu>
 cudaError_t launch_width(const LinearArgs<T>& a, cudaStream_t stream) {
-  // One row of x over long weight rows (K >= 8192: down_proj) runs the two-row kernel, whose second row
-  // repeats the first and is not stored: 8-9 % faster on H100 (Llama / Qwen3 down at d2470e0: 43.3 -> 39.8
-  // and 37.6 -> 34.3 µs); a row's sum does not depend on the rows beside it, so the bits are the same.
-  const bool long_rows = W > 1 && a.k >= 8192;
-  if (a.m <= 1 && !long_rows) return launch_rows<T, 1, W, kSwiGlu>(a, stream);
+  // The scalar path (W = 1: odd K or unaligned rows) keeps the one-row kernel: not measured.
+  if (a.m <= 1 && (W == 1 || !two_rows_fill_better<T, W, kSwiGlu>(a)))
+    return launch_rows<T, 1, W, kSwiGlu>(a, stream);
   if (a.m <= 2) return launch_rows<T, 2, W, kSwiGlu>(a, stream);
   return launch_rows<T, 4, W, kSwiGlu>(a, stream);
 }
