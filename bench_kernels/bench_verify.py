@@ -71,15 +71,15 @@ def main() -> None:
         stochastic_bytes = (2 * k + 1) * batch * vocab * size
         greedy_bytes = (k + 1) * batch * vocab * size
         chain_extra = dict(extra, floor_us=floor_us(stochastic_bytes))
-        runner.run(shape, "ssdk-cuda", lambda t, d, i, o, n: cuda["verify_chain"](
-            o, n, t, i, d, None, temperature, None, None, None, 0, 1, 2, None), make, stochastic_bytes,
+        runner.run(shape, "ssdk-cuda", lambda t, d, i, o, n, temp=temperature: cuda["verify_chain"](
+            o, n, t, i, d, None, temp, None, None, None, 0, 1, 2, None), make, stochastic_bytes,
             op="verify_chain", **chain_extra)
         if batch <= 16 and k == 6:
-            runner.run(shape, "ssdk-triton", lambda t, d, i, o, n: triton["verify_chain"](
-                o, n, t, i, d, None, temperature, None, None, None, 0, 1, 2, None), make, stochastic_bytes,
+            runner.run(shape, "ssdk-triton", lambda t, d, i, o, n, temp=temperature: triton["verify_chain"](
+                o, n, t, i, d, None, temp, None, None, None, 0, 1, 2, None), make, stochastic_bytes,
                 op="verify_chain", **chain_extra)
-            runner.run(shape, "torch", lambda t, d, i, o, n: ref.verify_chain(t, i, temperature, draft_logits=d),
-                       make, stochastic_bytes, op="verify_chain", **chain_extra)
+            runner.run(shape, "torch", lambda t, d, i, o, n, temp=temperature: ref.verify_chain(
+                t, i, temp, draft_logits=d), make, stochastic_bytes, op="verify_chain", **chain_extra)
         if fi_sampling is not None:
             def make_probs():
                 target, draft, ids, _, _ = make()
@@ -123,9 +123,11 @@ def main() -> None:
                     torch.empty(batch, k + 1, dtype=torch.int32, device="cuda"),
                     torch.empty(batch, k + 1, dtype=torch.int32, device="cuda"))
 
-        runner.run(shape, "ssdk-cuda", lambda lg, tk, a, nd, o: cuda["verify_tree"](
-            a, nd, o, lg, tk, parents, qo_indptr, temperature, None, None, 1, 2, None), make_tree,
-            n * batch * vocab * 2, op="verify_tree", batch=batch, k=k, f=fan, vocab=vocab)
+        def tree_fn(lg, tk, a, nd, o, p=parents, q=qo_indptr, temp=temperature):
+            cuda["verify_tree"](a, nd, o, lg, tk, p, q, temp, None, None, 1, 2, None)
+
+        runner.run(shape, "ssdk-cuda", tree_fn, make_tree, n * batch * vocab * 2, op="verify_tree", batch=batch, k=k,
+                   f=fan, vocab=vocab)
 
     torch_sample_cases = []
     for batch in ((1, 16, 64) if args.quick else (1, 4, 16, 64)):
@@ -140,19 +142,22 @@ def main() -> None:
 
         nbytes = batch * vocab * 2
         extra = dict(batch=batch, vocab=vocab)
-        runner.run(shape, "ssdk-cuda", lambda x, o: cuda["sample_tokens"](
-            o, x, temperature, None, None, None, 0, 1, 2, None), make_rows, nbytes, op="sample_tokens", **extra)
-        runner.run(shape, "ssdk-cuda-filtered", lambda x, o: cuda["sample_tokens"](
-            o, x, temperature, top_k, top_p, None, 0, 1, 2, None), make_rows, nbytes, op="sample_tokens", **extra)
-        runner.run(shape, "ssdk-triton", lambda x, o: triton["sample_tokens"](
-            o, x, temperature, None, None, None, 0, 1, 2, None), make_rows, nbytes, op="sample_tokens", **extra)
+        # Loop values bound as defaults: a provider whose capture fails runs eagerly when its group is
+        # flushed, which happens after the next iteration has rebound the loop variables.
+        runner.run(shape, "ssdk-cuda", lambda x, o, t=temperature: cuda["sample_tokens"](
+            o, x, t, None, None, None, 0, 1, 2, None), make_rows, nbytes, op="sample_tokens", **extra)
+        runner.run(shape, "ssdk-cuda-filtered", lambda x, o, t=temperature, tk=top_k, tp=top_p: cuda["sample_tokens"](
+            o, x, t, tk, tp, None, 0, 1, 2, None), make_rows, nbytes, op="sample_tokens", **extra)
+        runner.run(shape, "ssdk-triton", lambda x, o, t=temperature: triton["sample_tokens"](
+            o, x, t, None, None, None, 0, 1, 2, None), make_rows, nbytes, op="sample_tokens", **extra)
         rows = make_rows()  # drawn now: the torch case runs last (below)
         torch_sample_cases.append((shape, temperature, (lambda rows=rows: rows), nbytes, extra))
         if fi_sampling is not None:
             runner.run(shape, "flashinfer", lambda x, o: fi_sampling.sampling_from_logits(x / 0.8), make_rows, nbytes,
                        op="sample_tokens", **extra)
-            runner.run(shape, "flashinfer-filtered", lambda x, o: fi_sampling.top_k_top_p_sampling_from_logits(
-                x / 0.8, top_k, top_p), make_rows, nbytes, op="sample_tokens", **extra)
+            runner.run(shape, "flashinfer-filtered", lambda x, o, tk=top_k, tp=top_p:
+                       fi_sampling.top_k_top_p_sampling_from_logits(x / 0.8, tk, tp), make_rows, nbytes,
+                       op="sample_tokens", **extra)
     # ref.sample_tokens checks its temperatures on the host, so its capture fails and falls back to eager
     # timing; a failed capture leaves torch's CUDA RNG unusable, so these cases run last on inputs drawn above.
     for shape, temperature, make_rows, nbytes, extra in torch_sample_cases:

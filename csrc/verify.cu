@@ -30,8 +30,6 @@ int ceil_div(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
 template <typename T>
 constexpr int kStatsChunk = sampling::StatTile<T, 16 / sizeof(T)>::kEntries;
 
-// chain_kernel's sample chunks hold at most this many entries (32 per thread).
-constexpr int kMaxSampleChunk = 8192;
 
 // Split a row of `vocab` into `parts` chunks that are multiples of 8 elements (16-byte aligned).
 void split(int vocab, int want, int& parts, int& chunk) {
@@ -93,24 +91,22 @@ void dispatch_logits(at::ScalarType dtype, F&& f) {
 }
 
 // Workspace from the caching allocator (capture-safe): partials, picks, row distributions, race bounds,
-// chain decisions, control words (zeroed by zero_kernel at the start of every call).
+// control words (zeroed by the call's first kernel).
 struct Workspace {
   at::Tensor buffer;
   sampling::Stat* partials = nullptr;
   sampling::Pick* picks = nullptr;
   RowDist* dists = nullptr;
   int8_t* race_bounds = nullptr;
-  sampling::Decision* decisions = nullptr;
   unsigned* ctl = nullptr;
 };
 
 Workspace make_workspace(const at::Tensor& ref, int64_t num_partials, int64_t num_picks, int64_t num_dists,
-                         int64_t num_bounds = 0, int64_t num_decisions = 0, int64_t num_ctl = 0) {
+                         int64_t num_bounds = 0, int64_t num_ctl = 0) {
   auto align = [](int64_t bytes) { return (bytes + 255) / 256 * 256; };
   const int64_t sizes[] = {align(num_partials * static_cast<int64_t>(sizeof(sampling::Stat))),
                            align(num_picks * static_cast<int64_t>(sizeof(sampling::Pick))),
                            align(num_dists * static_cast<int64_t>(sizeof(RowDist))), align(num_bounds),
-                           align(num_decisions * static_cast<int64_t>(sizeof(sampling::Decision))),
                            align(num_ctl * static_cast<int64_t>(sizeof(unsigned)))};
   int64_t total = 0;
   for (const int64_t size : sizes) total += size;
@@ -125,8 +121,6 @@ Workspace make_workspace(const at::Tensor& ref, int64_t num_partials, int64_t nu
   p += sizes[2];
   ws.race_bounds = num_bounds > 0 ? reinterpret_cast<int8_t*>(p) : nullptr;
   p += sizes[3];
-  ws.decisions = reinterpret_cast<sampling::Decision*>(p);
-  p += sizes[4];
   ws.ctl = reinterpret_cast<unsigned*>(p);
   return ws;
 }
@@ -195,28 +189,43 @@ void launch_filter(const RowMap<T>& map, int num_rows, int vocab, const Filters&
                   "filter kernel launch");
 }
 
-// Kernels with a 32 KB shared tile buffer: without a preference the driver may pick a carveout that fits
-// fewer CTAs per SM than the registers allow.
-template <typename Kernel>
-void prefer_shared_memory(Kernel kernel, const char* what) {
-  check_cuda_call(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                       cudaSharedmemCarveoutMaxShared),
-                  what);
+// stats_kernel: two 32 KB tiles of dynamic shared memory per CTA, and the resident CTAs on the device
+// (queried once per instantiation, with the max-shared carveout: without a preference the driver may pick
+// one that fits fewer CTAs than the registers allow).
+constexpr size_t kStatsSmem = 2 * sampling::kTileVecs * sampling::kThreads * 16;
+
+template <typename T>
+int stats_kernel_ctas(int sms) {
+  static int per_sm = 0;
+  if (per_sm == 0) {
+    const auto kernel = sampling::stats_kernel<T, 16 / sizeof(T)>;
+    check_cuda_call(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(kStatsSmem)),
+                    "stats_kernel shared memory");
+    check_cuda_call(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                         cudaSharedmemCarveoutMaxShared),
+                    "stats_kernel carveout");
+    check_cuda_call(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, sampling::kThreads, kStatsSmem),
+                    "stats_kernel occupancy query");
+    per_sm = std::max(per_sm, 1);
+  }
+  return per_sm * sms;
 }
 
 template <typename T, int MODE>
-void launch_verify(VerifyArgs<T>& a, cudaStream_t stream) {
+void launch_verify(VerifyArgs<T>& a, int sms, cudaStream_t stream) {
   if (a.batch == 0) return;
   const int64_t grid = static_cast<int64_t>(a.batch) * a.S2;
   TORCH_CHECK(grid < (int64_t{1} << 31), "ssdk: problem too large (", grid, " work items)");
   if (a.stats_pass) {
-    const int64_t stats_grid = static_cast<int64_t>(a.num_rows) * a.S;
-    TORCH_CHECK(stats_grid < (int64_t{1} << 31), "ssdk: problem too large (", stats_grid, " statistics items)");
-    static const bool carveout_set = (prefer_shared_memory(sampling::stats_kernel<T, 16 / sizeof(T)>,
-                                                           "stats_kernel carveout"), true);
-    (void)carveout_set;
-    check_cuda_call(launch_pdl(sampling::stats_kernel<T, 16 / sizeof(T)>, dim3(static_cast<unsigned>(stats_grid)),
-                               dim3(sampling::kThreads), 0, stream, a),
+    const int64_t items = static_cast<int64_t>(a.num_rows) * a.S;
+    TORCH_CHECK(items < (int64_t{1} << 30), "ssdk: problem too large (", items, " statistics items)");
+    // As many CTAs as are resident, each with the same number of items (+-1).
+    const int64_t resident = stats_kernel_ctas<T>(sms);
+    const int64_t per_cta = (items + resident - 1) / resident;
+    const int stats_grid = static_cast<int>((items + per_cta - 1) / per_cta);
+    check_cuda_call(launch_pdl(sampling::stats_kernel<T, 16 / sizeof(T)>, dim3(stats_grid), dim3(sampling::kThreads),
+                               kStatsSmem, stream, a),
                     "stats kernel launch");
   }
   check_cuda_call(launch_pdl(sampling::verify_kernel<T, 16 / sizeof(T), MODE>, dim3(static_cast<unsigned>(grid)),
@@ -224,40 +233,26 @@ void launch_verify(VerifyArgs<T>& a, cudaStream_t stream) {
                   "verify kernel launch");
 }
 
-// Resident chain_kernel CTAs on the device (the occupancy is queried once per instantiation).
+// Common setup: sizes, statistics split, final split, workspace, control words, filter pre-pass.
+// long_chunks: verify_chain with race bounds and aligned rows (its final pass streams chunks of any size).
 template <typename T>
-int chain_kernel_ctas(int sms) {
-  static int per_sm = 0;
-  if (per_sm == 0) {
-    const auto kernel = sampling::chain_kernel<T, 16 / sizeof(T)>;
-    prefer_shared_memory(kernel, "chain_kernel carveout");
-    check_cuda_call(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, sampling::kThreads, 0),
-                    "chain_kernel occupancy query");
-    per_sm = std::max(per_sm, 1);
-  }
-  return per_sm * sms;
-}
-
-// Common setup: sizes, statistics split, final split, workspace, zeroed control words, filter pre-pass.
-// fused: verify_chain's chain_kernel runs the call (no filters, aligned rows).
-template <typename T>
-void prepare(VerifyArgs<T>& a, const Filters& f, bool stochastic, bool fused, const at::Tensor& ref, Workspace& ws,
-             int sms, cudaStream_t stream) {
+void prepare(VerifyArgs<T>& a, const Filters& f, bool stochastic, bool long_chunks, const at::Tensor& ref,
+             Workspace& ws, int sms, cudaStream_t stream) {
   TORCH_CHECK(a.batch <= sampling::kMaxRequests, "ssdk: at most ", sampling::kMaxRequests, " requests, got ", a.batch);
   if (a.batch == 0) return;
   const bool filtered = f.any() && stochastic;
-  // Row statistics from logits: their own launch (one CTA per (row, tile), streaming at full width),
-  // verify_kernel follows as a programmatic dependent. Stochastic ones also draw the race bounds.
-  a.stats_pass = !fused && !filtered && a.num_rows > 0;
+  // Row statistics from logits: their own launch (persistent, streaming at full width), verify_kernel
+  // follows as a programmatic dependent. Stochastic ones also draw the race bounds.
+  a.stats_pass = !filtered && a.num_rows > 0;
   a.chunk = kStatsChunk<T>;
   a.S = ceil_div(a.vocab, a.chunk);
-  const int resident = fused ? chain_kernel_ctas<T>(sms) : 0;
-  if (fused) {
-    // Sample chunks: about the resident CTAs over the batch (B=1: ~2000 entries each, short CTAs on the
-    // critical path), at most kMaxSampleChunk entries; none for greedy calls.
-    if (stochastic) split(a.vocab, std::max(ceil_div(resident, std::max(a.batch, 1)), ceil_div(a.vocab, kMaxSampleChunk)),
-                          a.S2, a.chunk2);
-    else a.S2 = a.chunk2 = 0;
+  a.vec_target = rows_vectorizable(a.map.target, a.map.target_stride);
+  a.vec_draft = rows_vectorizable(a.map.draft, a.map.draft_stride);
+  long_chunks = long_chunks && stochastic && a.stats_pass && a.vec_target && (a.map.draft == nullptr || a.vec_draft);
+  if (long_chunks) {
+    // One wave of verify_kernel CTAs (3 per SM) over the batch: each decides once and streams its chunk;
+    // small batches keep chunks <= kMaxPrunedChunk (register-resident residuals, shorter CTAs).
+    split(a.vocab, std::max(1, 3 * sms / std::max(a.batch, 1)), a.S2, a.chunk2);
   } else if (stochastic) {
     // Final-sample chunks: at least 2 CTAs per SM over the batch, and at most ~4096 entries each (the
     // residuals of a chunk fit the race's register buffer; the last request's tail stays short).
@@ -265,47 +260,26 @@ void prepare(VerifyArgs<T>& a, const Filters& f, bool stochastic, bool fused, co
   } else {
     split(a.vocab, 1, a.S2, a.chunk2);
   }
-  const bool bounded = (a.stats_pass || fused) && stochastic;
+  const bool bounded = a.stats_pass && stochastic;
   a.bounds_stride = ceil_div(a.vocab, 4);
-  const int64_t num_stats = (a.stats_pass || fused) ? static_cast<int64_t>(a.num_rows) * a.S : 0;
-  ws = make_workspace(ref, num_stats, static_cast<int64_t>(a.batch) * a.S2, filtered ? a.num_rows : 0,
-                      bounded ? static_cast<int64_t>(a.batch) * a.bounds_stride : 0, fused ? a.batch : 0,
-                      1 + 2 * static_cast<int64_t>(a.batch));
+  const int num_ctl = 1 + 2 * a.batch;
+  ws = make_workspace(ref, a.stats_pass ? static_cast<int64_t>(a.num_rows) * a.S : 0,
+                      static_cast<int64_t>(a.batch) * a.S2, filtered ? a.num_rows : 0,
+                      bounded ? static_cast<int64_t>(a.batch) * a.bounds_stride : 0, num_ctl);
   a.partials = ws.partials;
   a.picks = ws.picks;
   a.race_bounds = ws.race_bounds;
-  a.decisions = ws.decisions;
   a.ctl = ws.ctl;
   a.dists = nullptr;
-  a.vec_target = rows_vectorizable(a.map.target, a.map.target_stride);
-  a.vec_draft = rows_vectorizable(a.map.draft, a.map.draft_stride);
-  if (fused) {
-    // Sample items of request b trail its statistics by about 1.5 resident waves of items, so they
-    // rarely wait for its decision.
-    const int64_t per_request = static_cast<int64_t>(a.map.rows_per_req) * a.S + a.S2;
-    a.lag = static_cast<int>(std::clamp<int64_t>((3 * static_cast<int64_t>(resident) + 2 * per_request - 1) /
-                                                     (2 * per_request), 1, std::max(a.batch, 1)));
-    const int64_t items = static_cast<int64_t>(a.batch) * per_request;
-    TORCH_CHECK(items < (int64_t{1} << 31) - resident, "ssdk: problem too large (", items, " work items)");
+  if (!a.stats_pass) {  // (stats_kernel zeroes them otherwise)
+    check_cuda_call(launch_pdl(sampling::zero_kernel, dim3(ceil_div(num_ctl, sampling::kThreads)),
+                               dim3(sampling::kThreads), 0, stream, a.ctl, num_ctl),
+                    "zero kernel launch");
   }
-  const int num_ctl = 1 + 2 * a.batch;
-  check_cuda_call(launch_pdl(sampling::zero_kernel, dim3(ceil_div(num_ctl, sampling::kThreads)),
-                             dim3(sampling::kThreads), 0, stream, a.ctl, num_ctl),
-                  "zero kernel launch");
   if (filtered) {
     launch_filter<T>(a.map, a.num_rows, a.vocab, f, ws.dists, stream);
     a.dists = ws.dists;
   }
-}
-
-template <typename T>
-void launch_chain(VerifyArgs<T>& a, int sms, cudaStream_t stream) {
-  if (a.batch == 0) return;
-  const int64_t items = static_cast<int64_t>(a.batch) * (static_cast<int64_t>(a.map.rows_per_req) * a.S + a.S2);
-  const int grid = static_cast<int>(std::min<int64_t>(items, chain_kernel_ctas<T>(sms)));
-  check_cuda_call(launch_pdl(sampling::chain_kernel<T, 16 / sizeof(T)>, dim3(grid), dim3(sampling::kThreads), 0,
-                             stream, a),
-                  "chain kernel launch");
 }
 
 }  // namespace
@@ -335,7 +309,7 @@ void sample_tokens(at::Tensor& out, const at::Tensor& logits, const at::Tensor& 
     Workspace ws;
     a.num_rows = f.any() ? static_cast<int>(batch) : 0;  // without filters sampling needs no statistics
     prepare(a, f, true, false, logits, ws, sms, stream);
-    launch_verify<T, sampling::kSample>(a, stream);
+    launch_verify<T, sampling::kSample>(a, sms, stream);
   });
 }
 
@@ -430,7 +404,7 @@ void chain_speculative_sampling(at::Tensor& output_token_ids, at::Tensor& accept
   prepare(a, Filters{}, true, false, target_probs, ws, sms, stream);
   at::Tensor scratch_len = at::empty({batch}, target_probs.options().dtype(at::kInt));
   a.accept_len = scratch_len.data_ptr<int32_t>();
-  launch_verify<float, sampling::kChainProbs>(a, stream);
+  launch_verify<float, sampling::kChainProbs>(a, sms, stream);
 }
 
 void verify_chain(at::Tensor& out_tokens, at::Tensor& accept_len, const at::Tensor& target_logits,
@@ -490,13 +464,9 @@ void verify_chain(at::Tensor& out_tokens, at::Tensor& accept_len, const at::Tens
     // Saguaro rescaling applies to the draft rows, which only the stochastic path reads.
     const Filters f = make_filters(a.temperature, top_k, top_p, with_draft_logits ? saguaro_x : OptTensor{}, saguaro_f,
                                    /*sag_target=*/false);
-    // One fused launch unless filters need their pre-pass or the rows are not 16-byte aligned.
-    const bool fused = !(f.any() && temperature.has_value()) && rows_vectorizable(a.map.target, a.map.target_stride) &&
-                       (!with_draft_logits || rows_vectorizable(a.map.draft, a.map.draft_stride));
     Workspace ws;
-    prepare(a, f, temperature.has_value(), fused, target_logits, ws, sms, stream);
-    if (fused) launch_chain(a, sms, stream);
-    else launch_verify<T, sampling::kChain>(a, stream);
+    prepare(a, f, temperature.has_value(), /*long_chunks=*/true, target_logits, ws, sms, stream);
+    launch_verify<T, sampling::kChain>(a, sms, stream);
   });
 }
 
@@ -545,7 +515,7 @@ void verify_tree(at::Tensor& accept_len, at::Tensor& accept_nodes, at::Tensor& o
     const Filters f = make_filters(a.temperature, top_k, top_p, OptTensor{}, 0, /*sag_target=*/false);
     Workspace ws;
     prepare(a, f, temperature.has_value(), false, target_logits, ws, sms, stream);
-    launch_verify<T, sampling::kTree>(a, stream);
+    launch_verify<T, sampling::kTree>(a, sms, stream);
   });
 }
 

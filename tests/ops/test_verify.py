@@ -199,8 +199,8 @@ def test_verify_chain_stochastic_matches_reference(backend, device, draft_kind):
 @pytest.mark.cuda
 @pytest.mark.parametrize("draft_kind", ["logits", "probs"])
 def test_verify_chain_many_requests(draft_kind):
-    """Hundreds of requests through the fused chain kernel: many items per CTA, sample items trailing the
-    statistics of later requests, greedy and sampled requests mixed; greedy-only calls are exact."""
+    """Hundreds of requests: several statistics items per persistent CTA, greedy and sampled requests
+    mixed; greedy-only calls are exact."""
     batch, k, vocab = 300, 3, 3000
     target, draft, ids = chain_inputs("cuda", batch, k, vocab, torch.bfloat16, seed=11)
     temperature = torch.tensor([0.0, 0.7, 1.0, 1.3] * (batch // 4), device="cuda")
@@ -219,8 +219,8 @@ def test_verify_chain_many_requests(draft_kind):
 
 @pytest.mark.cuda
 def test_verify_chain_concurrent_streams():
-    """Two calls running at once on two streams share no device state (each call zeroes its own control
-    words): both give what they give alone."""
+    """Two calls running at once on two streams share no device state (each call's first kernel zeroes
+    the control words in its own workspace): both give what they give alone."""
     batch, k, vocab = 64, 6, 32000
     calls = [chain_inputs("cuda", batch, k, vocab, torch.bfloat16, seed=s) for s in (1, 2)]
     temperature = torch.ones(batch, device="cuda")

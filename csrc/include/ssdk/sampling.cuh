@@ -361,8 +361,8 @@ struct StatTile {
 
 // A chunk of at most one tile staged in shared memory by cp.async (sm_80+): each thread copies and later
 // reads only its own slots (slot u of thread t at slots[u * kThreads + t]: conflict-free), so no barrier is
-// needed between folding one chunk and loading the next into the same slots, and a chunk in flight costs
-// no registers.
+// needed between folding one chunk and loading the next into the same slots, and chunks in flight cost no
+// registers. Every load() commits one cp.async group (empty if nothing is copied).
 template <typename T, int VEC>
 struct AsyncTile {
   Vec<T, VEC>* slots;  // [kTileVecs * kThreads] in shared memory
@@ -382,9 +382,15 @@ struct AsyncTile {
     asm volatile("cp.async.commit_group;" ::: "memory");
   }
 
-  // This thread's statistics of [lo, hi) after load(row, lo, hi) (single elements past the vectors).
+  // Waits until at most kPending of this thread's most recent loads are still in flight.
+  template <int kPending>
+  __device__ __forceinline__ static void wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
+  }
+
+  // This thread's statistics of [lo, hi) once its load(row, lo, hi) has landed (see wait), single elements
+  // past the vectors read directly.
   __device__ __forceinline__ Stat stats(const T* row, int lo, int hi, float scale) const {
-    asm volatile("cp.async.wait_all;" ::: "memory");
     const int vhi = vec_end(lo, hi);
     Stat st = empty_stat();
     StatTile<T, VEC>::accumulate(st, lo, vhi, scale, [&](int u) { return slots[u * kThreads + threadIdx.x]; });

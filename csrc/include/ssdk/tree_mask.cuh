@@ -208,11 +208,6 @@ inline cudaError_t launch_tree_mask(const TreeMaskArgs& a, int chunks, cudaStrea
                                            static_cast<int>(smem));
     if (err != cudaSuccess) return err;
   }
-  // Without a preference the driver may pick a carveout that fits one CTA per SM; the grid is sized for
-  // several resident CTAs per SM.
-  cudaError_t err = cudaFuncSetAttribute(tree_mask_kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                         cudaSharedmemCarveoutMaxShared);
-  if (err != cudaSuccess) return err;
   return launch_pdl(tree_mask_kernel, dim3(chunks, a.batch), dim3(kThreads), smem, stream, a);
 }
 

@@ -1,30 +1,27 @@
 // Sampling and speculative verification from logits (semantics: ssdk/ops/verify.py, reference:
-// ssdk/ref/verify.py). Every call first runs zero_kernel (one CTA: zeroes the call's control words in its
-// own workspace, so concurrent calls never share state), then:
+// ssdk/ref/verify.py). Two launches per call, the second a programmatic dependent of the first:
 //
-// verify_chain without top-k / top-p / Saguaro (rows 16-byte aligned): chain_kernel, one persistent launch
-//   whose CTAs take work items from an atomic ticket, in this order: the statistics items of request b
-//   (row, 16384-entry tile: online max / argmax / sum of exp, and the race bounds below), interleaved
-//   with the sample items of request b - lag. The CTA that finishes a request's last statistics item
-//   decides its acceptance (greedy requests: writes the outputs) and publishes the decision; a sample
-//   item (request, vocab chunk) waits for it, runs the exponential race r_v / E_v over its chunk of the
-//   final row (residual r = max(p - q, 0); the rows were just streamed, so mostly L2 hits), and the last
-//   sample item of the request reduces the picks and writes the outputs. A CTA only waits for items with
-//   smaller tickets, which CTAs already running hold, so the waits cannot deadlock.
-//
-// Every other op (trees, sampling, FlashInfer-style probabilities, filtered chains): stats_kernel
-//   (row, tile) -> partials, or the filter kernel; then verify_kernel (request, chunk) as its programmatic
-//   dependent: decides redundantly, samples its chunk, and the request's last CTA reduces the picks.
+//   stats_kernel: persistent; each CTA folds (row, 16384-entry tile) items, the next tile in flight by
+//                cp.async while the current one is folded: online max / argmax / sum of exp -> partials
+//                (fixed tiles: a row's merge order never depends on the batch size). For stochastic
+//                requests it also writes the race bounds of the final sample (below), and it zeroes the
+//                call's control words.
+//   verify_kernel (request, chunk): decides acceptance (every CTA of the request decides redundantly from
+//                the merged partials: a few loads), then, for stochastic requests, runs the exponential
+//                race r_v / E_v over its chunk of the final row (residual r = max(p - q, 0), or p minus
+//                the rejected children) -> picks; the last CTA of the request (a counter in the call's
+//                own workspace) reduces the picks and writes the outputs.
 //
 // Race bounds: the final sample's draws depend on (seed, offset, request, v) only, not on the row it
 // samples, so the statistics pass (memory-bound, its ALUs mostly idle) draws them once per request and
 // stores, per group of 4 entries (one Philox call), the smallest power of two >= max 1 / E. The sample
-// pass draws only for entries with r_v * bound_v >= the best score seen so far (chain_kernel: the
-// thread's running best; verify_kernel: the best of each thread's largest residual): the others cannot
-// be the pick, so the picks are identical to drawing everywhere.
+// pass draws only for entries with r_v * bound_v >= a score reached in its chunk (short chunks: the best
+// of each thread's largest residual; long chunks: the thread's running best), so the picks are identical
+// to drawing everywhere (with logits that are not flat, a few percent of the entries are drawn).
 //
 // With top-k / top-p / Saguaro, a filter kernel (one CTA per row, radix selects) precomputes each row's
-// distribution instead of the statistics kernel (no race bounds: every entry is drawn).
+// distribution instead of the statistics kernel (no race bounds: every entry is drawn); calls without a
+// statistics launch start with zero_kernel. No device-global state: concurrent calls are independent.
 #pragma once
 #include "ssdk/sampling.cuh"
 
@@ -146,8 +143,7 @@ __global__ void __launch_bounds__(kThreads) filter_kernel(FilterArgs<T> a) {
 }
 
 // ------------------------------------------------------------------ verify kernel
-// Acceptance decision of one request (shared by the threads of a CTA; chain_kernel publishes it in the
-// workspace).
+// Acceptance decision of one request, shared by the threads of a CTA.
 struct Decision {
   int accept_len;
   int final_row;     // target row of the final sample (global), -1: none (empty tree)
@@ -171,10 +167,8 @@ struct VerifyArgs {
   const RowDist* dists;       // filter path: [num_rows]; nullptr: merged from the statistics partials
   Stat* partials;             // [num_rows * S]
   Pick* picks;                // [B * S2]
-  unsigned* ctl;              // [1 + 2B], zeroed by zero_kernel: ticket, statistics items done per request
-                              // (+1 once its decision is published), sample items done per request
-  Decision* decisions;        // chain_kernel: [B]
-  int lag;                    // chain_kernel: sample items of request b follow the statistics of b + lag
+  unsigned* ctl;              // [1 + 2B] control words, zeroed by stats_kernel or zero_kernel; verify_kernel
+                              // counts its finished CTAs per request in ctl[1 + B + b]
   int8_t* race_bounds;        // [B, bounds_stride] (see the top of this file), or nullptr: draw every entry
   int bounds_stride;          // ceil(vocab / 4)
   int32_t* out_tokens;        // [B, out_width]
@@ -185,7 +179,7 @@ struct VerifyArgs {
   int64_t* sampled;           // sample mode: [B]
   int out_width;
   int batch, vocab, num_rows;
-  int S, chunk, S2, chunk2;   // statistics tiles per row and their size; sample chunks per request and size
+  int S, chunk, S2, chunk2;   // statistics tiles per row and their size; final chunks per request and size
   bool vec_target, vec_draft;
   bool stats_pass;            // host: launch stats_kernel before verify_kernel
   uint64_t seed, offset;
@@ -252,10 +246,10 @@ __device__ __forceinline__ int load_id(const void* ids, bool int64, int64_t i) {
 }
 
 // Chain decision (kChain: logits, kChainProbs: flashinfer-style probabilities). Logit chains take one
-// position per warp, 0..K (K: the bonus row, no test). The draft tokens and their logits are inputs only:
-// verify_kernel loads those of the first num_cached positions into s_tok before its dependency wait (see
-// load_chain_token; chain_kernel passes none), and the distributions of the first kCachedPositions
-// positions stay in shared memory, so the final row costs no further round trip.
+// position per warp, 0..K (K: the bonus row, no test). The draft tokens and their logits of the first
+// kCachedPositions positions are inputs only: verify_kernel loads them before its dependency wait (see
+// load_chain_token), and the distributions of those positions stay in shared memory, so the final row
+// costs no further round trip.
 constexpr int kCachedPositions = 32;
 
 // Draft token i of a chain request (-1 for the bonus position K) and, for stochastic requests, its target
@@ -283,8 +277,7 @@ __device__ __forceinline__ ChainToken load_chain_token(const VerifyArgs<T>& a, i
 }
 
 template <typename T, int MODE>
-__device__ void decide_chain(const VerifyArgs<T>& a, int b, uint64_t offset, const ChainToken* s_tok, int num_cached,
-                             Decision& dec) {
+__device__ void decide_chain(const VerifyArgs<T>& a, int b, uint64_t offset, const ChainToken* s_tok, Decision& dec) {
   __shared__ int first_reject, passed;
   __shared__ RowDist s_pd[kCachedPositions], s_qd[kCachedPositions];
   const int K = a.map.K, V = a.vocab, rpr = a.map.rows_per_req;
@@ -308,7 +301,7 @@ __device__ void decide_chain(const VerifyArgs<T>& a, int b, uint64_t offset, con
     }
   } else {
     for (int i = warp; i <= K; i += num_warps) {
-      const ChainToken tok = i < num_cached ? s_tok[i] : load_chain_token(a, b, i);
+      const ChainToken tok = i < kCachedPositions ? s_tok[i] : load_chain_token(a, b, i);
       const int x = tok.x;
       const float pl = tok.pl, qv = tok.qv;
       const bool in_vocab = x >= 0 && x < V;
@@ -604,49 +597,134 @@ __device__ __forceinline__ uint64_t run_offset(uint64_t offset, const int64_t* o
   return offset + (offset_tensor ? static_cast<uint64_t>(*offset_tensor) : 0ull);
 }
 
-// Statistics of one (row, vocabulary chunk) -> partials[row * S + chunk]; for stochastic requests also the
-// race bounds of this CTA's share of the chunk's Philox groups (the request's rows split them).
-template <typename T, int VEC>
-__global__ void __launch_bounds__(kThreads) stats_kernel(VerifyArgs<T> a) {
-  __shared__ Vec<T, VEC> s_tile[kTileVecs * kThreads];
+// Zeroes a call's control words when no statistics launch does (its workspace may still be in use by the
+// previous kernel of the stream, hence the wait first). The call's next kernel starts once this one has
+// passed its wait, so that kernel may read the call's inputs before its own wait.
+__global__ void __launch_bounds__(kThreads) zero_kernel(unsigned* words, int n) {
   pdl_wait();
   pdl_launch_dependents();
-  const int row = static_cast<int>(blockIdx.x) / a.S, chunk = static_cast<int>(blockIdx.x) % a.S;
-  const int req = a.map.request_of(row);
-  float scale, inv_t;
-  temperature_scales(a.temperature, req, scale, inv_t);
-  const int lo = chunk * a.chunk, hi = min(a.vocab, lo + a.chunk);
-  const bool vec_ok = a.map.is_draft(row) ? a.vec_draft : a.vec_target;
-  const T* values = a.map.row(row);
-  Stat st;
-  if (vec_ok) {  // one tile (a.chunk is the tile size)
-    const AsyncTile<T, VEC> tile{s_tile};
-    tile.load(values, lo, hi);
-    st = tile.stats(values, lo, hi, scale);
-  } else {
-    st = empty_stat();
-    for (int s = lo + threadIdx.x; s < hi; s += kThreads) accumulate(st, to_float(values[s]), s, scale);
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) words[i] = 0u;
+}
+
+// Race weight of entry v of request b's final sample. Out of line: only a few entries per thread are drawn,
+// and an inlined Philox at every candidate site would crowd the registers of the streaming loop.
+__device__ __noinline__ float race_weight_at(uint64_t seed, uint64_t offset, int b, int v) {
+  return race_weight(word(philox_draws(seed, offset, b, kTagSample, static_cast<uint32_t>(v) >> 2), v & 3));
+}
+
+// verify_kernel's chain sample pass over [lo, hi) of the final row for long chunks (final_pass keeps short
+// ones' residuals in registers): the race r_v / E_v with r = max(p - q, 0),
+// drawing only where r_v * bound_v reaches the thread's best score so far (a skipped entry scores below
+// an entry of the same chunk, so the block's pick is the one drawing everywhere gives). A chunk without
+// residual mass instead runs the fallback race p_v / E_v over every entry (see final_pass). Rows are
+// 16-byte aligned; draft probabilities (fp32) are read one entry at a time.
+template <typename T, int VEC>
+__device__ Pick race_chunk(const VerifyArgs<T>& a, const Decision& dec, int b, int lo, int hi, uint64_t offset) {
+  constexpr int kGroups = VEC / 4, kBatch = 2;  // Philox groups per vector; vectors in flight per thread
+  const T* prow = a.map.target + static_cast<int64_t>(dec.final_row) * a.map.target_stride;
+  const T* qlogits = dec.q_row >= 0 && !a.draft_probs ? a.map.row(dec.q_row) : nullptr;
+  const float* qprobs = dec.q_row >= 0 && a.draft_probs
+                            ? a.draft_probs + static_cast<int64_t>(dec.q_row) * a.draft_probs_stride : nullptr;
+  const int8_t* bounds = a.race_bounds + static_cast<int64_t>(b) * a.bounds_stride;
+  const float p_inv = 1.f / dec.p.sum, q_inv = 1.f / dec.q.sum;
+  auto residual = [&](int v, float x, float y) {
+    const float p = row_weight(dec.p, x) * p_inv;
+    const float q = qlogits ? row_weight(dec.q, y) * q_inv : qprobs ? __ldg(qprobs + v) : 0.f;
+    return fmaxf(p - q, 0.f);
+  };
+  Pick pick{0.f, INT_MAX, -INFINITY, INT_MAX};  // score 0: no residual mass seen
+  auto consider = [&](int v, float r, int8_t bound_exp) {
+    if (r > 0.f && r * pow2_of(bound_exp) >= pick.score)
+      offer(pick.score, pick.idx, r * race_weight_at(a.seed, offset, b, v), v);
+  };
+  const int vhi = lo + (hi - lo) / VEC * VEC;
+  for (int base = lo + threadIdx.x * VEC; base < vhi; base += kBatch * kThreads * VEC) {
+    Vec<T, VEC> pv[kBatch], qv[kBatch];
+    int8_t e[kBatch][kGroups];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int v = base + u * kThreads * VEC;
+      if (v >= vhi) continue;
+      pv[u].load(prow + v);
+      if (qlogits) qv[u].load(qlogits + v);
+#pragma unroll
+      for (int g = 0; g < kGroups; ++g) e[u][g] = __ldcg(bounds + (v >> 2) + g);
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int v = base + u * kThreads * VEC;
+      if (v >= vhi) continue;
+      float r[VEC];
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) r[j] = residual(v + j, to_float(pv[u].data[j]), qlogits ? to_float(qv[u].data[j]) : 0.f);
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) consider(v + j, r[j], e[u][j / 4]);
+    }
   }
-  st = block_merge(st, scale);
-  if (threadIdx.x == 0) {
-    Stat* out = a.partials + static_cast<int64_t>(row) * a.S + chunk;
-    out->m = st.m;
-    out->s = st.s;
-    out->idx = st.idx;
-  }
-  if (a.race_bounds != nullptr && scale > 0.f) {
-    const int rpr = a.map.rows_per_req;
-    const int first = rpr > 0 ? req * rpr : a.map.qo_indptr[req];
-    const int rows = rpr > 0 ? rpr : a.map.qo_indptr[req + 1] - first;
-    const uint64_t offset = run_offset(a.offset, a.offset_tensor);
-    const int g_hi = min(a.bounds_stride, (lo + a.chunk) / 4);
-    int8_t* bounds = a.race_bounds + static_cast<int64_t>(req) * a.bounds_stride;
-    for (int g = lo / 4 + (row - first) * blockDim.x + threadIdx.x; g < g_hi; g += rows * blockDim.x) {
-      // 1 / E grows with the word (to_unit and -log are monotone; logf is within 1 ulp of it, hence the
-      // 2^-20 margin): one logarithm per group, at the group's largest word.
-      const uint4 w = philox_draws(a.seed, offset, req, kTagSample, g);
-      const uint32_t top = max(max(w.x >> 9, w.y >> 9), max(w.z >> 9, w.w >> 9)) << 9;
-      bounds[g] = pow2_ceil_exponent(race_weight(top) * (1.f + 0x1p-20f));
+  for (int v = vhi + threadIdx.x; v < hi; v += kThreads)
+    consider(v, residual(v, to_float(prow[v]), qlogits ? to_float(qlogits[v]) : 0.f), __ldcg(bounds + (v >> 2)));
+  pick = block_best(pick);
+  if (pick.score > 0.f) return pick;
+  for (int v = lo + threadIdx.x; v < hi; v += kThreads)
+    offer(pick.fb_score, pick.fb_idx, row_weight(dec.p, to_float(prow[v])) * p_inv * race_weight_at(a.seed, offset, b, v), v);
+  return block_best(pick);
+}
+
+// Statistics of (row, tile) items -> partials[row * S + tile]; for stochastic requests also the race
+// bounds of the item's share of its tile's Philox groups (the request's rows split them). Persistent:
+// CTA c folds items c, c + G, c + 2G, ... (G = gridDim.x <= the resident CTAs) while the next item's tile
+// is in flight (cp.async into the other half of a double buffer in dynamic shared memory), so every CTA
+// keeps 32 KB of loads outstanding; no cross-CTA synchronization. CTA 0 also zeroes the call's control
+// words (verify_kernel's counters; it starts after this grid completes).
+template <typename T, int VEC>
+__global__ void __launch_bounds__(kThreads, 3) stats_kernel(VerifyArgs<T> a) {
+  extern __shared__ uint4 stats_smem[];  // 2 tiles
+  Vec<T, VEC>* const slots = reinterpret_cast<Vec<T, VEC>*>(stats_smem);
+  auto tile = [&](int k) { return AsyncTile<T, VEC>{slots + (k & 1) * kTileVecs * kThreads}; };
+  pdl_wait();
+  pdl_launch_dependents();
+  if (blockIdx.x == 0)
+    for (int i = threadIdx.x; i < 1 + 2 * a.batch; i += kThreads) a.ctl[i] = 0u;
+  const int items = a.num_rows * a.S;
+  const uint64_t offset = run_offset(a.offset, a.offset_tensor);
+  auto issue = [&](int item, int k) {  // always commits one group (maybe empty)
+    const int row = item / a.S, lo = (item % a.S) * a.chunk;
+    const bool vec_ok = a.map.is_draft(row) ? a.vec_draft : a.vec_target;
+    tile(k).load(a.map.row(row), lo, item < items && vec_ok ? min(a.vocab, lo + a.chunk) : lo);
+  };
+  int item = blockIdx.x;
+  issue(item, 0);
+  for (int k = 0; item < items; ++k, item += gridDim.x) {
+    issue(item + gridDim.x, k + 1);
+    AsyncTile<T, VEC>::template wait<1>();  // this item's tile; the next one stays in flight
+    const int row = item / a.S, chunk = item % a.S;
+    const int req = a.map.request_of(row);
+    float scale, inv_t;
+    temperature_scales(a.temperature, req, scale, inv_t);
+    const int lo = chunk * a.chunk, hi = min(a.vocab, lo + a.chunk);
+    const T* values = a.map.row(row);
+    Stat st;
+    if (a.map.is_draft(row) ? a.vec_draft : a.vec_target) {
+      st = tile(k).stats(values, lo, hi, scale);
+    } else {
+      st = empty_stat();
+      for (int s = lo + threadIdx.x; s < hi; s += kThreads) accumulate(st, to_float(values[s]), s, scale);
+    }
+    st = block_merge(st, scale);
+    if (threadIdx.x == 0) a.partials[static_cast<int64_t>(row) * a.S + chunk] = st;
+    if (a.race_bounds != nullptr && scale > 0.f) {
+      const int rpr = a.map.rows_per_req;
+      const int first = rpr > 0 ? req * rpr : a.map.qo_indptr[req];
+      const int rows = rpr > 0 ? rpr : a.map.qo_indptr[req + 1] - first;
+      const int g_hi = min(a.bounds_stride, (lo + a.chunk) / 4);
+      int8_t* bounds = a.race_bounds + static_cast<int64_t>(req) * a.bounds_stride;
+      for (int g = lo / 4 + (row - first) * kThreads + threadIdx.x; g < g_hi; g += rows * kThreads) {
+        // 1 / E grows with the word (to_unit and -log are monotone; logf is within 1 ulp of it, hence the
+        // 2^-20 margin): one logarithm per group, at the group's largest word.
+        const uint4 w = philox_draws(a.seed, offset, req, kTagSample, g);
+        const uint32_t top = max(max(w.x >> 9, w.y >> 9), max(w.z >> 9, w.w >> 9)) << 9;
+        bounds[g] = pow2_ceil_exponent(race_weight(top) * (1.f + 0x1p-20f));
+      }
     }
   }
 }
@@ -704,9 +782,15 @@ __global__ void __launch_bounds__(kThreads, 3) verify_kernel(VerifyArgs<T> a) {
       if (sample) pick = final_pass<T, VEC, MODE>(a, dec, b, lo, hi, offset, s_next, s_num_excl);
       path = s_path;
     } else {
-      decide_chain<T, MODE>(a, b, offset, s_tok, kCachedPositions, dec);
+      decide_chain<T, MODE>(a, b, offset, s_tok, dec);
       sample = dec.token < 0;
-      if (sample) pick = final_pass<T, VEC, MODE>(a, dec, b, lo, hi, offset, nullptr, 0);
+      if (sample) {
+        // Long chunks (verify_chain's one-wave split) stream; short ones keep their residuals in registers.
+        if (MODE == kChain && hi - lo > kMaxPrunedChunk && a.race_bounds != nullptr && a.vec_target &&
+            (a.map.draft == nullptr || a.vec_draft))
+          pick = race_chunk<T, VEC>(a, dec, b, lo, hi, offset);
+        else pick = final_pass<T, VEC, MODE>(a, dec, b, lo, hi, offset, nullptr, 0);
+      }
     }
     // Last CTA of the request: reduce picks, write outputs.
     if (threadIdx.x == 0) {
@@ -744,223 +828,6 @@ __global__ void __launch_bounds__(kThreads, 3) verify_kernel(VerifyArgs<T> a) {
       if (i == L) tok = s_token;
       a.out_tokens[static_cast<int64_t>(b) * a.out_width + i] = tok;
     }
-  }
-}
-
-// ------------------------------------------------------------------ control words, fused chain kernel
-// Zeroes a call's control words (its workspace may still be in use by the previous kernel of the stream,
-// hence the wait first). The call's next kernel starts once this one has passed its wait, so that kernel
-// may read the call's inputs before its own wait.
-__global__ void __launch_bounds__(kThreads) zero_kernel(unsigned* words, int n) {
-  pdl_wait();
-  pdl_launch_dependents();
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) words[i] = 0u;
-}
-
-template <typename T>
-__device__ __forceinline__ void write_chain_outputs(const VerifyArgs<T>& a, int b, int accept_len, int token) {
-  for (int i = threadIdx.x; i < a.out_width; i += blockDim.x) {
-    const int tok = i < accept_len ? load_id(a.ids, a.ids_int64, static_cast<int64_t>(b) * a.map.K + i)
-                    : i == accept_len ? token : -1;
-    a.out_tokens[static_cast<int64_t>(b) * a.out_width + i] = tok;
-  }
-  if (threadIdx.x == 0) a.accept_len[b] = accept_len;
-}
-
-// Race weight of entry v of request b's final sample. Out of line: only a few entries per thread are drawn,
-// and an inlined Philox at every candidate site would crowd the registers of the streaming loop.
-__device__ __forceinline__ float race_weight_at(uint64_t seed, uint64_t offset, int b, int v) {
-  return race_weight(word(philox_draws(seed, offset, b, kTagSample, static_cast<uint32_t>(v) >> 2), v & 3));
-}
-
-// chain_kernel's sample pass over [lo, hi) of the final row: the race r_v / E_v with r = max(p - q, 0),
-// drawing only where r_v * bound_v reaches the thread's best score so far (a skipped entry scores below
-// an entry of the same chunk, so the block's pick is the one drawing everywhere gives). A chunk without
-// residual mass instead runs the fallback race p_v / E_v over every entry (see final_pass). Rows are
-// 16-byte aligned; draft probabilities (fp32) are read one entry at a time.
-template <typename T, int VEC>
-__device__ Pick race_chunk(const VerifyArgs<T>& a, const Decision& dec, int b, int lo, int hi, uint64_t offset) {
-  constexpr int kGroups = VEC / 4, kBatch = 2;  // Philox groups per vector; vectors in flight per thread
-  const T* prow = a.map.target + static_cast<int64_t>(dec.final_row) * a.map.target_stride;
-  const T* qlogits = dec.q_row >= 0 && !a.draft_probs ? a.map.row(dec.q_row) : nullptr;
-  const float* qprobs = dec.q_row >= 0 && a.draft_probs
-                            ? a.draft_probs + static_cast<int64_t>(dec.q_row) * a.draft_probs_stride : nullptr;
-  const int8_t* bounds = a.race_bounds + static_cast<int64_t>(b) * a.bounds_stride;
-  const float p_inv = 1.f / dec.p.sum, q_inv = 1.f / dec.q.sum;
-  auto residual = [&](int v, float x, float y) {
-    const float p = row_weight(dec.p, x) * p_inv;
-    const float q = qlogits ? row_weight(dec.q, y) * q_inv : qprobs ? __ldg(qprobs + v) : 0.f;
-    return fmaxf(p - q, 0.f);
-  };
-  Pick pick{0.f, INT_MAX, -INFINITY, INT_MAX};  // score 0: no residual mass seen
-  auto consider = [&](int v, float r, int8_t bound_exp) {
-    if (r > 0.f && r * pow2_of(bound_exp) >= pick.score)
-      offer(pick.score, pick.idx, r * race_weight_at(a.seed, offset, b, v), v);
-  };
-  const int vhi = lo + (hi - lo) / VEC * VEC;
-  for (int base = lo + threadIdx.x * VEC; base < vhi; base += kBatch * kThreads * VEC) {
-    Vec<T, VEC> pv[kBatch], qv[kBatch];
-    int8_t e[kBatch][kGroups];
-#pragma unroll
-    for (int u = 0; u < kBatch; ++u) {
-      const int v = base + u * kThreads * VEC;
-      if (v >= vhi) continue;
-      pv[u].load(prow + v);
-      if (qlogits) qv[u].load(qlogits + v);
-#pragma unroll
-      for (int g = 0; g < kGroups; ++g) e[u][g] = __ldcg(bounds + (v >> 2) + g);
-    }
-#pragma unroll
-    for (int u = 0; u < kBatch; ++u) {
-      const int v = base + u * kThreads * VEC;
-      if (v >= vhi) continue;
-      float r[VEC];
-#pragma unroll
-      for (int j = 0; j < VEC; ++j) r[j] = residual(v + j, to_float(pv[u].data[j]), qlogits ? to_float(qv[u].data[j]) : 0.f);
-#pragma unroll
-      for (int j = 0; j < VEC; ++j) consider(v + j, r[j], e[u][j / 4]);
-    }
-  }
-  for (int v = vhi + threadIdx.x; v < hi; v += kThreads)
-    consider(v, residual(v, to_float(prow[v]), qlogits ? to_float(qlogits[v]) : 0.f), __ldcg(bounds + (v >> 2)));
-  pick = block_best(pick);
-  if (pick.score > 0.f) return pick;
-  for (int v = lo + threadIdx.x; v < hi; v += kThreads)
-    offer(pick.fb_score, pick.fb_idx, row_weight(dec.p, to_float(prow[v])) * p_inv * race_weight_at(a.seed, offset, b, v), v);
-  return block_best(pick);
-}
-
-// Work item t of chain_kernel: the statistics items of request b (j = row in the request * S + tile),
-// then, lag requests later, its sample items (j = chunk):
-//   stats(0) .. stats(d-1), [stats(d), sample(0)], .., [stats(B-1), sample(B-1-d)], sample(B-d) .. sample(B-1).
-struct ChainItem {
-  bool stats;
-  int b, j;
-};
-
-__device__ __forceinline__ ChainItem chain_item(int t, int B, int A, int C, int d) {
-  if (t < d * A) return {true, t / A, t % A};
-  t -= d * A;
-  const int P = A + C;
-  if (t < (B - d) * P) {
-    const int q = t / P, w = t - q * P;
-    return w < A ? ChainItem{true, d + q, w} : ChainItem{false, q, w - A};
-  }
-  t -= (B - d) * P;
-  return {false, B - d + t / C, t % C};
-}
-
-// verify_chain without filters (rows 16-byte aligned): see the top of this file. gridDim.x CTAs (at most
-// the resident count), ticketed work items; a CTA starts loading its next statistics tile (cp.async into
-// shared memory) before it merges, publishes and (if last) decides the current one.
-template <typename T, int VEC>
-__global__ void __launch_bounds__(kThreads, 3) chain_kernel(VerifyArgs<T> a) {
-  __shared__ Vec<T, VEC> s_tile[kTileVecs * kThreads];
-  __shared__ int s_ticket[2], s_last;
-  __shared__ Decision dec;
-  const int B = a.batch, rpr = a.map.rows_per_req, A = rpr * a.S, C = a.S2;
-  const int d = min(a.lag, B), total = B * (A + C);
-  unsigned* const ticket = a.ctl;
-  unsigned* const stats_done = a.ctl + 1;
-  unsigned* const picks_done = a.ctl + 1 + B;
-  // Row and tile range [lo, hi) of a statistics item; load_tile starts copying it.
-  auto tile_of = [&](const ChainItem& it, const T*& row, int& lo, int& hi) {
-    row = a.map.row(it.b * rpr + it.j / a.S);
-    lo = (it.j % a.S) * a.chunk;
-    hi = min(a.vocab, lo + a.chunk);
-  };
-  const AsyncTile<T, VEC> tile{s_tile};
-  auto load_tile = [&](const ChainItem& it) {
-    const T* row;
-    int lo, hi;
-    tile_of(it, row, lo, hi);
-    tile.load(row, lo, hi);
-  };
-  int cur = blockIdx.x;
-  ChainItem item = chain_item(cur, B, A, C, d);
-  if (item.stats) load_tile(item);  // inputs only: see zero_kernel
-  pdl_wait();
-  pdl_launch_dependents();
-  const uint64_t offset = run_offset(a.offset, a.offset_tensor);
-  if (threadIdx.x == 0) s_ticket[0] = gridDim.x + atomicAdd(ticket, 1u);
-  __syncthreads();
-  int next = s_ticket[0];
-  for (int it = 0; cur < total; ++it) {
-    if (threadIdx.x == 0 && next < total) s_ticket[(it + 1) & 1] = gridDim.x + atomicAdd(ticket, 1u);
-    const ChainItem next_item = chain_item(min(next, total - 1), B, A, C, d);
-    const bool prefetch = next < total && next_item.stats;
-    const int b = item.b;
-    if (item.stats) {
-      const T* row;
-      int lo, hi;
-      tile_of(item, row, lo, hi);
-      float scale, inv_t;
-      temperature_scales(a.temperature, b, scale, inv_t);
-      Stat st = tile.stats(row, lo, hi, scale);
-      if (prefetch) load_tile(next_item);
-      st = block_merge(st, scale);
-      const int r = b * rpr + item.j / a.S;
-      if (threadIdx.x == 0) a.partials[static_cast<int64_t>(r) * a.S + item.j % a.S] = st;
-      if (C > 0 && scale > 0.f) {  // this item's share of its tile's race bounds (the request's rows split them)
-        const int g_hi = min(a.bounds_stride, (lo + a.chunk) / 4);
-        int8_t* bounds = a.race_bounds + static_cast<int64_t>(b) * a.bounds_stride;
-        for (int g = lo / 4 + (item.j / a.S) * kThreads + threadIdx.x; g < g_hi; g += rpr * kThreads) {
-          const uint4 w = philox_draws(a.seed, offset, b, kTagSample, g);
-          const uint32_t top = max(max(w.x >> 9, w.y >> 9), max(w.z >> 9, w.w >> 9)) << 9;
-          bounds[g] = pow2_ceil_exponent(race_weight(top) * (1.f + 0x1p-20f));
-        }
-      }
-      __threadfence();
-      __syncthreads();
-      if (threadIdx.x == 0) s_last = atomicAdd(&stats_done[b], 1u) == static_cast<unsigned>(A - 1);
-      __syncthreads();
-      if (s_last) {  // the request's statistics are complete: decide once
-        __threadfence();
-        decide_chain<T, kChain>(a, b, offset, nullptr, 0, dec);
-        if (dec.token >= 0) write_chain_outputs(a, b, dec.accept_len, dec.token);
-        if (C > 0) {
-          if (threadIdx.x == 0) a.decisions[b] = dec;
-          __threadfence();
-          __syncthreads();
-          if (threadIdx.x == 0) atomicAdd(&stats_done[b], 1u);  // published
-        }
-      }
-    } else {
-      if (prefetch) load_tile(next_item);  // the shared tile is free during a sample item
-      if (threadIdx.x == 0) {
-        while (*reinterpret_cast<volatile unsigned*>(&stats_done[b]) <= static_cast<unsigned>(A)) __nanosleep(128);
-        __threadfence();
-      }
-      __syncthreads();
-      constexpr int kWords = sizeof(Decision) / sizeof(unsigned);
-      for (int i = threadIdx.x; i < kWords; i += kThreads)
-        reinterpret_cast<unsigned*>(&dec)[i] = __ldcg(reinterpret_cast<const unsigned*>(&a.decisions[b]) + i);
-      __syncthreads();
-      if (dec.token < 0) {  // greedy requests were finished by their decision
-        const int lo = item.j * a.chunk2, hi = min(a.vocab, lo + a.chunk2);
-        const Pick pick = race_chunk<T, VEC>(a, dec, b, lo, hi, offset);
-        if (threadIdx.x == 0) {
-          a.picks[static_cast<int64_t>(b) * C + item.j] = pick;
-          __threadfence();
-          s_last = atomicAdd(&picks_done[b], 1u) == static_cast<unsigned>(C - 1);
-        }
-        __syncthreads();
-        if (s_last) {
-          __shared__ int s_token;
-          __threadfence();
-          if (threadIdx.x < 32) {
-            const Pick best = warp_reduce_picks(a.picks + static_cast<int64_t>(b) * C, C);
-            if (threadIdx.x == 0) s_token = best.score > 0.f ? best.idx : best.fb_idx;
-          }
-          __syncthreads();
-          write_chain_outputs(a, b, dec.accept_len, s_token);
-        }
-      }
-    }
-    __syncthreads();
-    cur = next;
-    item = next_item;
-    if (next < total) next = s_ticket[(it + 1) & 1];
   }
 }
 
