@@ -195,9 +195,10 @@ void launch_filter(const RowMap<T>& map, int num_rows, int vocab, const Filters&
 constexpr size_t kStatsSmem = 2 * sampling::kTileVecs * sampling::kThreads * 16;
 
 template <typename T>
-int stats_kernel_ctas(int sms) {
-  static int per_sm = 0;
-  if (per_sm == 0) {
+int stats_kernel_ctas(int device) {
+  static int per_sm[64] = {};  // function attributes are per device: set them once on each
+  TORCH_CHECK(device >= 0 && device < 64, "ssdk: device index ", device, " out of range");
+  if (per_sm[device] == 0) {
     const auto kernel = sampling::stats_kernel<T, 16 / sizeof(T)>;
     check_cuda_call(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(kStatsSmem)),
@@ -205,15 +206,16 @@ int stats_kernel_ctas(int sms) {
     check_cuda_call(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
                                          cudaSharedmemCarveoutMaxShared),
                     "stats_kernel carveout");
-    check_cuda_call(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, sampling::kThreads, kStatsSmem),
+    int n = 0;
+    check_cuda_call(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, sampling::kThreads, kStatsSmem),
                     "stats_kernel occupancy query");
-    per_sm = std::max(per_sm, 1);
+    per_sm[device] = std::max(n, 1);
   }
-  return per_sm * sms;
+  return per_sm[device] * sm_count(device);
 }
 
 template <typename T, int MODE>
-void launch_verify(VerifyArgs<T>& a, int sms, cudaStream_t stream) {
+void launch_verify(VerifyArgs<T>& a, cudaStream_t stream) {
   if (a.batch == 0) return;
   const int64_t grid = static_cast<int64_t>(a.batch) * a.S2;
   TORCH_CHECK(grid < (int64_t{1} << 31), "ssdk: problem too large (", grid, " work items)");
@@ -221,7 +223,9 @@ void launch_verify(VerifyArgs<T>& a, int sms, cudaStream_t stream) {
     const int64_t items = static_cast<int64_t>(a.num_rows) * a.S;
     TORCH_CHECK(items < (int64_t{1} << 30), "ssdk: problem too large (", items, " statistics items)");
     // As many CTAs as are resident, each with the same number of items (+-1).
-    const int64_t resident = stats_kernel_ctas<T>(sms);
+    int device = 0;
+    check_cuda_call(cudaGetDevice(&device), "cudaGetDevice");
+    const int64_t resident = stats_kernel_ctas<T>(device);
     const int64_t per_cta = (items + resident - 1) / resident;
     const int stats_grid = static_cast<int>((items + per_cta - 1) / per_cta);
     check_cuda_call(launch_pdl(sampling::stats_kernel<T, 16 / sizeof(T)>, dim3(stats_grid), dim3(sampling::kThreads),
@@ -309,7 +313,7 @@ void sample_tokens(at::Tensor& out, const at::Tensor& logits, const at::Tensor& 
     Workspace ws;
     a.num_rows = f.any() ? static_cast<int>(batch) : 0;  // without filters sampling needs no statistics
     prepare(a, f, true, false, logits, ws, sms, stream);
-    launch_verify<T, sampling::kSample>(a, sms, stream);
+    launch_verify<T, sampling::kSample>(a, stream);
   });
 }
 
@@ -404,7 +408,7 @@ void chain_speculative_sampling(at::Tensor& output_token_ids, at::Tensor& accept
   prepare(a, Filters{}, true, false, target_probs, ws, sms, stream);
   at::Tensor scratch_len = at::empty({batch}, target_probs.options().dtype(at::kInt));
   a.accept_len = scratch_len.data_ptr<int32_t>();
-  launch_verify<float, sampling::kChainProbs>(a, sms, stream);
+  launch_verify<float, sampling::kChainProbs>(a, stream);
 }
 
 void verify_chain(at::Tensor& out_tokens, at::Tensor& accept_len, const at::Tensor& target_logits,
@@ -466,7 +470,7 @@ void verify_chain(at::Tensor& out_tokens, at::Tensor& accept_len, const at::Tens
                                    /*sag_target=*/false);
     Workspace ws;
     prepare(a, f, temperature.has_value(), /*long_chunks=*/true, target_logits, ws, sms, stream);
-    launch_verify<T, sampling::kChain>(a, sms, stream);
+    launch_verify<T, sampling::kChain>(a, stream);
   });
 }
 
@@ -515,7 +519,7 @@ void verify_tree(at::Tensor& accept_len, at::Tensor& accept_nodes, at::Tensor& o
     const Filters f = make_filters(a.temperature, top_k, top_p, OptTensor{}, 0, /*sag_target=*/false);
     Workspace ws;
     prepare(a, f, temperature.has_value(), false, target_logits, ws, sms, stream);
-    launch_verify<T, sampling::kTree>(a, sms, stream);
+    launch_verify<T, sampling::kTree>(a, stream);
   });
 }
 
