@@ -91,23 +91,23 @@ void dispatch_logits(at::ScalarType dtype, F&& f) {
 }
 
 // Workspace from the caching allocator (capture-safe): partials, picks, row distributions, race bounds,
-// control words (zeroed by the call's first kernel).
+// per-request counters (zeroed by the call's first kernel).
 struct Workspace {
   at::Tensor buffer;
   sampling::Stat* partials = nullptr;
   sampling::Pick* picks = nullptr;
   RowDist* dists = nullptr;
   int8_t* race_bounds = nullptr;
-  unsigned* ctl = nullptr;
+  unsigned* final_count = nullptr;
 };
 
 Workspace make_workspace(const at::Tensor& ref, int64_t num_partials, int64_t num_picks, int64_t num_dists,
-                         int64_t num_bounds = 0, int64_t num_ctl = 0) {
+                         int64_t num_bounds = 0, int64_t num_counts = 0) {
   auto align = [](int64_t bytes) { return (bytes + 255) / 256 * 256; };
   const int64_t sizes[] = {align(num_partials * static_cast<int64_t>(sizeof(sampling::Stat))),
                            align(num_picks * static_cast<int64_t>(sizeof(sampling::Pick))),
                            align(num_dists * static_cast<int64_t>(sizeof(RowDist))), align(num_bounds),
-                           align(num_ctl * static_cast<int64_t>(sizeof(unsigned)))};
+                           align(num_counts * static_cast<int64_t>(sizeof(unsigned)))};
   int64_t total = 0;
   for (const int64_t size : sizes) total += size;
   Workspace ws;
@@ -121,7 +121,7 @@ Workspace make_workspace(const at::Tensor& ref, int64_t num_partials, int64_t nu
   p += sizes[2];
   ws.race_bounds = num_bounds > 0 ? reinterpret_cast<int8_t*>(p) : nullptr;
   p += sizes[3];
-  ws.ctl = reinterpret_cast<unsigned*>(p);
+  ws.final_count = reinterpret_cast<unsigned*>(p);
   return ws;
 }
 
@@ -237,7 +237,7 @@ void launch_verify(VerifyArgs<T>& a, cudaStream_t stream) {
                   "verify kernel launch");
 }
 
-// Common setup: sizes, statistics split, final split, workspace, control words, filter pre-pass.
+// Common setup: sizes, statistics split, final split, workspace, counters, filter pre-pass.
 // long_chunks: verify_chain with race bounds and aligned rows (its final pass streams chunks of any size).
 template <typename T>
 void prepare(VerifyArgs<T>& a, const Filters& f, bool stochastic, bool long_chunks, const at::Tensor& ref,
@@ -255,7 +255,7 @@ void prepare(VerifyArgs<T>& a, const Filters& f, bool stochastic, bool long_chun
   long_chunks = long_chunks && stochastic && a.stats_pass && a.vec_target && (a.map.draft == nullptr || a.vec_draft);
   if (long_chunks) {
     // One wave of verify_kernel CTAs (3 per SM) over the batch: each decides once and streams its chunk;
-    // small batches keep chunks <= kMaxPrunedChunk (register-resident residuals, shorter CTAs).
+    // small batches (B <= 12 at V = 128K) keep chunks <= kMaxPrunedChunk (register-resident residuals).
     split(a.vocab, std::max(1, 3 * sms / std::max(a.batch, 1)), a.S2, a.chunk2);
   } else if (stochastic) {
     // Final-sample chunks: at least 2 CTAs per SM over the batch, and at most ~4096 entries each (the
@@ -266,18 +266,17 @@ void prepare(VerifyArgs<T>& a, const Filters& f, bool stochastic, bool long_chun
   }
   const bool bounded = a.stats_pass && stochastic;
   a.bounds_stride = ceil_div(a.vocab, 4);
-  const int num_ctl = 1 + 2 * a.batch;
   ws = make_workspace(ref, a.stats_pass ? static_cast<int64_t>(a.num_rows) * a.S : 0,
                       static_cast<int64_t>(a.batch) * a.S2, filtered ? a.num_rows : 0,
-                      bounded ? static_cast<int64_t>(a.batch) * a.bounds_stride : 0, num_ctl);
+                      bounded ? static_cast<int64_t>(a.batch) * a.bounds_stride : 0, a.batch);
   a.partials = ws.partials;
   a.picks = ws.picks;
   a.race_bounds = ws.race_bounds;
-  a.ctl = ws.ctl;
+  a.final_count = ws.final_count;
   a.dists = nullptr;
   if (!a.stats_pass) {  // (stats_kernel zeroes them otherwise)
-    check_cuda_call(launch_pdl(sampling::zero_kernel, dim3(ceil_div(num_ctl, sampling::kThreads)),
-                               dim3(sampling::kThreads), 0, stream, a.ctl, num_ctl),
+    check_cuda_call(launch_pdl(sampling::zero_kernel, dim3(ceil_div(a.batch, sampling::kThreads)),
+                               dim3(sampling::kThreads), 0, stream, a.final_count, a.batch),
                     "zero kernel launch");
   }
   if (filtered) {

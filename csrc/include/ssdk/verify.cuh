@@ -5,7 +5,7 @@
 //                cp.async while the current one is folded: online max / argmax / sum of exp -> partials
 //                (fixed tiles: a row's merge order never depends on the batch size). For stochastic
 //                requests it also writes the race bounds of the final sample (below), and it zeroes the
-//                call's control words.
+//                call's counters.
 //   verify_kernel (request, chunk): decides acceptance (every CTA of the request decides redundantly from
 //                the merged partials: a few loads), then, for stochastic requests, runs the exponential
 //                race r_v / E_v over its chunk of the final row (residual r = max(p - q, 0), or p minus
@@ -167,8 +167,7 @@ struct VerifyArgs {
   const RowDist* dists;       // filter path: [num_rows]; nullptr: merged from the statistics partials
   Stat* partials;             // [num_rows * S]
   Pick* picks;                // [B * S2]
-  unsigned* ctl;              // [1 + 2B] control words, zeroed by stats_kernel or zero_kernel; verify_kernel
-                              // counts its finished CTAs per request in ctl[1 + B + b]
+  unsigned* final_count;      // [B] finished verify_kernel CTAs per request, zeroed by the call's first kernel
   int8_t* race_bounds;        // [B, bounds_stride] (see the top of this file), or nullptr: draw every entry
   int bounds_stride;          // ceil(vocab / 4)
   int32_t* out_tokens;        // [B, out_width]
@@ -597,7 +596,7 @@ __device__ __forceinline__ uint64_t run_offset(uint64_t offset, const int64_t* o
   return offset + (offset_tensor ? static_cast<uint64_t>(*offset_tensor) : 0ull);
 }
 
-// Zeroes a call's control words when no statistics launch does (its workspace may still be in use by the
+// Zeroes a call's counters when no statistics launch does (its workspace may still be in use by the
 // previous kernel of the stream, hence the wait first). The call's next kernel starts once this one has
 // passed its wait, so that kernel may read the call's inputs before its own wait.
 __global__ void __launch_bounds__(kThreads) zero_kernel(unsigned* words, int n) {
@@ -612,12 +611,12 @@ __device__ __noinline__ float race_weight_at(uint64_t seed, uint64_t offset, int
   return race_weight(word(philox_draws(seed, offset, b, kTagSample, static_cast<uint32_t>(v) >> 2), v & 3));
 }
 
-// verify_kernel's chain sample pass over [lo, hi) of the final row for long chunks (final_pass keeps short
-// ones' residuals in registers): the race r_v / E_v with r = max(p - q, 0),
-// drawing only where r_v * bound_v reaches the thread's best score so far (a skipped entry scores below
-// an entry of the same chunk, so the block's pick is the one drawing everywhere gives). A chunk without
-// residual mass instead runs the fallback race p_v / E_v over every entry (see final_pass). Rows are
-// 16-byte aligned; draft probabilities (fp32) are read one entry at a time.
+// verify_kernel's chain sample pass over a long chunk [lo, hi) of the final row (final_pass keeps short
+// chunks' residuals in registers): the race r_v / E_v with r = max(p - q, 0), drawing only where
+// r_v * bound_v reaches the thread's best score so far (a skipped entry scores below an entry of the same
+// chunk, so the block's pick is the one drawing everywhere gives). A chunk without residual mass instead
+// runs the fallback race p_v / E_v over every entry (see final_pass). Rows are 16-byte aligned; draft
+// probabilities (fp32) are read one entry at a time.
 template <typename T, int VEC>
 __device__ Pick race_chunk(const VerifyArgs<T>& a, const Decision& dec, int b, int lo, int hi, uint64_t offset) {
   constexpr int kGroups = VEC / 4, kBatch = 2;  // Philox groups per vector; vectors in flight per thread
@@ -674,8 +673,8 @@ __device__ Pick race_chunk(const VerifyArgs<T>& a, const Decision& dec, int b, i
 // bounds of the item's share of its tile's Philox groups (the request's rows split them). Persistent:
 // CTA c folds items c, c + G, c + 2G, ... (G = gridDim.x <= the resident CTAs) while the next item's tile
 // is in flight (cp.async into the other half of a double buffer in dynamic shared memory), so every CTA
-// keeps 32 KB of loads outstanding; no cross-CTA synchronization. CTA 0 also zeroes the call's control
-// words (verify_kernel's counters; it starts after this grid completes).
+// keeps 32 KB of loads outstanding; no cross-CTA synchronization. CTA 0 also zeroes verify_kernel's
+// counters (that grid starts after this one completes).
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kThreads, 3) stats_kernel(VerifyArgs<T> a) {
   extern __shared__ uint4 stats_smem[];  // 2 tiles
@@ -684,7 +683,7 @@ __global__ void __launch_bounds__(kThreads, 3) stats_kernel(VerifyArgs<T> a) {
   pdl_wait();
   pdl_launch_dependents();
   if (blockIdx.x == 0)
-    for (int i = threadIdx.x; i < 1 + 2 * a.batch; i += kThreads) a.ctl[i] = 0u;
+    for (int i = threadIdx.x; i < a.batch; i += kThreads) a.final_count[i] = 0u;
   const int items = a.num_rows * a.S;
   const uint64_t offset = run_offset(a.offset, a.offset_tensor);
   auto issue = [&](int item, int k) {  // always commits one group (maybe empty)
@@ -751,7 +750,7 @@ __global__ void __launch_bounds__(kThreads, 3) verify_kernel(VerifyArgs<T> a) {
     if (threadIdx.x == 0) {
       a.picks[static_cast<int64_t>(b) * a.S2 + chunk] = pick;
       __threadfence();
-      s_last = atomicAdd(&a.ctl[1 + a.batch + b], 1u) == static_cast<unsigned>(a.S2 - 1);
+      s_last = atomicAdd(&a.final_count[b], 1u) == static_cast<unsigned>(a.S2 - 1);
     }
     __syncthreads();
     if (s_last && threadIdx.x < 32) {
@@ -796,7 +795,7 @@ __global__ void __launch_bounds__(kThreads, 3) verify_kernel(VerifyArgs<T> a) {
     if (threadIdx.x == 0) {
       if (sample) a.picks[static_cast<int64_t>(b) * a.S2 + chunk] = pick;
       __threadfence();
-      s_last = atomicAdd(&a.ctl[1 + a.batch + b], 1u) == static_cast<unsigned>(a.S2 - 1);
+      s_last = atomicAdd(&a.final_count[b], 1u) == static_cast<unsigned>(a.S2 - 1);
     }
     __syncthreads();
     if (!s_last) return;
