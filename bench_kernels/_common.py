@@ -66,7 +66,8 @@ class Runner:
 
     The providers of one (op, shape) are timed as a group: each is warmed up and captured, then
     ``replays`` rounds replay every provider once, the order rotated each round (``--sequential``:
-    each provider's replays back to back, before the next provider is captured). Timed one after the
+    each provider's replays back to back, before the next provider is captured). A provider that cannot
+    be captured (eager fallback) is timed alone, at once. Timed one after the
     other, FlashInfer's fused_add_rmsnorm at 4096x4096 took 43.2 µs as the 5th provider of a shape
     (after torch eager and torch.compile) and 47.9-48.1 µs timed first or last in a one-process A/B
     (H100), so a provider's position must not be fixed. Providers given the same ``make_args``
@@ -104,7 +105,9 @@ class Runner:
         try:
             case.prepared = prepare_op(fn, self._shared(make_args), bytes_per_call=nbytes or 0,
                                        cold_l2=self.args.cold)
-            if getattr(self.args, "sequential", False):
+            # Eager fallbacks call fn again at every replay, so they are timed now, while the bench's loop
+            # variables that fn may read still hold this shape's values.
+            if getattr(self.args, "sequential", False) or case.prepared.method == "eager":
                 case.timing = time_interleaved([case.prepared], self.replays)[0]
                 case.prepared = None
         except Exception as err:  # a provider that cannot run this shape is reported, not fatal
