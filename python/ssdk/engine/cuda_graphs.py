@@ -102,6 +102,14 @@ class GraphRunner:
         logits = model.compute_logits(hidden)
         return logits, ops.sample_tokens(logits, self._temperature[:rows]) if self.greedy else None
 
+    def release(self) -> None:
+        """Destroy the captured graphs and their outputs (the runner cannot replay afterwards)."""
+        for graph in self.graphs.values():
+            graph.reset()
+        self.graphs.clear()
+        self.logits.clear()
+        self.tokens.clear()
+
     def can_run(self, spec: BatchSpec) -> bool:
         bs = spec.batch_size
         return (spec.tree_mask is None and spec.logits_indices is None and bs <= self.max_batch

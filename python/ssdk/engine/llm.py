@@ -238,6 +238,7 @@ class LLM:
             return
         self._closed = True
         if self.workers:
+            self.runner.release_graphs()  # before NCCL's teardown, which waits for graphs holding its collectives
             self.workers.close()
 
     def __enter__(self) -> LLM:

@@ -180,6 +180,17 @@ class ModelRunner:
         self.kv_cache = self._allocate_kv_cache(num_pages)
         self.num_kv_pages = num_pages
 
+    def release_graphs(self) -> None:
+        """Destroy every captured CUDA graph, on this rank, before its process group is destroyed: NCCL's
+        communicator teardown waits until each graph that captured one of its collectives is gone
+        (destroy_process_group otherwise hangs; pytorch/pytorch#115388)."""
+        for graphs in (self.graphs, *self.extra_graphs):
+            if graphs is not None:
+                graphs.release()
+        self.graphs, self.extra_graphs = None, []
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def capture_graphs(self, q_len: int) -> None:
         """CUDA graphs for batches where every request computes ``q_len`` tokens (no-op when eager)."""
         if self.config.enforce_eager or any(g.q_len == q_len for g in (self.graphs, *self.extra_graphs) if g):

@@ -85,6 +85,7 @@ def _worker_main(config: EngineConfig, rank: int, port: int, shm_name: str, even
             getattr(runner, method)(*args)
     finally:
         channel.close()
+        runner.release_graphs()
         dist.destroy_process_group()
 
 
@@ -108,7 +109,8 @@ class Workers:
     def close(self) -> None:
         """Stop the workers and leave the process group with them: NCCL's teardown waits for every
         rank, so rank 0 destroys its group before joining (joining first stalled each close by the
-        join timeout)."""
+        join timeout). Every rank releases its CUDA graphs first (ModelRunner.release_graphs; rank 0's
+        are released by LLM.close)."""
         self.call("exit")
         dist.destroy_process_group()
         for process in self.processes:
