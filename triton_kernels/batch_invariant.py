@@ -29,6 +29,7 @@ import triton
 import triton.language as tl
 from ssdk.ops._checks import row_stride
 from ssdk.triton_kernels.attention import load_kv_tile
+from ssdk.triton_kernels.linear import linear_tile
 
 LOG2E = 1.4426950408889634
 ATTN_BLOCK_N = 64  # keys per tile, aligned to absolute positions
@@ -52,30 +53,13 @@ def matmul_config(n: int, k: int, interpret: bool = False) -> tuple[int, int, in
 
 @triton.jit(do_not_specialize=["M"])
 def _linear_kernel(y_ptr, x_ptr, w_ptr, b_ptr, M, N, K, stride_ym, stride_xm, stride_wn,
-                   HAS_BIAS: tl.constexpr, INTERPRET: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                   HAS_BIAS: tl.constexpr, USE_DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    BLOCK_K: tl.constexpr):
     pid_m, pid_n = tl.program_id(0), tl.program_id(1)  # M tiles of one N tile run together (W shared in L2)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
-    m_ok, n_ok = rm < M, rn < N
-    x_ptrs = x_ptr + rm.to(tl.int64)[:, None] * stride_xm + rk[None, :]
-    w_ptrs = w_ptr + rn.to(tl.int64)[:, None] * stride_wn + rk[None, :]
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        k_ok = rk < K - k0
-        x = tl.load(x_ptrs, mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-        w = tl.load(w_ptrs, mask=n_ok[:, None] & k_ok[None, :], other=0.0)
-        if INTERPRET:
-            acc += tl.sum(x.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
-        else:
-            acc = tl.dot(x, tl.trans(w), acc)
-        x_ptrs += BLOCK_K
-        w_ptrs += BLOCK_K
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-    tl.store(y_ptr + rm.to(tl.int64)[:, None] * stride_ym + rn[None, :], acc.to(y_ptr.dtype.element_ty),
-             mask=m_ok[:, None] & n_ok[None, :])
+    linear_tile(y_ptr, x_ptr, w_ptr, b_ptr, rm, rn, M, N, K, stride_ym, stride_xm, stride_wn, HAS_BIAS, USE_DOT,
+                False, BLOCK_M, BLOCK_N, BLOCK_K)
 
 
 def linear(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
@@ -88,7 +72,7 @@ def linear(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch
     block_m, block_n, block_k, warps, stages = matmul_config(n, k, interpret)
     grid = (triton.cdiv(m, block_m), triton.cdiv(n, block_n))
     _linear_kernel[grid](out, x, weight, bias if bias is not None else weight, m, n, k, row_stride(out),
-                         row_stride(x), weight.stride(0), HAS_BIAS=bias is not None, INTERPRET=interpret,
+                         row_stride(x), weight.stride(0), HAS_BIAS=bias is not None, USE_DOT=not interpret,
                          BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages)
 
 

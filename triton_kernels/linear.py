@@ -22,11 +22,11 @@ GEMV_MAX_ROWS = 8
 
 
 @triton.jit
-def _linear_kernel(out_ptr, x_ptr, w_ptr, b_ptr, M, N, K, stride_om, stride_xm, stride_wn,
-                   HAS_BIAS: tl.constexpr, USE_DOT: tl.constexpr, IEEE: tl.constexpr, BLOCK_M: tl.constexpr,
-                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    rm = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+def linear_tile(out_ptr, x_ptr, w_ptr, b_ptr, rm, rn, M, N, K, stride_om, stride_xm, stride_wn,
+                HAS_BIAS: tl.constexpr, USE_DOT: tl.constexpr, IEEE: tl.constexpr, BLOCK_M: tl.constexpr,
+                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """out[rm, rn] = x[rm] @ w[rn]^T (+ b[rn]): one fp32 accumulator per element walked over K in BLOCK_K
+    steps, tensor-core products (tl.dot; "ieee" when IEEE) or exact fp32 CUDA-core products."""
     rk = tl.arange(0, BLOCK_K)
     m_ok, n_ok = rm < M, rn < N
     x_ptrs = x_ptr + rm.to(tl.int64)[:, None] * stride_xm + rk[None, :]
@@ -49,6 +49,16 @@ def _linear_kernel(out_ptr, x_ptr, w_ptr, b_ptr, M, N, K, stride_om, stride_xm, 
         acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     tl.store(out_ptr + rm.to(tl.int64)[:, None] * stride_om + rn[None, :], acc.to(out_ptr.dtype.element_ty),
              mask=m_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit
+def _linear_kernel(out_ptr, x_ptr, w_ptr, b_ptr, M, N, K, stride_om, stride_xm, stride_wn,
+                   HAS_BIAS: tl.constexpr, USE_DOT: tl.constexpr, IEEE: tl.constexpr, BLOCK_M: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    linear_tile(out_ptr, x_ptr, w_ptr, b_ptr, rm, rn, M, N, K, stride_om, stride_xm, stride_wn, HAS_BIAS, USE_DOT,
+                IEEE, BLOCK_M, BLOCK_N, BLOCK_K)
 
 
 def linear(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
