@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -58,7 +58,7 @@ class _Case:
     extra: dict
     prepared: PreparedOp | None = None
     error: str | None = None
-    timing: Timing | None = field(default=None)
+    timing: Timing | None = None
 
 
 class Runner:
@@ -83,7 +83,7 @@ class Runner:
         self.wanted = set(args.providers.split(",")) if args.providers else None
         self._group: list[_Case] = []  # the cases of the current (op, shape), timed together at flush
         self._arg_sets: dict[int, tuple[Callable, list[tuple]]] = {}  # id(make_args) -> argument sets
-        order = "sequential" if getattr(args, "sequential", False) else "interleaved"
+        order = "sequential" if args.sequential else "interleaved"
         print(f"# {op} on {torch.cuda.get_device_name()}  torch {torch.__version__}  "
               f"copy bandwidth {self.results.copy_gbps:.0f} GB/s  L2 {'cold' if args.cold else 'hot'}  "
               f"providers {order}")
@@ -107,7 +107,7 @@ class Runner:
                                        cold_l2=self.args.cold)
             # Eager fallbacks call fn again at every replay, so they are timed now, while the bench's loop
             # variables that fn may read still hold this shape's values.
-            if getattr(self.args, "sequential", False) or case.prepared.method == "eager":
+            if self.args.sequential or case.prepared.method == "eager":
                 case.timing = time_interleaved([case.prepared], self.replays)[0]
                 case.prepared = None
         except Exception as err:  # a provider that cannot run this shape is reported, not fatal

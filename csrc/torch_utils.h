@@ -73,8 +73,7 @@ inline void check_cuda_call(cudaError_t err, const char* what) {
   TORCH_CHECK(err == cudaSuccess, "ssdk: ", what, " failed: ", cudaGetErrorString(err));
 }
 
-// Streaming multiprocessors of a device (queried once per device, for launch-shape heuristics).
-// A device attribute, queried once per device.
+// A device attribute, queried once per device (SM count and L2 size feed launch-shape heuristics).
 template <cudaDeviceAttr kAttribute>
 inline int device_attribute(int device) {
   static int values[64] = {};
