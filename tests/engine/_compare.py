@@ -1,7 +1,8 @@
 """Comparing greedy generations where bit-exactness cannot be expected (TP all-reduce order, GPU GEMM
 algorithms): the outputs must agree token for token until a step where the reference itself had a
 near-tie, and the token taken there must score within ``tol`` of the reference's best (vLLM's
-check_logprobs_close). bf16 logits of magnitude 4-8 have an ulp of 1/32-1/16; tol = 0.1 allows ~3 ulps."""
+check_logprobs_close). ``tol`` is in logits: bf16 logits of magnitude 4-8 have an ulp of 1/32, so the
+default 0.1 allows ~3 ulps; callers whose logits are larger (or that add bf16 roundings, like TP) pass more."""
 
 from __future__ import annotations
 
