@@ -6,7 +6,8 @@
 // prefix_lens [B]; qo_indptr [B + 1]; tree_mask [N, W] int32; lse [N, Hq] fp32. fp16/bf16, D in {64, 128}.
 // Arch: sm_90 (mma.sync through CuTe's SM80 atoms, a thread-block cluster per row block for split-KV,
 // programmatic dependent launch). max_q_len == 1 (decode) with a GQA group <= 16 takes the decode kernel
-// (tree_attention_decode.cuh): a split-KV grid whose last split merges through an fp32 workspace. Needs the CUTLASS headers at build time (SSDK_HAS_CUTLASS).
+// (tree_attention_decode.cuh): a split-KV grid, then a merge kernel over an fp32 workspace. Needs the
+// CUTLASS headers at build time (SSDK_HAS_CUTLASS).
 // Reference: ssdk.ref.attention.tree_attention (fp32 dense masked attention).
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -55,20 +56,18 @@ int choose_splits(int64_t base_ctas, int64_t max_tiles, int64_t requested, tree_
   return static_cast<int>((max_tiles + tiles_per_split - 1) / tiles_per_split);
 }
 
-// Decode splits per (request, kv head): as many as one wave of resident CTAs holds less one CTA, at most
+// Decode splits per (request, kv head): as many as one wave of resident CTAs holds, at most
 // kMaxDecodeSplits and the 64-token tiles of a block_tables row; 1 when a row holds <= kDecodeSerialTiles
-// tiles (one CTA streams them faster than splits merge), when the pairs alone fill the wave, or when
-// they exceed the merge counters. A requested count is only clamped. Measured on H100 (7428bb3): a grid
-// of every resident slot (8B B1 L4096: 33 x 8 = 264 CTAs) took 13.9 us against 13.1 at 32 splits, and
-// cutting the split count to the fewest with the same tiles per split lost 0.3-0.6 us at B4.
+// tiles (one CTA streams them faster than a split call merges) or when the pairs alone fill the wave. A
+// requested count is only clamped. More splits cost the merge kernel nothing on the critical path (its
+// CTAs load their states in one round trip), so the rule takes the widest grid that fits one wave.
 constexpr int64_t kDecodeSerialTiles = 3;
 int choose_decode_splits(int64_t pairs, int64_t max_tiles, int64_t requested, int ctas_per_sm, int sms) {
-  if (pairs > tree_attn::kMaxDecodeCounters) return 1;
   max_tiles = std::max<int64_t>(max_tiles, 1);
   const int64_t cap = std::min<int64_t>(max_tiles, tree_attn::kMaxDecodeSplits);
   if (requested > 0) return static_cast<int>(std::clamp<int64_t>(requested, 1, cap));
   if (max_tiles <= kDecodeSerialTiles) return 1;
-  return static_cast<int>(std::clamp<int64_t>((int64_t{sms} * ctas_per_sm - 1) / pairs, 1, cap));
+  return static_cast<int>(std::clamp<int64_t>(int64_t{sms} * ctas_per_sm / pairs, 1, cap));
 }
 
 // The fields both kernels share, from the checked tensors.

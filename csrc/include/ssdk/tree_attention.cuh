@@ -53,11 +53,10 @@ template <typename T, int D>
 cudaError_t launch(const Params& params, TileShape shape, cudaStream_t stream);
 
 // Decode path (max_q_len == 1, GQA group <= kMaxDecodeGroup): one CTA per (request, kv head, KV split)
-// holds the whole group; splits take 64-token tiles round-robin and the last one to finish merges the
-// fp32 partial states (tree_attention_decode.cuh). Instantiated in csrc/tree_attention_decode.cu.
-constexpr int kMaxDecodeGroup = 16;      // q heads per kv head in one mma M tile
-constexpr int kMaxDecodeSplits = 64;     // partial states the last split merges (in per-thread slices)
-constexpr int kMaxDecodeCounters = 1 << 16;  // (request, kv head) pairs that may split
+// holds the whole group; splits take 64-token tiles round-robin and a second kernel merges their fp32
+// partial states (tree_attention_decode.cuh). Instantiated in csrc/tree_attention_decode.cu.
+constexpr int kMaxDecodeGroup = 16;    // q heads per kv head in one mma M tile
+constexpr int kMaxDecodeSplits = 128;  // partial states the merge kernel's 8 slices hold (16 per thread)
 
 // n_b in {0, 1}; tree_mask bit 0 = the query sees its own token.
 struct DecodeParams : PagedAttentionArgs {
@@ -68,6 +67,7 @@ struct DecodeParams : PagedAttentionArgs {
   int num_splits;      // grid.x
 };
 
+// Launches the split kernel and, when params.num_splits > 1, the merge kernel (both with PDL).
 template <typename T, int D>
 cudaError_t launch_decode(const DecodeParams& params, cudaStream_t stream);
 template <typename T, int D>

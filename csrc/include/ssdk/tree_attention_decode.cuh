@@ -1,6 +1,6 @@
 // Decode path of tree attention (max_q_len == 1): one new query row per request, so a CTA owns all the
 // q heads of one kv head (the GQA group, <= 16 rows of one mma.sync M tile) for one KV split.
-// Included only by csrc/tree_attention_decode.cu (the merge counters below are that module's).
+// Included only by csrc/tree_attention_decode.cu.
 //
 // Latency chain of a CTA (what the general kernel paid more of at small batch):
 //   1. one round trip: request bounds (qo_indptr, prefix_lens) and the page ids of the CTA's first
@@ -10,22 +10,18 @@
 //   2. one round trip: q and the first K/V tiles (16-byte cp.async, 3-stage ring), then one page-id
 //      load per tile issued an iteration ahead of its copies.
 //   3. the merge: a single split writes out/lse directly. Otherwise every split writes its normalized
-//      (O, lse) to an fp32 workspace, and the last split of a (request, kv head) to arrive — found with
-//      a self-resetting counter (atomicInc wraps to 0) — merges them: no cluster, no second kernel.
-//      Up to kMaxDecodeSplits = 64 states: several threads per (row, 4 columns) merge slices of the
-//      splits, combined in slice order through shared memory (merge_split_states).
+//      (O, lse) to an fp32 workspace and a second kernel (decode_merge_kernel, launched with PDL right
+//      after the splits, so its launch overlaps them) merges them: one CTA per (group row, kv head,
+//      request), each thread loads its slice of up to kMaxDecodeSplits / 8 states in one round trip
+//      together with the request length, and the slices combine in slice order. The merge reads the
+//      states on as many SMs as there are rows instead of one CTA per pair, and needs no counter, fence
+//      or atomic, so split calls may run on several streams at once.
 // The math is the general kernel's (tree_attention_kernel.cuh): 4 warps split each 64-token tile's
 // columns, S = Q K^T and O += P V on mma.sync with fp32 accumulators, online softmax in the log2 domain.
 #pragma once
 #include "ssdk/tree_attention_kernel.cuh"
 
 namespace ssdk::tree_attn {
-
-// Merge counters, one per (request, kv head), zero at module load and left zero by every launch (the
-// last split resets its counter). Launches of one device that use splits must not run concurrently
-// (ordered on a stream, as graphs and PDL keep them); more than kMaxDecodeCounters (request, kv head)
-// pairs run unsplit.
-__device__ uint32_t g_decode_counters[kMaxDecodeCounters];
 
 template <typename T, int D>
 struct DecodeConfig {
@@ -45,96 +41,6 @@ struct DecodeConfig {
   // D = 64: 50 KB, 4 CTAs per SM (512 CTAs of B = 64 fit one wave); D = 128: 98 KB, 2 per SM.
   static constexpr int kMinBlocks = D == 64 ? 4 : 2;
 };
-
-// The last split of a (request, kv head) merges the `splits` partial states, O normalized in
-// part_o [splits][group][D] and lse (log2 domain, -inf: no key) in part_lse [splits][group], and hands
-// each (row r, columns 4 c4 .. 4 c4 + 3) to store(r, c4, out, lse). Threads take (item, slice): item =
-// (row, 4 columns), slice k of K = kThreads / items (1 when items >= kThreads) merges the contiguous
-// splits [k c, (k + 1) c), c = ceil(splits / K), kBatch (lse, O) loads in flight at a time, rescaling
-// its (max, sum, O) once per batch; slices 1 .. K-1 then go through shared memory and slice 0 adds
-// them in slice order. No thread holds more than kBatch states, and every sum's order follows from
-// `splits` and the group alone, never from which split came last.
-template <int D, int kThreads, typename Store>
-__device__ __forceinline__ void merge_split_states(float* smem, const float* part_o, const float* part_lse, int splits,
-                                                   int group, Store store) {
-  constexpr int kCols = D / 4;               // float4 columns of a row
-  constexpr int kBatch = D == 64 ? 12 : 32;  // states in flight per thread (register bound, no spill)
-  constexpr float kNegInf = -__builtin_huge_valf();
-  const int tid = threadIdx.x;
-  const int items = group * kCols;
-  const int slices = items >= kThreads ? 1 : kThreads / items;
-  const int chunk = (splits + slices - 1) / slices;
-  float4* s_acc = reinterpret_cast<float4*>(smem);          // [slices][items] (slices > 1: items * slices <= kThreads)
-  float2* s_ml = reinterpret_cast<float2*>(s_acc + kThreads);  // [slices][items] (max, sum)
-
-  float m = kNegInf, l = 0.f;
-  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-  for (int e = tid; e < items * slices; e += kThreads) {
-    const int item = e % items, slice = e / items, r = item / kCols, c4 = item % kCols;
-    const int begin = slice * chunk, end = min(splits, begin + chunk);
-    const float* o_src = part_o + r * D + c4 * 4;
-    const float* lse_src = part_lse + r;
-    m = kNegInf, l = 0.f;
-    acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int s0 = begin; s0 < end; s0 += kBatch) {
-      float lse[kBatch];
-      float4 v[kBatch];
-      const float* lse_ptr = lse_src + s0 * group;
-      const float4* o_ptr = reinterpret_cast<const float4*>(o_src + s0 * group * D);
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j, lse_ptr += group, o_ptr += group * kCols) {  // the batch in flight at once
-        if (s0 + j < end) {
-          lse[j] = __ldcg(lse_ptr);
-          v[j] = __ldcg(o_ptr);
-        }
-      }
-      float mx = m;
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j)
-        if (s0 + j < end) mx = fmaxf(mx, lse[j]);
-      const float base = mx == kNegInf ? 0.f : mx;
-      const float scale = ex2(m - base);  // 0 while nothing was seen (m = -inf)
-      l *= scale;
-      acc.x *= scale, acc.y *= scale, acc.z *= scale, acc.w *= scale;
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) {
-        if (s0 + j < end) {
-          const float w = ex2(lse[j] - base);
-          l += w;
-          acc.x += w * v[j].x, acc.y += w * v[j].y, acc.z += w * v[j].z, acc.w += w * v[j].w;
-        }
-      }
-      m = mx;
-    }
-    if (slices == 1) {
-      const float inv = l > 0.f ? 1.f / l : 0.f;
-      store(r, c4, make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv), l > 0.f ? m + log2f(l) : kNegInf);
-    } else if (slice > 0) {
-      s_acc[e] = acc;
-      s_ml[e] = make_float2(m, l);
-    }
-  }
-  if (slices == 1) return;
-  __syncthreads();  // items * slices <= kThreads here: thread tid < items holds slice 0 of item tid
-  if (tid < items) {
-    float mx = m;
-    for (int k = 1; k < slices; ++k) mx = fmaxf(mx, s_ml[k * items + tid].x);
-    const float base = mx == kNegInf ? 0.f : mx;
-    const float scale = ex2(m - base);
-    l *= scale;
-    acc.x *= scale, acc.y *= scale, acc.z *= scale, acc.w *= scale;
-    for (int k = 1; k < slices; ++k) {
-      const float2 ml = s_ml[k * items + tid];
-      const float4 a = s_acc[k * items + tid];
-      const float w = ex2(ml.x - base);
-      l += w * ml.y;
-      acc.x += w * a.x, acc.y += w * a.y, acc.z += w * a.z, acc.w += w * a.w;
-    }
-    const float inv = l > 0.f ? 1.f / l : 0.f;
-    store(tid / kCols, tid % kCols, make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv),
-          l > 0.f ? mx + log2f(l) : kNegInf);
-  }
-}
 
 template <typename T, int D>
 __global__ void __launch_bounds__(DecodeConfig<T, D>::kThreads, DecodeConfig<T, D>::kMinBlocks)
@@ -162,6 +68,7 @@ __global__ void __launch_bounds__(DecodeConfig<T, D>::kThreads, DecodeConfig<T, 
   };
 
   pdl_wait();  // q, the cache and the index tensors may be written by the previous kernel
+  if (num_splits > 1) pdl_launch_dependents();  // the merge kernel: launched now, it waits for our completion
   // Round trip 1: the request bounds and, speculatively, the first tiles' page ids.
   const int q_start = p.qo_indptr[b], q_end = p.qo_indptr[b + 1], prefix = p.prefix_lens[b];
   int pages[kStages - 1][kRowsPerThread];
@@ -293,7 +200,7 @@ __global__ void __launch_bounds__(DecodeConfig<T, D>::kThreads, DecodeConfig<T, 
       mma<T>(o[2 * dp + 1], pa, vb[2], vb[3]);
     }
   }
-  pdl_launch_dependents();  // the next kernel may start its launch; it waits for our completion anyway
+  if (num_splits == 1) pdl_launch_dependents();  // the next kernel may start its launch; it waits for our completion
 
   // The 4 warps' states of each group row -> shared memory (over the KV ring), merged per (row, 4 cols).
   cute::cp_async_wait<0>();
@@ -319,21 +226,12 @@ __global__ void __launch_bounds__(DecodeConfig<T, D>::kThreads, DecodeConfig<T, 
   }
   __syncthreads();
 
-  const int pair = b * p.num_kv_heads + kv_head;
+  // One active split: out and lse directly. Otherwise this split's state for decode_merge_kernel: O
+  // normalized, lse in the log2 domain (-inf: saw no key).
+  const int64_t pair = int64_t(b) * p.num_kv_heads + kv_head;
+  float* part_o = p.partial_o + (pair * num_splits + split) * p.group * D;
+  float* part_lse = p.partial_lse + (pair * num_splits + split) * p.group;
   const int num_items = p.group * (D / 4);
-  auto out_ptr = [&](int r, int c4) {
-    return static_cast<T*>(p.out) + int64_t(q_start) * p.out_stride_n + (kv_head * p.group + r) * p.out_stride_h +
-           c4 * 4;
-  };
-  auto store_out = [&](int r, int c4, float4 acc, float inv, float lse_log2) {
-    *reinterpret_cast<uint2*>(out_ptr(r, c4)) =
-        make_uint2(pack2<T>(acc.x * inv, acc.y * inv), pack2<T>(acc.z * inv, acc.w * inv));
-    if (c4 == 0 && p.lse != nullptr)
-      p.lse[int64_t(q_start) * p.num_qo_heads + kv_head * p.group + r] = lse_log2 * 0.6931471805599453f;
-  };
-  // Partial state of (pair, split): O normalized, lse in the log2 domain (-inf: saw no key).
-  float* part_o = p.partial_o + int64_t(pair) * num_splits * p.group * D;
-  float* part_lse = p.partial_lse + int64_t(pair) * num_splits * p.group;
   for (int e = tid; e < num_items; e += Cfg::kThreads) {
     const int r = e / (D / 4), c4 = e % (D / 4);
     float mx = kNegInf;
@@ -352,32 +250,102 @@ __global__ void __launch_bounds__(DecodeConfig<T, D>::kThreads, DecodeConfig<T, 
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
     const float lse_log2 = sum > 0.f ? mx + log2f(sum) : kNegInf;
     if (active_splits == 1) {
-      store_out(r, c4, acc, inv, lse_log2);
+      const int head = kv_head * p.group + r;
+      T* out = static_cast<T*>(p.out) + int64_t(q_start) * p.out_stride_n + head * p.out_stride_h + c4 * 4;
+      *reinterpret_cast<uint2*>(out) = make_uint2(pack2<T>(acc.x * inv, acc.y * inv), pack2<T>(acc.z * inv, acc.w * inv));
+      if (c4 == 0 && p.lse != nullptr) p.lse[int64_t(q_start) * p.num_qo_heads + head] = lse_log2 * 0.6931471805599453f;
     } else {
-      __stcg(reinterpret_cast<float4*>(part_o + (split * p.group + r) * D + c4 * 4),
-             make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv));
-      if (c4 == 0) __stcg(part_lse + split * p.group + r, lse_log2);
+      __stcg(reinterpret_cast<float4*>(part_o + r * D + c4 * 4), make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv));
+      if (c4 == 0) __stcg(part_lse + r, lse_log2);
     }
   }
-  if (active_splits == 1) return;
+}
 
-  // Last split of the pair merges every split's state (the counter wraps back to 0 for the next call).
-  // Thread 0 releases the CTA's partial stores (ordered before it by the barrier; the fence is
-  // cumulative) and, if last, acquires the other splits' (the grid-sync pattern of cooperative groups,
-  // with acq_rel fences instead of the sequentially consistent __threadfence).
-  __shared__ bool s_last;
-  __syncthreads();
-  if (tid == 0) {
-    asm volatile("fence.acq_rel.gpu;" ::: "memory");
-    s_last = atomicInc(&g_decode_counters[pair], active_splits - 1) == uint32_t(active_splits - 1);
-    asm volatile("fence.acq_rel.gpu;" ::: "memory");
+// Merge of the split states (num_splits > 1), launched with PDL right after decode_attention_kernel: one
+// CTA per (group row r, kv head, request). Thread (slice k of 8, float4 column c4) owns the contiguous
+// splits [k c, (k + 1) c), c = ceil(num_splits / 8) <= kMaxDecodeSplits / 8, and loads their (lse, O)
+// in the same round trip as the request length (states past the request's active splits are loaded but
+// not used: the workspace is not initialized there); the 8 slices combine in slice order through shared
+// memory. Every sum's order follows from num_splits and the request length alone (deterministic).
+template <int D>
+struct DecodeMergeConfig {
+  static constexpr int kCols = D / 4;  // float4 columns of a row
+  static constexpr int kSlices = 8;
+  static constexpr int kThreads = kSlices * kCols;  // 128 at D = 64, 256 at D = 128
+  static constexpr int kChunk = kMaxDecodeSplits / kSlices;
+};
+
+template <typename T, int D>
+__global__ void __launch_bounds__(DecodeMergeConfig<D>::kThreads) decode_merge_kernel(const __grid_constant__ DecodeParams p) {
+  using Cfg = DecodeMergeConfig<D>;
+  constexpr int kCols = Cfg::kCols, kChunk = Cfg::kChunk;
+  constexpr float kNegInf = -__builtin_huge_valf();
+  const int r = blockIdx.x, kv_head = blockIdx.y, b = blockIdx.z;
+  const int tid = threadIdx.x, c4 = tid % kCols, slice = tid / kCols;
+  const int chunk = (p.num_splits + Cfg::kSlices - 1) / Cfg::kSlices;
+  const int begin = slice * chunk;
+  const int loaded = max(0, min(chunk, p.num_splits - begin));  // states of this slice in the launch
+  const int64_t pair = int64_t(b) * p.num_kv_heads + kv_head;
+  const float* lse_src = p.partial_lse + (pair * p.num_splits + begin) * p.group + r;
+  const float4* o_src = reinterpret_cast<const float4*>(p.partial_o + ((pair * p.num_splits + begin) * p.group + r) * D) + c4;
+
+  pdl_wait();  // the split kernel's states
+  pdl_launch_dependents();
+  const int q_start = p.qo_indptr[b], q_end = p.qo_indptr[b + 1], prefix = p.prefix_lens[b];
+  float lse[kChunk];
+  float4 v[kChunk];
+#pragma unroll
+  for (int j = 0; j < kChunk; ++j) {
+    if (j < loaded) {
+      lse[j] = __ldcg(lse_src + j * p.group);
+      v[j] = __ldcg(o_src + j * p.group * kCols);
+    }
   }
+  if (q_end <= q_start) return;  // no new token: no output row
+  const int splits = min(p.num_splits, (prefix + kBlockN) / kBlockN);  // active splits: tiles of prefix + 1 keys
+  if (splits == 1) return;  // the split kernel wrote out and lse itself
+  const int used = max(0, min(chunk, splits - begin));
+  float m = kNegInf;
+#pragma unroll
+  for (int j = 0; j < kChunk; ++j)
+    if (j < used) m = fmaxf(m, lse[j]);
+  const float base = m == kNegInf ? 0.f : m;
+  float l = 0.f;
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+  for (int j = 0; j < kChunk; ++j) {
+    if (j < used) {
+      const float w = ex2(lse[j] - base);  // 0 for a split that saw no key (lse -inf, O 0)
+      l += w;
+      acc.x += w * v[j].x, acc.y += w * v[j].y, acc.z += w * v[j].z, acc.w += w * v[j].w;
+    }
+  }
+  __shared__ float4 s_acc[Cfg::kThreads];
+  __shared__ float2 s_ml[Cfg::kThreads];
+  s_acc[tid] = acc;
+  s_ml[tid] = make_float2(m, l);
   __syncthreads();
-  if (!s_last) return;
-  merge_split_states<D, Cfg::kThreads>(reinterpret_cast<float*>(smem + Cfg::kSmemQ), part_o, part_lse, active_splits,
-                                       p.group, [&](int r, int c4, float4 acc, float lse_log2) {
-                                         store_out(r, c4, acc, 1.f, lse_log2);
-                                       });
+  if (slice > 0) return;
+  float mx = kNegInf;
+#pragma unroll
+  for (int k = 0; k < Cfg::kSlices; ++k) mx = fmaxf(mx, s_ml[k * kCols + c4].x);
+  const float top = mx == kNegInf ? 0.f : mx;
+  float sum = 0.f;
+  float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+  for (int k = 0; k < Cfg::kSlices; ++k) {
+    const float2 ml = s_ml[k * kCols + c4];
+    const float4 a = s_acc[k * kCols + c4];
+    const float w = ex2(ml.x - top);  // slice k's sums are relative to its own max
+    sum += w * ml.y;
+    o.x += w * a.x, o.y += w * a.y, o.z += w * a.z, o.w += w * a.w;
+  }
+  const float inv = sum > 0.f ? 1.f / sum : 0.f;
+  const int head = kv_head * p.group + r;
+  T* out = static_cast<T*>(p.out) + int64_t(q_start) * p.out_stride_n + head * p.out_stride_h + c4 * 4;
+  *reinterpret_cast<uint2*>(out) = make_uint2(pack2<T>(o.x * inv, o.y * inv), pack2<T>(o.z * inv, o.w * inv));
+  if (c4 == 0 && p.lse != nullptr)
+    p.lse[int64_t(q_start) * p.num_qo_heads + head] = sum > 0.f ? (mx + log2f(sum)) * 0.6931471805599453f : kNegInf;
 }
 
 template <typename T, int D>
@@ -396,8 +364,12 @@ cudaError_t prepare_decode_kernel() {
 template <typename T, int D>
 cudaError_t launch_decode(const DecodeParams& p, cudaStream_t stream) {
   if (const cudaError_t err = prepare_decode_kernel<T, D>(); err != cudaSuccess) return err;
-  return launch_pdl(decode_attention_kernel<T, D>, dim3(p.num_splits, p.num_kv_heads, p.batch),
-                    dim3(DecodeConfig<T, D>::kThreads), DecodeConfig<T, D>::kSmem, stream, p);
+  const dim3 grid(p.num_splits, p.num_kv_heads, p.batch);
+  const cudaError_t err =
+      launch_pdl(decode_attention_kernel<T, D>, grid, dim3(DecodeConfig<T, D>::kThreads), DecodeConfig<T, D>::kSmem, stream, p);
+  if (err != cudaSuccess || p.num_splits == 1) return err;
+  return launch_pdl(decode_merge_kernel<T, D>, dim3(p.group, p.num_kv_heads, p.batch),
+                    dim3(DecodeMergeConfig<D>::kThreads), 0, stream, p);
 }
 
 template <typename T, int D>

@@ -107,12 +107,10 @@ def tree_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor
     return_lse : also return the log-sum-exp (natural log) of the scaled scores, for merging states.
     num_kv_splits : CUDA only: split each request's KV into this many chunks (0 = chosen from the launch
         size and the SM count). Decode (max_q_len == 1, GQA group <= 16) runs its own kernel: splits
-        capped at 64 and at the 64-token tiles of a block_tables row, merged by the last split to finish
-        through a device-global, self-resetting counter per (request, kv head), so two split decode calls
-        must not run at the same time on different streams of one GPU (one stream and CUDA graphs are
-        fine). Otherwise the splits merge inside a thread-block cluster: capped at 16 (8 where the GPU
-        cannot hold 16-CTA clusters, 1 before sm_90). A tuning knob; the result does not depend on it
-        beyond fp32 rounding.
+        capped at 128 and at the 64-token tiles of a block_tables row, merged by a second kernel.
+        Otherwise the splits merge inside a thread-block cluster: capped at 16 (8 where the GPU cannot
+        hold 16-CTA clusters, 1 before sm_90). A tuning knob; the result does not depend on it beyond
+        fp32 rounding.
 
     Returns
     -------
