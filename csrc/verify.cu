@@ -91,7 +91,7 @@ void dispatch_logits(at::ScalarType dtype, F&& f) {
 }
 
 // Workspace from the caching allocator (capture-safe): partials, picks, row distributions, race bounds,
-// per-request counters (zeroed by the call's first kernel).
+// per-request counters (final_count then ready, zeroed by the call's zero_kernel).
 struct Workspace {
   at::Tensor buffer;
   sampling::Stat* partials = nullptr;
@@ -99,6 +99,7 @@ struct Workspace {
   RowDist* dists = nullptr;
   int8_t* race_bounds = nullptr;
   unsigned* final_count = nullptr;
+  unsigned* ready = nullptr;
 };
 
 Workspace make_workspace(const at::Tensor& ref, int64_t num_partials, int64_t num_picks, int64_t num_dists,
@@ -122,6 +123,7 @@ Workspace make_workspace(const at::Tensor& ref, int64_t num_partials, int64_t nu
   ws.race_bounds = num_bounds > 0 ? reinterpret_cast<int8_t*>(p) : nullptr;
   p += sizes[3];
   ws.final_count = reinterpret_cast<unsigned*>(p);
+  ws.ready = ws.final_count + num_counts / 2;
   return ws;
 }
 
@@ -189,29 +191,21 @@ void launch_filter(const RowMap<T>& map, int num_rows, int vocab, const Filters&
                   "filter kernel launch");
 }
 
-// stats_kernel: two 32 KB tiles of dynamic shared memory per CTA, and the resident CTAs on the device
-// (queried once per instantiation, with the max-shared carveout: without a preference the driver may pick
-// one that fits fewer CTAs than the registers allow).
-constexpr size_t kStatsSmem = 2 * sampling::kTileVecs * sampling::kThreads * 16;
+// stats_kernel: one 32 KB tile of dynamic shared memory per CTA; asks for the max-shared carveout once per
+// device (function attributes are per device; without a preference the driver may pick a carveout that
+// fits fewer CTAs than the registers allow).
+constexpr size_t kStatsSmem = sampling::kTileVecs * sampling::kThreads * 16;
 
 template <typename T>
-int stats_kernel_ctas(int device) {
-  static int per_sm[64] = {};  // function attributes are per device: set them once on each
+void prepare_stats_kernel(int device) {
+  static bool done[64] = {};
   TORCH_CHECK(device >= 0 && device < 64, "ssdk: device index ", device, " out of range");
-  if (per_sm[device] == 0) {
-    const auto kernel = sampling::stats_kernel<T, 16 / sizeof(T)>;
-    check_cuda_call(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(kStatsSmem)),
-                    "stats_kernel shared memory");
-    check_cuda_call(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                         cudaSharedmemCarveoutMaxShared),
+  if (!done[device]) {
+    check_cuda_call(cudaFuncSetAttribute(sampling::stats_kernel<T, 16 / sizeof(T)>,
+                                         cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared),
                     "stats_kernel carveout");
-    int n = 0;
-    check_cuda_call(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, sampling::kThreads, kStatsSmem),
-                    "stats_kernel occupancy query");
-    per_sm[device] = std::max(n, 1);
+    done[device] = true;
   }
-  return per_sm[device] * sm_count(device);
 }
 
 template <typename T, int MODE>
@@ -222,14 +216,11 @@ void launch_verify(VerifyArgs<T>& a, cudaStream_t stream) {
   if (a.stats_pass) {
     const int64_t items = static_cast<int64_t>(a.num_rows) * a.S;
     TORCH_CHECK(items < (int64_t{1} << 30), "ssdk: problem too large (", items, " statistics items)");
-    // As many CTAs as are resident, each with the same number of items (+-1).
     int device = 0;
     check_cuda_call(cudaGetDevice(&device), "cudaGetDevice");
-    const int64_t resident = stats_kernel_ctas<T>(device);
-    const int64_t per_cta = (items + resident - 1) / resident;
-    const int stats_grid = static_cast<int>((items + per_cta - 1) / per_cta);
-    check_cuda_call(launch_pdl(sampling::stats_kernel<T, 16 / sizeof(T)>, dim3(stats_grid), dim3(sampling::kThreads),
-                               kStatsSmem, stream, a),
+    prepare_stats_kernel<T>(device);
+    check_cuda_call(launch_pdl(sampling::stats_kernel<T, 16 / sizeof(T)>, dim3(static_cast<unsigned>(items)),
+                               dim3(sampling::kThreads), kStatsSmem, stream, a),
                     "stats kernel launch");
   }
   check_cuda_call(launch_pdl(sampling::verify_kernel<T, 16 / sizeof(T), MODE>, dim3(static_cast<unsigned>(grid)),
@@ -245,8 +236,8 @@ void prepare(VerifyArgs<T>& a, const Filters& f, bool stochastic, bool long_chun
   TORCH_CHECK(a.batch <= sampling::kMaxRequests, "ssdk: at most ", sampling::kMaxRequests, " requests, got ", a.batch);
   if (a.batch == 0) return;
   const bool filtered = f.any() && stochastic;
-  // Row statistics from logits: their own launch (persistent, streaming at full width), verify_kernel
-  // follows as a programmatic dependent. Stochastic ones also draw the race bounds.
+  // Row statistics from logits: their own launch (one CTA per tile), verify_kernel follows as a
+  // programmatic dependent and waits per request. Stochastic ones also draw the race bounds.
   a.stats_pass = !filtered && a.num_rows > 0;
   a.chunk = kStatsChunk<T>;
   a.S = ceil_div(a.vocab, a.chunk);
@@ -268,17 +259,17 @@ void prepare(VerifyArgs<T>& a, const Filters& f, bool stochastic, bool long_chun
   a.bounds_stride = ceil_div(a.vocab, 4);
   ws = make_workspace(ref, a.stats_pass ? static_cast<int64_t>(a.num_rows) * a.S : 0,
                       static_cast<int64_t>(a.batch) * a.S2, filtered ? a.num_rows : 0,
-                      bounded ? static_cast<int64_t>(a.batch) * a.bounds_stride : 0, a.batch);
+                      bounded ? static_cast<int64_t>(a.batch) * a.bounds_stride : 0, 2 * static_cast<int64_t>(a.batch));
   a.partials = ws.partials;
   a.picks = ws.picks;
   a.race_bounds = ws.race_bounds;
   a.final_count = ws.final_count;
+  a.ready = ws.ready;
   a.dists = nullptr;
-  if (!a.stats_pass) {  // (stats_kernel zeroes them otherwise)
-    check_cuda_call(launch_pdl(sampling::zero_kernel, dim3(ceil_div(a.batch, sampling::kThreads)),
-                               dim3(sampling::kThreads), 0, stream, a.final_count, a.batch),
-                    "zero kernel launch");
-  }
+  // The call's first kernel: zeroes final_count and ready (adjacent), for the kernels behind it.
+  check_cuda_call(launch_pdl(sampling::zero_kernel, dim3(ceil_div(2 * a.batch, sampling::kThreads)),
+                             dim3(sampling::kThreads), 0, stream, a.final_count, 2 * a.batch),
+                  "zero kernel launch");
   if (filtered) {
     launch_filter<T>(a.map, a.num_rows, a.vocab, f, ws.dists, stream);
     a.dists = ws.dists;

@@ -199,8 +199,8 @@ def test_verify_chain_stochastic_matches_reference(backend, device, draft_kind):
 @pytest.mark.cuda
 @pytest.mark.parametrize("draft_kind", ["logits", "probs"])
 def test_verify_chain_many_requests(draft_kind):
-    """Hundreds of requests: several statistics items per persistent CTA, greedy and sampled requests
-    mixed; greedy-only calls are exact."""
+    """Hundreds of requests (a statistics grid of more CTAs than are resident, sample CTAs waiting on
+    per-request counts), greedy and sampled requests mixed; greedy-only calls are exact."""
     batch, k, vocab = 300, 3, 3000
     target, draft, ids = chain_inputs("cuda", batch, k, vocab, torch.bfloat16, seed=11)
     temperature = torch.tensor([0.0, 0.7, 1.0, 1.3] * (batch // 4), device="cuda")

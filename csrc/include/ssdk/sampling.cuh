@@ -330,9 +330,11 @@ __device__ __forceinline__ void for_each_uniform(const T* row, int n, F&& f) {
 
 // ---- statistics tiles: kTileVecs 16-byte vectors per thread, vector u of thread t at base + (t + u * kThreads)
 // * VEC (kThreads * kTileVecs * VEC entries per CTA: 16384 for 16-bit logits), loaded in one go (128 bytes
-// in flight per thread) and folded in as two accumulate_blocks of 4 vectors. Every statistics pass folds
-// tiles this way, so partials agree across kernels. Vectors past `hi` are not loaded and count as -inf.
+// in flight per thread) and folded in as four accumulate_blocks of 2 vectors (few live registers). Every
+// statistics pass folds tiles this way, so partials agree across kernels. Vectors past `hi` are not loaded
+// and count as -inf.
 constexpr int kTileVecs = 8;
+constexpr int kFoldVecs = 2;  // vectors per accumulate_block
 
 template <typename T, int VEC>
 struct StatTile {
@@ -344,16 +346,16 @@ struct StatTile {
   template <typename VecAt>
   __device__ __forceinline__ static void accumulate(Stat& st, int base, int hi, float scale, VecAt&& vec_at) {
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      float x[4 * VEC];
+    for (int part = 0; part < kTileVecs / kFoldVecs; ++part) {
+      float x[kFoldVecs * VEC];
 #pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        const bool valid = vec_index(base, 4 * half + u) + VEC <= hi;
-        const Vec<T, VEC> d = vec_at(4 * half + u);  // (stale past hi: masked below)
+      for (int u = 0; u < kFoldVecs; ++u) {
+        const bool valid = vec_index(base, kFoldVecs * part + u) + VEC <= hi;
+        const Vec<T, VEC> d = vec_at(kFoldVecs * part + u);  // (stale past hi: masked below)
 #pragma unroll
         for (int j = 0; j < VEC; ++j) x[u * VEC + j] = valid ? to_float(d.data[j]) : -INFINITY;
       }
-      const int first = vec_index(base, 4 * half);
+      const int first = vec_index(base, kFoldVecs * part);
       accumulate_block(st, x, [&](int k) { return first + (k / VEC) * kThreads * VEC + k % VEC; }, scale);
     }
   }

@@ -66,16 +66,60 @@ struct Segment {
     return bits & mask;
   }
 
+  // Bits [k, k + 32) of the stream, (r, c) = the row and column of bit k; for cols >= 32 (at most two rows).
+  template <typename I>
+  __device__ __forceinline__ uint32_t word_at(I r, I c) const {
+    if (r >= static_cast<I>(rows)) return 0u;
+    const int len = static_cast<int>(min(static_cast<I>(32), static_cast<I>(cols) - c));
+    uint32_t bits = row_bits<I>(r, c, len);
+    if (len < 32 && r + 1 < static_cast<I>(rows)) bits |= row_bits<I>(r + 1, I{0}, 32 - len) << len;
+    return bits;
+  }
+
   // 128 bits of the stream starting at bit k0 (may be negative: those bits are 0, as are bits past the
-  // end). I = int when rows * cols < 2^31 (32-bit division and arithmetic), else int64_t.
+  // end). I = int when rows * cols < 2^31 (32-bit division and arithmetic), else int64_t. Rows of >= 32
+  // columns take four independent 32-bit words (one division per vector, the same few steps in every
+  // lane); narrower rows walk the stream piece by piece.
   template <typename I>
   __device__ __forceinline__ uint4 bits128(int64_t k0) const {
+    const I C = static_cast<I>(cols);
+    if (C < 32) return bits128_narrow<I>(k0);
+    if (k0 >= 0) {
+      I r = static_cast<I>(k0) / C, c = static_cast<I>(k0) - r * C;
+      if (r < static_cast<I>(rows) && c + 128 <= prefix) return make_uint4(~0u, ~0u, ~0u, ~0u);  // one row's prefix
+      uint32_t o[4];
+#pragma unroll
+      for (int t = 0; t < 4; ++t) {
+        o[t] = word_at<I>(r, c);
+        c += 32;  // C >= 32: at most one row boundary per word
+        if (c >= C) {
+          c -= C;
+          ++r;
+        }
+      }
+      return make_uint4(o[0], o[1], o[2], o[3]);
+    }
+    // The segment's first vector when it starts mid-vector: word t covers bits [k0 + 32t, k0 + 32t + 32).
+    uint32_t o[4];
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+      const int64_t ws = k0 + 32 * t;
+      const I s = static_cast<I>(ws > 0 ? ws : 0);
+      const I r = s / C;
+      const uint32_t w = ws <= -32 ? 0u : word_at<I>(r, s - r * C);
+      o[t] = ws >= 0 ? w : ws <= -32 ? 0u : w << static_cast<int>(-ws);
+    }
+    return make_uint4(o[0], o[1], o[2], o[3]);
+  }
+
+  // bits128 for rows of fewer than 32 columns: piece by piece (a word may span many rows).
+  template <typename I>
+  __device__ __forceinline__ uint4 bits128_narrow(int64_t k0) const {
     uint32_t o0 = 0u, o1 = 0u, o2 = 0u, o3 = 0u;  // named, not an array: stays in registers
     const I k = static_cast<I>(k0 > 0 ? k0 : 0);
     const I R = static_cast<I>(rows), C = static_cast<I>(cols);
     int pos = static_cast<int>(k - k0);
     I r = k / C, c = k - r * C;
-    if (pos == 0 && r < R && c + 128 <= prefix) return make_uint4(~0u, ~0u, ~0u, ~0u);  // inside one row's prefix
     while (pos < 128 && r < R) {
       const int off = pos & 31;
       const int len = static_cast<int>(min(static_cast<I>(32 - off), C - c));

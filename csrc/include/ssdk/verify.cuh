@@ -1,27 +1,29 @@
 // Sampling and speculative verification from logits (semantics: ssdk/ops/verify.py, reference:
-// ssdk/ref/verify.py). Two launches per call, the second a programmatic dependent of the first:
+// ssdk/ref/verify.py). Each call starts with zero_kernel (zeroes the call's per-request counters), then:
 //
-//   stats_kernel: persistent; each CTA folds (row, 16384-entry tile) items, the next tile in flight by
-//                cp.async while the current one is folded: online max / argmax / sum of exp -> partials
-//                (fixed tiles: a row's merge order never depends on the batch size). For stochastic
-//                requests it also writes the race bounds of the final sample (below), and it zeroes the
-//                call's counters.
-//   verify_kernel (request, chunk): decides acceptance (every CTA of the request decides redundantly from
-//                the merged partials: a few loads), then, for stochastic requests, runs the exponential
-//                race r_v / E_v over its chunk of the final row (residual r = max(p - q, 0), or p minus
-//                the rejected children) -> picks; the last CTA of the request (a counter in the call's
-//                own workspace) reduces the picks and writes the outputs.
+//   stats_kernel: one CTA per (row, 16384-entry tile), its whole tile copied by cp.async before any math:
+//                online max / argmax / sum of exp -> partials (fixed tiles: a row's merge order never
+//                depends on the batch size). For stochastic requests it also writes the race bounds of the
+//                final sample (below). Each CTA counts its item in ready[request].
+//   verify_kernel (request, chunk): a programmatic dependent of stats_kernel that waits for its request's
+//                count (not for the whole grid, so it overlaps the statistics' tail); decides acceptance
+//                (every CTA of the request decides redundantly from the merged partials: a few loads),
+//                then, for stochastic requests, runs the exponential race r_v / E_v over its chunk of the
+//                final row (residual r = max(p - q, 0), or p minus the rejected children) -> picks; the
+//                last CTA of the request (a counter in the call's own workspace) reduces the picks and
+//                writes the outputs.
 //
 // Race bounds: the final sample's draws depend on (seed, offset, request, v) only, not on the row it
 // samples, so the statistics pass (memory-bound, its ALUs mostly idle) draws them once per request and
 // stores, per group of 4 entries (one Philox call), the smallest power of two >= max 1 / E. The sample
 // pass draws only for entries with r_v * bound_v >= a score reached in its chunk (short chunks: the best
-// of each thread's largest residual; long chunks: the thread's running best), so the picks are identical
-// to drawing everywhere (with logits that are not flat, a few percent of the entries are drawn).
+// of each thread's largest residual; long chunks: the thread's running best or the block's best after a
+// first batch), so the picks are identical to drawing everywhere (with logits that are not flat, a few
+// percent of the entries are drawn).
 //
 // With top-k / top-p / Saguaro, a filter kernel (one CTA per row, radix selects) precomputes each row's
-// distribution instead of the statistics kernel (no race bounds: every entry is drawn); calls without a
-// statistics launch start with zero_kernel. No device-global state: concurrent calls are independent.
+// distribution instead of the statistics kernel (no race bounds: every entry is drawn), and verify_kernel
+// waits for it as a whole (pdl_wait). No device-global state: concurrent calls are independent.
 #pragma once
 #include "ssdk/sampling.cuh"
 
@@ -167,7 +169,8 @@ struct VerifyArgs {
   const RowDist* dists;       // filter path: [num_rows]; nullptr: merged from the statistics partials
   Stat* partials;             // [num_rows * S]
   Pick* picks;                // [B * S2]
-  unsigned* final_count;      // [B] finished verify_kernel CTAs per request, zeroed by the call's first kernel
+  unsigned* final_count;      // [B] finished verify_kernel CTAs per request, zeroed by the call's zero_kernel
+  unsigned* ready;            // [B] finished statistics items per request, zeroed by the call's zero_kernel
   int8_t* race_bounds;        // [B, bounds_stride] (see the top of this file), or nullptr: draw every entry
   int bounds_stride;          // ceil(vocab / 4)
   int32_t* out_tokens;        // [B, out_width]
@@ -504,7 +507,7 @@ __device__ Pick final_pass(const VerifyArgs<T>& a, const Decision& dec, int b, i
         if (qlogits) qv.load(qlogits + v);
       }
 #pragma unroll
-      for (int g = 0; g < kGroups; ++g) bound_exp[k][g] = v < hi ? bounds[(v >> 2) + g] : 0;
+      for (int g = 0; g < kGroups; ++g) bound_exp[k][g] = v < hi ? __ldcg(bounds + (v >> 2) + g) : 0;
 #pragma unroll
       for (int j = 0; j < VEC; ++j) {
         r[k][j] = 0.f;
@@ -596,9 +599,9 @@ __device__ __forceinline__ uint64_t run_offset(uint64_t offset, const int64_t* o
   return offset + (offset_tensor ? static_cast<uint64_t>(*offset_tensor) : 0ull);
 }
 
-// Zeroes a call's counters when no statistics launch does (its workspace may still be in use by the
-// previous kernel of the stream, hence the wait first). The call's next kernel starts once this one has
-// passed its wait, so that kernel may read the call's inputs before its own wait.
+// Zeroes a call's counters (its workspace may still be in use by the previous kernel of the stream, hence
+// the wait first). The call's next kernel starts once this one has passed its wait, so that kernel may read
+// the call's inputs (and write its own workspace, but not the counters) before its own wait.
 __global__ void __launch_bounds__(kThreads) zero_kernel(unsigned* words, int n) {
   pdl_wait();
   pdl_launch_dependents();
@@ -613,10 +616,11 @@ __device__ __noinline__ float race_weight_at(uint64_t seed, uint64_t offset, int
 
 // verify_kernel's chain sample pass over a long chunk [lo, hi) of the final row (final_pass keeps short
 // chunks' residuals in registers): the race r_v / E_v with r = max(p - q, 0), drawing only where
-// r_v * bound_v reaches the thread's best score so far (a skipped entry scores below an entry of the same
-// chunk, so the block's pick is the one drawing everywhere gives). A chunk without residual mass instead
-// runs the fallback race p_v / E_v over every entry (see final_pass). Rows are 16-byte aligned; draft
-// probabilities (fp32) are read one entry at a time.
+// r_v * bound_v reaches max(the thread's best score so far, the block's best score after the first batch
+// of vectors): a skipped entry scores below an entry of the same chunk, so the block's pick is the one
+// drawing everywhere gives, and after the first batch only a handful of entries per CTA are drawn. A chunk
+// without residual mass instead runs the fallback race p_v / E_v over every entry (see final_pass). Rows
+// are 16-byte aligned; draft probabilities (fp32) are read one entry at a time.
 template <typename T, int VEC>
 __device__ Pick race_chunk(const VerifyArgs<T>& a, const Decision& dec, int b, int lo, int hi, uint64_t offset) {
   constexpr int kGroups = VEC / 4, kBatch = 2;  // Philox groups per vector; vectors in flight per thread
@@ -632,12 +636,13 @@ __device__ Pick race_chunk(const VerifyArgs<T>& a, const Decision& dec, int b, i
     return fmaxf(p - q, 0.f);
   };
   Pick pick{0.f, INT_MAX, -INFINITY, INT_MAX};  // score 0: no residual mass seen
+  float reached = 0.f;                          // a score reached in this chunk (after the first batch)
   auto consider = [&](int v, float r, int8_t bound_exp) {
-    if (r > 0.f && r * pow2_of(bound_exp) >= pick.score)
+    if (r > 0.f && r * pow2_of(bound_exp) >= fmaxf(pick.score, reached))
       offer(pick.score, pick.idx, r * race_weight_at(a.seed, offset, b, v), v);
   };
   const int vhi = lo + (hi - lo) / VEC * VEC;
-  for (int base = lo + threadIdx.x * VEC; base < vhi; base += kBatch * kThreads * VEC) {
+  auto batch = [&](int base) {  // kBatch vectors of this thread, all loads first
     Vec<T, VEC> pv[kBatch], qv[kBatch];
     int8_t e[kBatch][kGroups];
 #pragma unroll
@@ -659,7 +664,12 @@ __device__ Pick race_chunk(const VerifyArgs<T>& a, const Decision& dec, int b, i
 #pragma unroll
       for (int j = 0; j < VEC; ++j) consider(v + j, r[j], e[u][j / 4]);
     }
-  }
+  };
+  constexpr int kStride = kBatch * kThreads * VEC;
+  const int first = lo + threadIdx.x * VEC;
+  batch(first);
+  reached = block_max_f(pick.score);
+  for (int base = first + kStride; base < vhi; base += kStride) batch(base);
   for (int v = vhi + threadIdx.x; v < hi; v += kThreads)
     consider(v, residual(v, to_float(prow[v]), qlogits ? to_float(qlogits[v]) : 0.f), __ldcg(bounds + (v >> 2)));
   pick = block_best(pick);
@@ -669,63 +679,77 @@ __device__ Pick race_chunk(const VerifyArgs<T>& a, const Decision& dec, int b, i
   return block_best(pick);
 }
 
-// Statistics of (row, tile) items -> partials[row * S + tile]; for stochastic requests also the race
-// bounds of the item's share of its tile's Philox groups (the request's rows split them). Persistent:
-// CTA c folds items c, c + G, c + 2G, ... (G = gridDim.x <= the resident CTAs) while the next item's tile
-// is in flight (cp.async into the other half of a double buffer in dynamic shared memory), so every CTA
-// keeps 32 KB of loads outstanding; no cross-CTA synchronization. CTA 0 also zeroes verify_kernel's
-// counters (that grid starts after this one completes).
+// Statistics of one (row, tile) item per CTA -> partials[row * S + tile]; for stochastic requests also the
+// race bounds of the item's share of its tile's Philox groups (the request's rows split them). A plain,
+// non-persistent grid in request-major order: each CTA starts the cp.async copy of its whole tile (32 KB)
+// before anything else, so all of its loads are in flight from its first instructions and hold no
+// registers; with few registers, kStatsCtasPerSm CTAs share an SM and their folds overlap each other's
+// loads. A CTA counts its item in ready[request] last (after a fence); verify_kernel's CTAs of that request
+// wait for the count instead of for this whole grid, so they overlap its tail. The counters are zeroed by
+// the call's zero_kernel: this grid waits for it (pdl_wait) before it lets verify_kernel launch and before
+// it counts; its tile's loads (inputs only) are issued before that wait (zero_kernel passed its own).
+constexpr int kStatsCtasPerSm = 6;
+
 template <typename T, int VEC>
-__global__ void __launch_bounds__(kThreads, 3) stats_kernel(VerifyArgs<T> a) {
-  extern __shared__ uint4 stats_smem[];  // 2 tiles
-  Vec<T, VEC>* const slots = reinterpret_cast<Vec<T, VEC>*>(stats_smem);
-  auto tile = [&](int k) { return AsyncTile<T, VEC>{slots + (k & 1) * kTileVecs * kThreads}; };
+__global__ void __launch_bounds__(kThreads, kStatsCtasPerSm) stats_kernel(VerifyArgs<T> a) {
+  extern __shared__ uint4 stats_smem[];  // one tile
+  const AsyncTile<T, VEC> tile{reinterpret_cast<Vec<T, VEC>*>(stats_smem)};
+  const int row = static_cast<int>(blockIdx.x) / a.S, chunk = static_cast<int>(blockIdx.x) % a.S;
+  const int lo = chunk * a.chunk, hi = min(a.vocab, lo + a.chunk);
+  const T* values = a.map.row(row);
+  const bool vec_ok = a.map.is_draft(row) ? a.vec_draft : a.vec_target;
+  if (vec_ok) tile.load(values, lo, hi);
   pdl_wait();
-  pdl_launch_dependents();
-  if (blockIdx.x == 0)
-    for (int i = threadIdx.x; i < a.batch; i += kThreads) a.final_count[i] = 0u;
-  const int items = a.num_rows * a.S;
-  const uint64_t offset = run_offset(a.offset, a.offset_tensor);
-  auto issue = [&](int item, int k) {  // always commits one group (maybe empty)
-    const int row = item / a.S, lo = (item % a.S) * a.chunk;
-    const bool vec_ok = a.map.is_draft(row) ? a.vec_draft : a.vec_target;
-    tile(k).load(a.map.row(row), lo, item < items && vec_ok ? min(a.vocab, lo + a.chunk) : lo);
-  };
-  int item = blockIdx.x;
-  issue(item, 0);
-  for (int k = 0; item < items; ++k, item += gridDim.x) {
-    issue(item + gridDim.x, k + 1);
-    AsyncTile<T, VEC>::template wait<1>();  // this item's tile; the next one stays in flight
-    const int row = item / a.S, chunk = item % a.S;
-    const int req = a.map.request_of(row);
-    float scale, inv_t;
-    temperature_scales(a.temperature, req, scale, inv_t);
-    const int lo = chunk * a.chunk, hi = min(a.vocab, lo + a.chunk);
-    const T* values = a.map.row(row);
-    Stat st;
-    if (a.map.is_draft(row) ? a.vec_draft : a.vec_target) {
-      st = tile(k).stats(values, lo, hi, scale);
-    } else {
-      st = empty_stat();
-      for (int s = lo + threadIdx.x; s < hi; s += kThreads) accumulate(st, to_float(values[s]), s, scale);
-    }
-    st = block_merge(st, scale);
-    if (threadIdx.x == 0) a.partials[static_cast<int64_t>(row) * a.S + chunk] = st;
-    if (a.race_bounds != nullptr && scale > 0.f) {
-      const int rpr = a.map.rows_per_req;
-      const int first = rpr > 0 ? req * rpr : a.map.qo_indptr[req];
-      const int rows = rpr > 0 ? rpr : a.map.qo_indptr[req + 1] - first;
-      const int g_hi = min(a.bounds_stride, (lo + a.chunk) / 4);
-      int8_t* bounds = a.race_bounds + static_cast<int64_t>(req) * a.bounds_stride;
-      for (int g = lo / 4 + (row - first) * kThreads + threadIdx.x; g < g_hi; g += rows * kThreads) {
-        // 1 / E grows with the word (to_unit and -log are monotone; logf is within 1 ulp of it, hence the
-        // 2^-20 margin): one logarithm per group, at the group's largest word.
-        const uint4 w = philox_draws(a.seed, offset, req, kTagSample, g);
-        const uint32_t top = max(max(w.x >> 9, w.y >> 9), max(w.z >> 9, w.w >> 9)) << 9;
-        bounds[g] = pow2_ceil_exponent(race_weight(top) * (1.f + 0x1p-20f));
-      }
+  pdl_launch_dependents();  // after the wait: verify_kernel may rely on the zeroed counters
+  const int req = a.map.request_of(row);
+  float scale, inv_t;
+  temperature_scales(a.temperature, req, scale, inv_t);
+  Stat st;
+  if (vec_ok) {
+    AsyncTile<T, VEC>::template wait<0>();
+    st = tile.stats(values, lo, hi, scale);
+  } else {
+    st = empty_stat();
+    for (int s = lo + threadIdx.x; s < hi; s += kThreads) accumulate(st, to_float(values[s]), s, scale);
+  }
+  st = block_merge(st, scale);
+  if (threadIdx.x == 0) a.partials[static_cast<int64_t>(row) * a.S + chunk] = st;
+  if (a.race_bounds != nullptr && scale > 0.f) {
+    const uint64_t offset = run_offset(a.offset, a.offset_tensor);
+    const int rpr = a.map.rows_per_req;
+    const int first = rpr > 0 ? req * rpr : a.map.qo_indptr[req];
+    const int rows = rpr > 0 ? rpr : a.map.qo_indptr[req + 1] - first;
+    const int g_hi = min(a.bounds_stride, (lo + a.chunk) / 4);
+    int8_t* bounds = a.race_bounds + static_cast<int64_t>(req) * a.bounds_stride;
+    for (int g = lo / 4 + (row - first) * kThreads + threadIdx.x; g < g_hi; g += rows * kThreads) {
+      // 1 / E grows with the word (to_unit and -log are monotone; logf is within 1 ulp of it, hence the
+      // 2^-20 margin): one logarithm per group, at the group's largest word.
+      const uint4 w = philox_draws(a.seed, offset, req, kTagSample, g);
+      const uint32_t top = max(max(w.x >> 9, w.y >> 9), max(w.z >> 9, w.w >> 9)) << 9;
+      bounds[g] = pow2_ceil_exponent(race_weight(top) * (1.f + 0x1p-20f));
     }
   }
+  __threadfence();  // this thread's partial / bounds before the count
+  __syncthreads();
+  if (threadIdx.x == 0) atomicAdd(&a.ready[req], 1u);
+}
+
+// verify_kernel's wait for its request's statistics: all of them counted in ready[b] (thread 0 polls, the
+// block follows; the statistics are then read through L2 with __ldcg).
+template <typename T>
+__device__ __forceinline__ void wait_for_statistics(const VerifyArgs<T>& a, int b) {
+  if (threadIdx.x == 0) {
+    const int rows = a.map.rows_per_req > 0 ? a.map.rows_per_req : a.map.qo_indptr[b + 1] - a.map.qo_indptr[b];
+    const unsigned target = static_cast<unsigned>(rows) * static_cast<unsigned>(a.S);
+    unsigned done;
+    while (true) {
+      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(done) : "l"(a.ready + b) : "memory");
+      if (done >= target) break;
+      __nanosleep(100);
+    }
+    __threadfence();
+  }
+  __syncthreads();
 }
 
 template <typename T, int VEC, int MODE>
@@ -739,7 +763,8 @@ __global__ void __launch_bounds__(kThreads, 3) verify_kernel(VerifyArgs<T> a) {
     // kernel first, and this grid starts only once every CTA of that one has passed its own wait.
     for (int i = threadIdx.x; i <= a.map.K && i < kCachedPositions; i += blockDim.x) s_tok[i] = load_chain_token(a, b, i);
   }
-  pdl_wait();
+  if (a.stats_pass) wait_for_statistics(a, b);  // (launched once every statistics CTA passed its wait)
+  else pdl_wait();
   pdl_launch_dependents();
   const uint64_t offset = run_offset(a.offset, a.offset_tensor);
   const int lo = chunk * a.chunk2, hi = min(a.vocab, lo + a.chunk2);
