@@ -57,17 +57,24 @@ int choose_splits(int64_t base_ctas, int64_t max_tiles, int64_t requested, tree_
 }
 
 // Decode splits per (request, kv head): as many as one wave of resident CTAs holds, at most
-// kMaxDecodeSplits and the 64-token tiles of a block_tables row; 1 when a row holds <= kDecodeSerialTiles
-// tiles (one CTA streams them faster than a split call merges) or when the pairs alone fill the wave. A
-// requested count is only clamped. More splits cost the merge kernel nothing on the critical path (its
-// CTAs load their states in one round trip), so the rule takes the widest grid that fits one wave.
-constexpr int64_t kDecodeSerialTiles = 3;
-int choose_decode_splits(int64_t pairs, int64_t max_tiles, int64_t requested, int ctas_per_sm, int sms) {
+// kMaxDecodeSplits and the 64-token tiles of a block_tables row (the merge kernel's CTAs load their
+// states in one round trip, so more splits cost it no time on the critical path), 1 when the pairs
+// alone fill the wave. A short row (<= kDecodeShortTiles tiles) gets one tile per split only when its
+// K/V exceed kDecodeSerialBytes and that many splits fit the wave, else 1: one CTA streams 48 KB as fast
+// as a split call merges. H100, cd98da5, 3-tile rows (L128): D = 64 (48 KB) 1B B1 5.49 us either way, B4
+// 5.53 unsplit vs 5.82 in 3 splits; D = 128 (96 KB) 8B B1 8.63 vs 7.36, B4 8.68 vs 7.71, and B16
+// (3 x 128 CTAs > the 264 of a wave) 8.40 vs 13.81. A requested count is only clamped.
+constexpr int64_t kDecodeShortTiles = 3;
+constexpr int64_t kDecodeSerialBytes = 48 << 10;
+int choose_decode_splits(int64_t pairs, int64_t max_tiles, int64_t tile_bytes, int64_t requested, int ctas_per_sm,
+                         int sms) {
   max_tiles = std::max<int64_t>(max_tiles, 1);
   const int64_t cap = std::min<int64_t>(max_tiles, tree_attn::kMaxDecodeSplits);
   if (requested > 0) return static_cast<int>(std::clamp<int64_t>(requested, 1, cap));
-  if (max_tiles <= kDecodeSerialTiles) return 1;
-  return static_cast<int>(std::clamp<int64_t>(int64_t{sms} * ctas_per_sm / pairs, 1, cap));
+  const int64_t wave = int64_t{sms} * ctas_per_sm / pairs;
+  if (max_tiles <= kDecodeShortTiles)
+    return max_tiles * tile_bytes > kDecodeSerialBytes && max_tiles <= wave ? static_cast<int>(max_tiles) : 1;
+  return static_cast<int>(std::clamp<int64_t>(wave, 1, cap));
 }
 
 // The fields both kernels share, from the checked tensors.
@@ -106,7 +113,8 @@ void set_paged_args(tree_attn::PagedAttentionArgs& p, const at::Tensor& q, const
 
 template <typename T, int D>
 void run_decode(tree_attn::DecodeParams& p, int64_t requested_splits, int64_t max_tiles, const at::Tensor& q) {
-  p.num_splits = choose_decode_splits(int64_t{p.batch} * p.num_kv_heads, max_tiles, requested_splits,
+  constexpr int64_t kTileBytes = int64_t{tree_attn::kBlockN} * D * 2 * sizeof(T);  // K and V of one tile
+  p.num_splits = choose_decode_splits(int64_t{p.batch} * p.num_kv_heads, max_tiles, kTileBytes, requested_splits,
                                       tree_attn::decode_ctas_per_sm<T, D>(), sm_count(q.get_device()));
   at::Tensor workspace;
   if (p.num_splits > 1) {
