@@ -44,7 +44,8 @@ ldd "$(python3 -c 'import ssdk._C as m; print(m.__file__)')" | grep -E "stdc\+\+
 
 if [ "$TESTS" != "none" ]; then
   echo "== cuda tests: $TESTS"
-  python3 -m pytest -m "cuda or multi_gpu" -q -rs -p no:cacheprovider $PYTEST_ARGS $TESTS || status=1
+  eval "pytest_args=($PYTEST_ARGS)"  # shell words, so --pytest-args "-k 'a or b'" keeps its quotes
+  python3 -m pytest -m "cuda or multi_gpu" -q -rs -p no:cacheprovider "${pytest_args[@]}" $TESTS || status=1
 fi
 
 if [ "$BENCHES" != "none" ]; then
