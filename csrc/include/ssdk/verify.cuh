@@ -614,68 +614,106 @@ __device__ __noinline__ float race_weight_at(uint64_t seed, uint64_t offset, int
   return race_weight(word(philox_draws(seed, offset, b, kTagSample, static_cast<uint32_t>(v) >> 2), v & 3));
 }
 
+// The four draws of Philox group q (entries 4q .. 4q+3) of request b's final sample. Out of line: only a few
+// groups per CTA are drawn, and an inlined Philox at every candidate site would crowd the streaming loop.
+__device__ __noinline__ uint4 sample_draws(uint64_t seed, uint64_t offset, int b, int q) {
+  return philox_draws(seed, offset, b, kTagSample, static_cast<uint32_t>(q));
+}
+
 // verify_kernel's chain sample pass over a long chunk [lo, hi) of the final row (final_pass keeps short
-// chunks' residuals in registers): the race r_v / E_v with r = max(p - q, 0), drawing only where
-// r_v * bound_v reaches max(the thread's best score so far, the block's best score after the first batch
-// of vectors): a skipped entry scores below an entry of the same chunk, so the block's pick is the one
-// drawing everywhere gives, and after the first batch only a handful of entries per CTA are drawn. A chunk
-// without residual mass instead runs the fallback race p_v / E_v over every entry (see final_pass). Rows
-// are 16-byte aligned; draft probabilities (fp32) are read one entry at a time.
+// chunks' residuals in registers), for calls without top-k / top-p / Saguaro (the only ones that take
+// long chunks): weights are plain exponentials, one FMA + one ex2.approx each as in the statistics' sums.
+// The race r_v / E_v with r = max(p - q, 0): each thread first scores the largest residual of its first
+// batch exactly; the block's best of those is a score reached in this chunk, so an entry with
+// r_v * bound_v below max(that, the thread's best so far) cannot be the chunk's pick and is never drawn
+// (the test runs per Philox group of 4 entries on the group's largest residual; only a handful of groups
+// per CTA pass it). A chunk without residual mass instead runs the fallback race p_v / E_v over every
+// entry (see final_pass). Rows are 16-byte aligned; draft probabilities (fp32) are read one entry at a time.
 template <typename T, int VEC>
 __device__ Pick race_chunk(const VerifyArgs<T>& a, const Decision& dec, int b, int lo, int hi, uint64_t offset) {
-  constexpr int kGroups = VEC / 4, kBatch = 2;  // Philox groups per vector; vectors in flight per thread
+  constexpr int kGroups = VEC / 4, kBatch = 2, kStride = kBatch * kThreads * VEC;  // kBatch vectors per thread
   const T* prow = a.map.target + static_cast<int64_t>(dec.final_row) * a.map.target_stride;
   const T* qlogits = dec.q_row >= 0 && !a.draft_probs ? a.map.row(dec.q_row) : nullptr;
   const float* qprobs = dec.q_row >= 0 && a.draft_probs
                             ? a.draft_probs + static_cast<int64_t>(dec.q_row) * a.draft_probs_stride : nullptr;
   const int8_t* bounds = a.race_bounds + static_cast<int64_t>(b) * a.bounds_stride;
-  const float p_inv = 1.f / dec.p.sum, q_inv = 1.f / dec.q.sum;
+  const float ps = dec.p.scale, pm = dec.p.max * dec.p.scale, p_inv = 1.f / dec.p.sum;
+  const float qs = dec.q.scale, qm = dec.q.max * dec.q.scale, q_inv = qlogits ? 1.f / dec.q.sum : 0.f;
+  auto prob = [&](float x) { return fast_exp2(fmaf(x, ps, -pm)) * p_inv; };
   auto residual = [&](int v, float x, float y) {
-    const float p = row_weight(dec.p, x) * p_inv;
-    const float q = qlogits ? row_weight(dec.q, y) * q_inv : qprobs ? __ldg(qprobs + v) : 0.f;
-    return fmaxf(p - q, 0.f);
-  };
-  Pick pick{0.f, INT_MAX, -INFINITY, INT_MAX};  // score 0: no residual mass seen
-  float reached = 0.f;                          // a score reached in this chunk (after the first batch)
-  auto consider = [&](int v, float r, int8_t bound_exp) {
-    if (r > 0.f && r * pow2_of(bound_exp) >= fmaxf(pick.score, reached))
-      offer(pick.score, pick.idx, r * race_weight_at(a.seed, offset, b, v), v);
+    const float q = qlogits ? fast_exp2(fmaf(y, qs, -qm)) * q_inv : qprobs ? __ldg(qprobs + v) : 0.f;
+    return fmaxf(prob(x) - q, 0.f);
   };
   const int vhi = lo + (hi - lo) / VEC * VEC;
-  auto batch = [&](int base) {  // kBatch vectors of this thread, all loads first
+  float r[kBatch][VEC];
+  int8_t e[kBatch][kGroups];
+  auto load_batch = [&](int base) {  // this thread's kBatch vectors at base: residuals (0 past vhi), bounds
     Vec<T, VEC> pv[kBatch], qv[kBatch];
-    int8_t e[kBatch][kGroups];
 #pragma unroll
     for (int u = 0; u < kBatch; ++u) {
       const int v = base + u * kThreads * VEC;
+#pragma unroll
+      for (int g = 0; g < kGroups; ++g) e[u][g] = v < vhi ? __ldcg(bounds + (v >> 2) + g) : 0;
       if (v >= vhi) continue;
       pv[u].load(prow + v);
       if (qlogits) qv[u].load(qlogits + v);
-#pragma unroll
-      for (int g = 0; g < kGroups; ++g) e[u][g] = __ldcg(bounds + (v >> 2) + g);
     }
 #pragma unroll
     for (int u = 0; u < kBatch; ++u) {
       const int v = base + u * kThreads * VEC;
-      if (v >= vhi) continue;
-      float r[VEC];
 #pragma unroll
-      for (int j = 0; j < VEC; ++j) r[j] = residual(v + j, to_float(pv[u].data[j]), qlogits ? to_float(qv[u].data[j]) : 0.f);
-#pragma unroll
-      for (int j = 0; j < VEC; ++j) consider(v + j, r[j], e[u][j / 4]);
+      for (int j = 0; j < VEC; ++j)
+        r[u][j] = v < vhi ? residual(v + j, to_float(pv[u].data[j]), qlogits ? to_float(qv[u].data[j]) : 0.f) : 0.f;
     }
   };
-  constexpr int kStride = kBatch * kThreads * VEC;
+  Pick pick{0.f, INT_MAX, -INFINITY, INT_MAX};  // score 0: no residual mass seen
+  float reached = 0.f;                          // a score reached in this chunk
+  auto draw_batch = [&](int base) {
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int v = base + u * kThreads * VEC;
+#pragma unroll
+      for (int g = 0; g < kGroups; ++g) {
+        const float bound = pow2_of(e[u][g]);
+        const float top = fmaxf(fmaxf(r[u][4 * g], r[u][4 * g + 1]), fmaxf(r[u][4 * g + 2], r[u][4 * g + 3]));
+        if (!(top > 0.f && top * bound >= fmaxf(pick.score, reached))) continue;  // (0 past vhi)
+        const uint4 w = sample_draws(a.seed, offset, b, (v >> 2) + g);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const float rk = r[u][4 * g + k];
+          if (rk > 0.f && rk * bound >= fmaxf(pick.score, reached))
+            offer(pick.score, pick.idx, rk * race_weight(word(w, k)), v + 4 * g + k);
+        }
+      }
+    }
+  };
   const int first = lo + threadIdx.x * VEC;
-  batch(first);
-  reached = block_max_f(pick.score);
-  for (int base = first + kStride; base < vhi; base += kStride) batch(base);
-  for (int v = vhi + threadIdx.x; v < hi; v += kThreads)
-    consider(v, residual(v, to_float(prow[v]), qlogits ? to_float(qlogits[v]) : 0.f), __ldcg(bounds + (v >> 2)));
+  load_batch(first);
+  float top_r = 0.f;
+  int top_v = -1;
+#pragma unroll
+  for (int u = 0; u < kBatch; ++u)
+#pragma unroll
+    for (int j = 0; j < VEC; ++j)
+      if (r[u][j] > top_r) {
+        top_r = r[u][j];
+        top_v = first + u * kThreads * VEC + j;
+      }
+  reached = block_max_f(top_v >= 0 ? top_r * race_weight_at(a.seed, offset, b, top_v) : 0.f);
+  draw_batch(first);
+  for (int base = first + kStride; base < vhi; base += kStride) {
+    load_batch(base);
+    draw_batch(base);
+  }
+  for (int v = vhi + threadIdx.x; v < hi; v += kThreads) {
+    const float rv = residual(v, to_float(prow[v]), qlogits ? to_float(qlogits[v]) : 0.f);
+    if (rv > 0.f && rv * pow2_of(__ldcg(bounds + (v >> 2))) >= fmaxf(pick.score, reached))
+      offer(pick.score, pick.idx, rv * race_weight_at(a.seed, offset, b, v), v);
+  }
   pick = block_best(pick);
   if (pick.score > 0.f) return pick;
   for (int v = lo + threadIdx.x; v < hi; v += kThreads)
-    offer(pick.fb_score, pick.fb_idx, row_weight(dec.p, to_float(prow[v])) * p_inv * race_weight_at(a.seed, offset, b, v), v);
+    offer(pick.fb_score, pick.fb_idx, prob(to_float(prow[v])) * race_weight_at(a.seed, offset, b, v), v);
   return block_best(pick);
 }
 
