@@ -76,8 +76,6 @@ void build_tree_mask(const at::Tensor& parents, const at::Tensor& qo_indptr, con
   args.batch = static_cast<int>(batch);
   args.words = static_cast<int>(tree_mask.size(1));
   args.packed_rows = static_cast<int>(packed_rows);
-  args.preload = n_total <= tree::kPreloadNodes;
-  args.num_nodes = args.preload ? static_cast<int>(n_total) : 0;
   // CTAs per request: about one 16-byte vector per thread of the average segment (the buffer's
   // capacity is the only size known without a host sync), at most 2 per SM over the batch: on the H100
   // the times stepped up by ~3 µs once a grid exceeded ~3 CTAs per SM (B=16, n=225, prefix 4096: 480 CTAs,

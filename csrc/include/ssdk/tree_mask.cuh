@@ -3,17 +3,13 @@
 //
 // Grid (chunks, B), one kernel, no host sync. CTA x of request b owns node slice x of ceil(n / chunks)
 // nodes (depth, positions, compact rows) and the x-th contiguous range of the packed segment's 16-byte
-// vectors. It loads the request's parents into shared memory (small batches: all of parents, in the same
-// round trip as qo_indptr) and builds the ancestor rows of the nodes it needs (its slice and the packed rows
-// its range covers), transposed (word w of node i at anc[w * Np + i], so the threads' read-modify-writes hit
-// distinct banks): one thread walks one node's parent chain. Each vector is assembled from funnel-shifted
-// ancestor words (all ones inside the prefix; four 32-bit words of at most two rows each when rows have
-// >= 32 columns) and stored with one 16-byte store (byte stores only where a vector straddles the segment's
-// ends). Segment offsets are the byte sizes of the earlier requests, summed by each CTA. Launched as a
-// programmatic dependent (waits before any access).
+// vectors. It loads the request's parents into shared memory and builds the ancestor rows of the nodes it
+// needs (its slice and the packed rows its range covers), transposed (word w of node i at anc[w * Np + i],
+// so the threads' read-modify-writes hit distinct banks): one thread walks one node's parent chain. Each
+// vector is assembled from funnel-shifted ancestor words (all ones inside the prefix) and stored with one
+// 16-byte store (byte stores only where a vector straddles the segment's ends). Segment offsets are the byte sizes of the
+// earlier requests, summed by each CTA. Launched as a programmatic dependent (waits before any access).
 #pragma once
-#include <algorithm>
-
 #include "ssdk/common.cuh"
 
 namespace ssdk::tree {
@@ -32,13 +28,7 @@ struct TreeMaskArgs {
   uint8_t* packed;             // nullptr: no packed mask
   int32_t* mask_indptr;        // [B+1] (with packed)
   int batch, words, packed_rows;
-  int num_nodes;               // N_total when preload, else unused
-  bool preload;                // every CTA loads all of parents (N_total <= kPreloadNodes), see below
 };
-
-// Small batches: each CTA loads the whole parents array together with qo_indptr (one round trip) instead
-// of its request's slice after qo_indptr[b] has arrived (two), at <= 16 KB of L2 reads per CTA.
-constexpr int kPreloadNodes = 4096;
 
 // Byte size of request b's packed segment: r_b rows x (prefix_b + n_b) columns, rounded up to bytes.
 __device__ __forceinline__ int64_t segment_bytes(const TreeMaskArgs& a, int b) {
@@ -151,7 +141,7 @@ struct Segment {
 };
 
 __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
-  extern __shared__ uint32_t smem[];  // parents ([N_total] when preloaded, else [Np]), then [W][Np] ancestor table
+  extern __shared__ uint32_t smem[];  // [Np] parents, then [W][Np] ancestor table (transposed)
   __shared__ long long partial[kThreads / 32];
   pdl_wait();
   pdl_launch_dependents();
@@ -162,23 +152,19 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   const int n = min(n_all, Np);  // nodes past 32 * W have no ancestor bits (documented limit)
   const int prefix = a.prefix_lens[b];
   int* par = reinterpret_cast<int*>(smem);
-  uint32_t* anc = smem + (a.preload ? max(a.num_nodes, Np) : Np);
-  if (a.preload)
-    for (int i = threadIdx.x; i < a.num_nodes; i += blockDim.x) par[i] = a.parents[i];
+  uint32_t* anc = smem + Np;
 
   // Offset of this request's segment: the earlier segments' sizes (block reduction).
   long long before = 0;
   if (a.packed != nullptr)
     for (int r = threadIdx.x; r < b; r += blockDim.x) before += segment_bytes(a, r);
-  if (!a.preload)
-    for (int i = threadIdx.x; i < n; i += blockDim.x) par[i] = a.parents[start + i];
+  for (int i = threadIdx.x; i < n; i += blockDim.x) par[i] = a.parents[start + i];
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) before += __shfl_xor_sync(0xffffffffu, before, o);
   if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = before;
   __syncthreads();
   int64_t offset = 0;
   for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w) offset += partial[w];
-  const int* node_par = a.preload ? par + start : par;  // request-local parents
 
   // This CTA's work: node slice [node_lo, node_hi) (depth, positions, compact rows) and a contiguous
   // range of the packed segment's 16-byte vectors, which covers packed rows [row_lo, row_hi).
@@ -213,7 +199,7 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
     for (int j = i; j >= 0;) {
       anc[(j >> 5) * Np + i] |= 1u << (j & 31);
       ++d;
-      const int p = node_par[j];
+      const int p = par[j];
       j = p < j ? p : -1;
     }
     if (t < slice) {
@@ -250,10 +236,8 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   }
 }
 
-inline size_t tree_mask_smem_bytes(const TreeMaskArgs& a) {
-  const int Np = 32 * a.words;
-  return (static_cast<size_t>(a.preload ? std::max(a.num_nodes, Np) : Np) + static_cast<size_t>(Np) * a.words) *
-         sizeof(uint32_t);
+inline size_t tree_mask_smem_bytes(int words) {
+  return static_cast<size_t>(32 * words) * (1 + words) * sizeof(uint32_t);
 }
 
 // chunks: CTAs per request (the launcher sizes it from the packed buffer's capacity per request).
@@ -262,7 +246,7 @@ inline cudaError_t launch_tree_mask(const TreeMaskArgs& a, int chunks, cudaStrea
     if (a.packed) return cudaMemsetAsync(a.mask_indptr, 0, sizeof(int32_t), stream);
     return cudaSuccess;
   }
-  const size_t smem = tree_mask_smem_bytes(a);
+  const size_t smem = tree_mask_smem_bytes(a.words);
   if (smem > 48 * 1024) {
     cudaError_t err = cudaFuncSetAttribute(tree_mask_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(smem));
