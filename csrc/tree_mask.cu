@@ -76,15 +76,15 @@ void build_tree_mask(const at::Tensor& parents, const at::Tensor& qo_indptr, con
   args.batch = static_cast<int>(batch);
   args.words = static_cast<int>(tree_mask.size(1));
   args.packed_rows = static_cast<int>(packed_rows);
-  // CTAs per request: about two 32-bit words per thread of the average segment (the buffer's
+  // CTAs per request: about one 16-byte vector per thread of the average segment (the buffer's
   // capacity is the only size known without a host sync), at most 2 per SM over the batch: on the H100
   // the times stepped up by ~3 µs once a grid exceeded ~3 CTAs per SM (B=16, n=225, prefix 4096: 480 CTAs,
-  // 7.8 µs vs 5.2-5.7 µs at 288-384 CTAs), and a few more words per thread should cost far less than that
+  // 7.8 µs vs 5.2-5.7 µs at 288-384 CTAs), and a few more vectors per thread should cost far less than that
   // second wave (cap not yet measured: kernel notes, tree mask round 5b).
   int chunks = 1;
   if (packed_mask.has_value() && batch > 0) {
     const int64_t per_request = packed_mask->numel() / batch;
-    const int64_t want = (per_request + 8 * tree::kThreads - 1) / (8 * tree::kThreads);
+    const int64_t want = (per_request + 16 * tree::kThreads - 1) / (16 * tree::kThreads);
     chunks = static_cast<int>(std::clamp<int64_t>(want, 1, std::max<int64_t>(1, 2 * sm_count(parents.get_device()) / batch)));
   }
   const c10::cuda::CUDAGuard guard(parents.device());

@@ -2,13 +2,14 @@
 // FlashInfer's packed custom mask (see ssdk.ops.tree.build_tree_mask for the exact layout).
 //
 // Grid (chunks, B), one kernel, no host sync. CTA x of request b owns node slice x of ceil(n / chunks)
-// nodes (depth, positions, compact rows) and the x-th contiguous range of the packed segment's 32-bit
-// words. It loads the request's parents into shared memory and builds the ancestor rows of the nodes it
+// nodes (depth, positions, compact rows) and the x-th contiguous range of the packed segment's 16-byte
+// vectors. It loads the request's parents into shared memory and builds the ancestor rows of the nodes it
 // needs (its slice and the packed rows its range covers), transposed (word w of node i at anc[w * Np + i],
-// so the threads' stores hit distinct banks): one thread walks one node's parent chain. Each packed word is
-// one thread's: funnel-shifted ancestor words (all ones inside the prefix), one 4-byte store (byte stores
-// only where a word straddles the segment's ends); the kernel is latency-bound at these sizes, so work is
-// cut into the shortest independent pieces. Segment offsets are the byte sizes of the earlier requests,
+// so the threads' stores hit distinct banks): one thread walks one node's parent chain, collecting each
+// ancestor word in a register. A vector is all ones inside one row's prefix, else four independently
+// computed 32-bit words of funnel-shifted ancestor words; one 16-byte store (byte stores only where a
+// vector straddles the segment's ends). At these sizes the kernel is latency-bound: what matters is the
+// length of each thread's dependent chain. Segment offsets are the byte sizes of the earlier requests,
 // summed by each CTA. Launched as a programmatic dependent (waits before any access).
 #pragma once
 #include "ssdk/common.cuh"
@@ -38,12 +39,34 @@ __device__ __forceinline__ int64_t segment_bytes(const TreeMaskArgs& a, int b) {
   return (static_cast<int64_t>(rows) * (a.prefix_lens[b] + n) + 7) / 8;
 }
 
+// k / d for 0 <= k < 2^31 (d >= 1): a double-precision estimate (absolute error far below 1) and one
+// correction step, ~8 instructions instead of a ~20-instruction integer division; the stream positions'
+// divisions by the row width are on every packed vector's dependent chain.
+struct RowDiv {
+  double inv;
+  int d;
+  __device__ explicit RowDiv(int d_) : inv(1.0 / d_), d(d_) {}
+  __device__ __forceinline__ int operator()(int k) const {
+    int r = __double2int_rz(static_cast<double>(k) * inv);
+    r -= static_cast<int64_t>(r) * d > k;
+    r += static_cast<int64_t>(r + 1) * d <= k;
+    return r;
+  }
+};
+
 // The packed segment of one request, seen as a bit stream of rows x cols bits.
 struct Segment {
   const uint32_t* anc;  // transposed ancestor table [W][Np]
   int Np, W, n;         // table stride, words, nodes in the table
   int prefix, first_row;
   int64_t rows, cols;
+  RowDiv by_cols;       // division by cols (when rows * cols < 2^31)
+
+  template <typename I>
+  __device__ __forceinline__ I row_of(I k) const {
+    if constexpr (sizeof(I) == 4) return by_cols(k);
+    else return k / static_cast<I>(cols);
+  }
 
   __device__ __forceinline__ uint32_t anc_word(int node, int w) const {
     return node < n && w < W ? anc[w * Np + node] : 0u;
@@ -83,7 +106,7 @@ struct Segment {
   __device__ __forceinline__ uint32_t word32(int64_t k0) const {
     const I C = static_cast<I>(cols);
     const int lead = k0 < 0 ? static_cast<int>(-k0) : 0;  // 0..31 zero bits before the stream
-    const I k = static_cast<I>(k0 + lead), r = k / C, c = k - r * C;
+    const I k = static_cast<I>(k0 + lead), r = row_of<I>(k), c = k - r * C;
     if (C >= 32) {
       if (r < static_cast<I>(rows) && c + 32 <= prefix) return ~0u << lead;  // inside one row's prefix
       return word_at<I>(r, c) << lead;
@@ -101,6 +124,16 @@ struct Segment {
       }
     }
     return o << lead;
+  }
+
+  // Bits [k0, k0 + 128) of the stream as four independent words (no chain between them).
+  template <typename I>
+  __device__ __forceinline__ uint4 bits128(int64_t k0) const {
+    if (k0 >= 0) {
+      const I k = static_cast<I>(k0), r = row_of<I>(k), c = k - r * static_cast<I>(cols);
+      if (r < static_cast<I>(rows) && c + 128 <= prefix) return make_uint4(~0u, ~0u, ~0u, ~0u);  // one row's prefix
+    }
+    return make_uint4(word32<I>(k0), word32<I>(k0 + 32), word32<I>(k0 + 64), word32<I>(k0 + 96));
   }
 };
 
@@ -131,26 +164,26 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w) offset += partial[w];
 
   // This CTA's work: node slice [node_lo, node_hi) (depth, positions, compact rows) and a contiguous
-  // range of the packed segment's 32-bit words, which covers packed rows [row_lo, row_hi).
+  // range of the packed segment's 16-byte vectors, which covers packed rows [row_lo, row_hi).
   const int per = (n + chunks - 1) / chunks;
   const int node_lo = min(n, x * per), node_hi = min(n, node_lo + per);
-  Segment seg{anc, Np, W, n, prefix, 0, 0, 0};
-  seg.rows = a.packed_rows > 0 ? min(a.packed_rows, n_all) : n_all;
-  seg.first_row = n_all - static_cast<int>(seg.rows);  // packed rows are the request's last `rows` nodes
-  seg.cols = static_cast<int64_t>(prefix) + n_all;
+  const int64_t rows = a.packed_rows > 0 ? min(a.packed_rows, n_all) : n_all, cols = int64_t{prefix} + n_all;
+  // packed rows are the request's last `rows` nodes
+  Segment seg{anc, Np, W, n, prefix, n_all - static_cast<int>(rows), rows, cols,
+              RowDiv(static_cast<int>(max(int64_t{1}, min(cols, int64_t{INT32_MAX}))))};
   const int64_t bytes = a.packed != nullptr ? (seg.rows * seg.cols + 7) / 8 : 0;  // segment_bytes(a, b)
-  const bool small = seg.rows * seg.cols < (int64_t{1} << 31);  // 32-bit stream positions suffice
+  const bool small = seg.rows * seg.cols < (int64_t{1} << 31) - 256;  // 32-bit stream positions suffice
   uint8_t* out = a.packed != nullptr ? a.packed + offset : nullptr;
-  const uintptr_t base = reinterpret_cast<uintptr_t>(out) & ~uintptr_t{3};
-  const int head = static_cast<int>(reinterpret_cast<uintptr_t>(out) - base);  // 0..3
-  const int64_t num_words = bytes > 0 ? (head + bytes + 3) / 4 : 0;
-  const int64_t per_cta = small ? (static_cast<int>(num_words) + chunks - 1) / chunks : (num_words + chunks - 1) / chunks;
-  const int64_t word_lo = min(num_words, x * per_cta), word_hi = min(num_words, word_lo + per_cta);
+  const uintptr_t base = reinterpret_cast<uintptr_t>(out) & ~uintptr_t{15};
+  const int head = static_cast<int>(reinterpret_cast<uintptr_t>(out) - base);  // 0..15
+  const int64_t num_vec = bytes > 0 ? (head + bytes + 15) / 16 : 0;
+  const int64_t per_cta = small ? (static_cast<int>(num_vec) + chunks - 1) / chunks : (num_vec + chunks - 1) / chunks;
+  const int64_t vec_lo = min(num_vec, x * per_cta), vec_hi = min(num_vec, vec_lo + per_cta);
   int row_lo = 0, row_hi = 0;  // nodes first_row + [row_lo, row_hi) (clamped to the table)
-  if (word_lo < word_hi) {
-    const int64_t bit_lo = max(int64_t{0}, word_lo * 4 - head) * 8, bit_last = min(bytes, word_hi * 4 - head) * 8 - 1;
-    const int64_t r_lo = small ? static_cast<int>(bit_lo) / static_cast<int>(seg.cols) : bit_lo / seg.cols;
-    const int64_t r_last = small ? static_cast<int>(bit_last) / static_cast<int>(seg.cols) : bit_last / seg.cols;
+  if (vec_lo < vec_hi) {
+    const int64_t bit_lo = max(int64_t{0}, vec_lo * 16 - head) * 8, bit_last = min(bytes, vec_hi * 16 - head) * 8 - 1;
+    const int64_t r_lo = small ? seg.row_of<int>(static_cast<int>(bit_lo)) : seg.row_of<int64_t>(bit_lo);
+    const int64_t r_last = small ? seg.row_of<int>(static_cast<int>(bit_last)) : seg.row_of<int64_t>(bit_last);
     row_lo = min(n, seg.first_row + static_cast<int>(r_lo));
     row_hi = min(n, seg.first_row + static_cast<int>(min(seg.rows, r_last + 1)));
   }
@@ -196,17 +229,19 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
     a.mask_indptr[b + 1] = static_cast<int32_t>(offset + bytes);
     if (b == 0) a.mask_indptr[0] = 0;
   }
-  // One 32-bit word of the segment per thread and trip (4-byte aligned stores, coalesced per warp; byte
-  // stores only where a word straddles the segment's ends).
-  for (int64_t q = word_lo + threadIdx.x; q < word_hi; q += blockDim.x) {
-    const int64_t rel = q * 4 - head;  // segment byte of the word's first byte
-    const uint32_t v = small ? seg.word32<int>(rel * 8) : seg.word32<int64_t>(rel * 8);
-    if (rel >= 0 && rel + 4 <= bytes) {
-      *reinterpret_cast<uint32_t*>(out + rel) = v;
+  // One 16-byte vector of the segment per thread and trip, its four words computed independently (the
+  // kernel is latency-bound at these sizes); byte stores only where a vector straddles the segment's ends.
+  for (int64_t q = vec_lo + threadIdx.x; q < vec_hi; q += blockDim.x) {
+    const int64_t rel = q * 16 - head;  // segment byte of the vector's first byte
+    const uint4 v = small ? seg.bits128<int>(rel * 8) : seg.bits128<int64_t>(rel * 8);
+    if (rel >= 0 && rel + 16 <= bytes) {
+      *reinterpret_cast<uint4*>(out + rel) = v;
     } else {
 #pragma unroll
-      for (int e = 0; e < 4; ++e)
-        if (rel + e >= 0 && rel + e < bytes) out[rel + e] = static_cast<uint8_t>(v >> (8 * e));
+      for (int e = 0; e < 16; ++e) {
+        const uint32_t word = e < 4 ? v.x : e < 8 ? v.y : e < 12 ? v.z : v.w;
+        if (rel + e >= 0 && rel + e < bytes) out[rel + e] = static_cast<uint8_t>(word >> (8 * (e & 3)));
+      }
     }
   }
 }
