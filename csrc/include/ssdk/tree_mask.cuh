@@ -5,12 +5,10 @@
 // nodes (depth, positions, compact rows) and the x-th contiguous range of the packed segment's 16-byte
 // vectors. It loads the request's parents into shared memory and builds the ancestor rows of the nodes it
 // needs (its slice and the packed rows its range covers), transposed (word w of node i at anc[w * Np + i],
-// so the threads' stores hit distinct banks): one thread walks one node's parent chain, collecting each
-// ancestor word in a register. A vector is all ones inside one row's prefix, else four independently
-// computed 32-bit words of funnel-shifted ancestor words; one 16-byte store (byte stores only where a
-// vector straddles the segment's ends). At these sizes the kernel is latency-bound: what matters is the
-// length of each thread's dependent chain. Segment offsets are the byte sizes of the earlier requests,
-// summed by each CTA. Launched as a programmatic dependent (waits before any access).
+// so the threads' read-modify-writes hit distinct banks): one thread walks one node's parent chain. Each
+// vector is assembled from funnel-shifted ancestor words (all ones inside the prefix) and stored with one
+// 16-byte store (byte stores only where a vector straddles the segment's ends). Segment offsets are the byte sizes of the
+// earlier requests, summed by each CTA. Launched as a programmatic dependent (waits before any access).
 #pragma once
 #include "ssdk/common.cuh"
 
@@ -39,34 +37,12 @@ __device__ __forceinline__ int64_t segment_bytes(const TreeMaskArgs& a, int b) {
   return (static_cast<int64_t>(rows) * (a.prefix_lens[b] + n) + 7) / 8;
 }
 
-// k / d for 0 <= k < 2^31 (d >= 1): a double-precision estimate (absolute error far below 1) and one
-// correction step, ~8 instructions instead of a ~20-instruction integer division; the stream positions'
-// divisions by the row width are on every packed vector's dependent chain.
-struct RowDiv {
-  double inv;
-  int d;
-  __device__ explicit RowDiv(int d_) : inv(1.0 / d_), d(d_) {}
-  __device__ __forceinline__ int operator()(int k) const {
-    int r = __double2int_rz(static_cast<double>(k) * inv);
-    r -= static_cast<int64_t>(r) * d > k;
-    r += static_cast<int64_t>(r + 1) * d <= k;
-    return r;
-  }
-};
-
 // The packed segment of one request, seen as a bit stream of rows x cols bits.
 struct Segment {
   const uint32_t* anc;  // transposed ancestor table [W][Np]
   int Np, W, n;         // table stride, words, nodes in the table
   int prefix, first_row;
   int64_t rows, cols;
-  RowDiv by_cols;       // division by cols (when rows * cols < 2^31)
-
-  template <typename I>
-  __device__ __forceinline__ I row_of(I k) const {
-    if constexpr (sizeof(I) == 4) return by_cols(k);
-    else return k / static_cast<I>(cols);
-  }
 
   __device__ __forceinline__ uint32_t anc_word(int node, int w) const {
     return node < n && w < W ? anc[w * Np + node] : 0u;
@@ -100,40 +76,67 @@ struct Segment {
     return bits;
   }
 
-  // Bits [k0, k0 + 32) of the stream, bit 0 = bit k0; bits before the stream's start (k0 in (-32, 0)) and
-  // past its end are 0. I = int when rows * cols < 2^31 (32-bit division), else int64_t.
-  template <typename I>
-  __device__ __forceinline__ uint32_t word32(int64_t k0) const {
-    const I C = static_cast<I>(cols);
-    const int lead = k0 < 0 ? static_cast<int>(-k0) : 0;  // 0..31 zero bits before the stream
-    const I k = static_cast<I>(k0 + lead), r = row_of<I>(k), c = k - r * C;
-    if (C >= 32) {
-      if (r < static_cast<I>(rows) && c + 32 <= prefix) return ~0u << lead;  // inside one row's prefix
-      return word_at<I>(r, c) << lead;
-    }
-    uint32_t o = 0u;  // rows of fewer than 32 columns: piece by piece (a word may span many rows)
-    I rr = r, cc = c;
-    for (int pos = 0; pos < 32 && rr < static_cast<I>(rows);) {
-      const int len = static_cast<int>(min(static_cast<I>(32 - pos), C - cc));
-      o |= row_bits<I>(rr, cc, len) << pos;
-      pos += len;
-      cc += len;
-      if (cc == C) {
-        cc = 0;
-        ++rr;
-      }
-    }
-    return o << lead;
-  }
-
-  // Bits [k0, k0 + 128) of the stream as four independent words (no chain between them).
+  // 128 bits of the stream starting at bit k0 (may be negative: those bits are 0, as are bits past the
+  // end). I = int when rows * cols < 2^31 (32-bit division and arithmetic), else int64_t. Rows of >= 32
+  // columns take four independent 32-bit words (one division per vector, the same few steps in every
+  // lane); narrower rows walk the stream piece by piece.
   template <typename I>
   __device__ __forceinline__ uint4 bits128(int64_t k0) const {
+    const I C = static_cast<I>(cols);
+    if (C < 32) return bits128_narrow<I>(k0);
     if (k0 >= 0) {
-      const I k = static_cast<I>(k0), r = row_of<I>(k), c = k - r * static_cast<I>(cols);
+      I r = static_cast<I>(k0) / C, c = static_cast<I>(k0) - r * C;
       if (r < static_cast<I>(rows) && c + 128 <= prefix) return make_uint4(~0u, ~0u, ~0u, ~0u);  // one row's prefix
+      uint32_t o[4];
+#pragma unroll
+      for (int t = 0; t < 4; ++t) {
+        o[t] = word_at<I>(r, c);
+        c += 32;  // C >= 32: at most one row boundary per word
+        if (c >= C) {
+          c -= C;
+          ++r;
+        }
+      }
+      return make_uint4(o[0], o[1], o[2], o[3]);
     }
-    return make_uint4(word32<I>(k0), word32<I>(k0 + 32), word32<I>(k0 + 64), word32<I>(k0 + 96));
+    // The segment's first vector when it starts mid-vector: word t covers bits [k0 + 32t, k0 + 32t + 32).
+    uint32_t o[4];
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+      const int64_t ws = k0 + 32 * t;
+      const I s = static_cast<I>(ws > 0 ? ws : 0);
+      const I r = s / C;
+      const uint32_t w = ws <= -32 ? 0u : word_at<I>(r, s - r * C);
+      o[t] = ws >= 0 ? w : ws <= -32 ? 0u : w << static_cast<int>(-ws);
+    }
+    return make_uint4(o[0], o[1], o[2], o[3]);
+  }
+
+  // bits128 for rows of fewer than 32 columns: piece by piece (a word may span many rows).
+  template <typename I>
+  __device__ __forceinline__ uint4 bits128_narrow(int64_t k0) const {
+    uint32_t o0 = 0u, o1 = 0u, o2 = 0u, o3 = 0u;  // named, not an array: stays in registers
+    const I k = static_cast<I>(k0 > 0 ? k0 : 0);
+    const I R = static_cast<I>(rows), C = static_cast<I>(cols);
+    int pos = static_cast<int>(k - k0);
+    I r = k / C, c = k - r * C;
+    while (pos < 128 && r < R) {
+      const int off = pos & 31;
+      const int len = static_cast<int>(min(static_cast<I>(32 - off), C - c));
+      const uint32_t v = row_bits<I>(r, c, len) << off;
+      const int t = pos >> 5;
+      o0 |= t == 0 ? v : 0u;
+      o1 |= t == 1 ? v : 0u;
+      o2 |= t == 2 ? v : 0u;
+      o3 |= t == 3 ? v : 0u;
+      pos += len;
+      c += len;
+      if (c == C) {
+        c = 0;
+        ++r;
+      }
+    }
+    return make_uint4(o0, o1, o2, o3);
   }
 };
 
@@ -167,49 +170,37 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   // range of the packed segment's 16-byte vectors, which covers packed rows [row_lo, row_hi).
   const int per = (n + chunks - 1) / chunks;
   const int node_lo = min(n, x * per), node_hi = min(n, node_lo + per);
-  const int64_t rows = a.packed_rows > 0 ? min(a.packed_rows, n_all) : n_all, cols = int64_t{prefix} + n_all;
-  // packed rows are the request's last `rows` nodes
-  Segment seg{anc, Np, W, n, prefix, n_all - static_cast<int>(rows), rows, cols,
-              RowDiv(static_cast<int>(max(int64_t{1}, min(cols, int64_t{INT32_MAX}))))};
-  const int64_t bytes = a.packed != nullptr ? (seg.rows * seg.cols + 7) / 8 : 0;  // segment_bytes(a, b)
-  const bool small = seg.rows * seg.cols < (int64_t{1} << 31) - 256;  // 32-bit stream positions suffice
+  Segment seg{anc, Np, W, n, prefix, 0, 0, 0};
+  const int64_t bytes = a.packed != nullptr ? segment_bytes(a, b) : 0;
+  seg.rows = a.packed_rows > 0 ? min(a.packed_rows, n_all) : n_all;
+  seg.first_row = n_all - static_cast<int>(seg.rows);  // packed rows are the request's last `rows` nodes
+  seg.cols = static_cast<int64_t>(prefix) + n_all;
   uint8_t* out = a.packed != nullptr ? a.packed + offset : nullptr;
-  const uintptr_t base = reinterpret_cast<uintptr_t>(out) & ~uintptr_t{15};
-  const int head = static_cast<int>(reinterpret_cast<uintptr_t>(out) - base);  // 0..15
+  const uintptr_t base = reinterpret_cast<uintptr_t>(out) & ~static_cast<uintptr_t>(15);
+  const int64_t head = static_cast<int64_t>(reinterpret_cast<uintptr_t>(out) - base);  // 0..15
   const int64_t num_vec = bytes > 0 ? (head + bytes + 15) / 16 : 0;
-  const int64_t per_cta = small ? (static_cast<int>(num_vec) + chunks - 1) / chunks : (num_vec + chunks - 1) / chunks;
-  const int64_t vec_lo = min(num_vec, x * per_cta), vec_hi = min(num_vec, vec_lo + per_cta);
+  const int64_t per_vec = (num_vec + chunks - 1) / chunks;
+  const int64_t vec_lo = min(num_vec, x * per_vec), vec_hi = min(num_vec, vec_lo + per_vec);
   int row_lo = 0, row_hi = 0;  // nodes first_row + [row_lo, row_hi) (clamped to the table)
   if (vec_lo < vec_hi) {
-    const int64_t bit_lo = max(int64_t{0}, vec_lo * 16 - head) * 8, bit_last = min(bytes, vec_hi * 16 - head) * 8 - 1;
-    const int64_t r_lo = small ? seg.row_of<int>(static_cast<int>(bit_lo)) : seg.row_of<int64_t>(bit_lo);
-    const int64_t r_last = small ? seg.row_of<int>(static_cast<int>(bit_last)) : seg.row_of<int64_t>(bit_last);
-    row_lo = min(n, seg.first_row + static_cast<int>(r_lo));
-    row_hi = min(n, seg.first_row + static_cast<int>(min(seg.rows, r_last + 1)));
+    const int64_t bit_lo = max(int64_t{0}, vec_lo * 16 - head) * 8, bit_hi = min(bytes, vec_hi * 16 - head) * 8;
+    row_lo = min(n, seg.first_row + static_cast<int>(bit_lo / seg.cols));
+    row_hi = min(n, seg.first_row + static_cast<int>(min(seg.rows, (bit_hi - 1) / seg.cols + 1)));
   }
 
-  // One thread per needed node (the slice, then the packed rows outside it): walk to the root, collecting the
-  // ancestor bits of one word in a register and storing each of the node's W words once (the walk visits
-  // ancestors in decreasing order). A parent that is not a smaller local index ends the walk.
+  // One thread per needed node (the slice, then the packed rows outside it): walk to the root, setting one
+  // bit per ancestor in the node's own column. A parent that is not a smaller local index ends the walk.
   const int slice = node_hi - node_lo;
   for (int t = threadIdx.x; t < slice + (row_hi - row_lo); t += blockDim.x) {
     const int i = t < slice ? node_lo + t : row_lo + (t - slice);
     if (t >= slice && i >= node_lo && i < node_hi) continue;  // already walked as part of the slice
-    int d = -1, cw = W - 1;  // cw: the highest word not yet stored
-    uint32_t bits = 0u;
+    for (int w = 0; w < W; ++w) anc[w * Np + i] = 0u;
+    int d = -1;
     for (int j = i; j >= 0;) {
-      for (; cw > (j >> 5); --cw) {
-        anc[cw * Np + i] = bits;
-        bits = 0u;
-      }
-      bits |= 1u << (j & 31);
+      anc[(j >> 5) * Np + i] |= 1u << (j & 31);
       ++d;
       const int p = par[j];
       j = p < j ? p : -1;
-    }
-    for (; cw >= 0; --cw) {
-      anc[cw * Np + i] = bits;
-      bits = 0u;
     }
     if (t < slice) {
       a.depth[start + i] = d;
@@ -229,8 +220,7 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
     a.mask_indptr[b + 1] = static_cast<int32_t>(offset + bytes);
     if (b == 0) a.mask_indptr[0] = 0;
   }
-  // One 16-byte vector of the segment per thread and trip, its four words computed independently (the
-  // kernel is latency-bound at these sizes); byte stores only where a vector straddles the segment's ends.
+  const bool small = seg.rows * seg.cols < (int64_t{1} << 31);  // 32-bit positions suffice
   for (int64_t q = vec_lo + threadIdx.x; q < vec_hi; q += blockDim.x) {
     const int64_t rel = q * 16 - head;  // segment byte of the vector's first byte
     const uint4 v = small ? seg.bits128<int>(rel * 8) : seg.bits128<int64_t>(rel * 8);
