@@ -57,9 +57,9 @@ int choose_splits(int64_t base_ctas, int64_t max_tiles, int64_t requested, tree_
 }
 
 // Decode splits per (request, kv head): as many as one wave of resident CTAs holds, at most
-// kMaxDecodeSplits and half the 64-token tiles of a block_tables row (the merge kernel's CTAs load their
-// states in one round trip, so more splits cost it no time on the critical path), 1 when the pairs
-// alone fill the wave. Two tiles per split at least: alone, one tile per split is up to 0.6 µs faster
+// kMaxDecodeSplits and a block_tables row's 64-token tiles / kDecodeMinSplitTiles (the merge kernel's CTAs
+// load their states in one round trip, so more splits cost it no time on the critical path), 1 when the
+// pairs alone fill the wave. Two tiles per split at least: alone, one tile per split is up to 0.6 µs faster
 // (8B B1 L1024 7.88 vs 8.46 µs at cd98da5, FlashInfer 9.82), but inside a decode step the fewer CTAs leave
 // SMs to the next GEMV, which prefetches its weight before its wait (Llama-3.1-8B B1 e2e, 11-tile rows,
 // H100 at 99b429d: one tile per split 170.4 / 170.5 tok/s, two 175.4, three 174.2, six 172.9, eleven
@@ -79,8 +79,8 @@ int choose_decode_splits(int64_t pairs, int64_t max_tiles, int64_t tile_bytes, i
   const int64_t wave = int64_t{sms} * ctas_per_sm / pairs;
   if (max_tiles <= kDecodeShortTiles)
     return max_tiles * tile_bytes > kDecodeSerialBytes && max_tiles <= wave ? static_cast<int>(max_tiles) : 1;
-  const int64_t halves = (max_tiles + kDecodeMinSplitTiles - 1) / kDecodeMinSplitTiles;
-  return static_cast<int>(std::clamp<int64_t>(std::min(wave, halves), 1, cap));
+  const int64_t min_tile_splits = (max_tiles + kDecodeMinSplitTiles - 1) / kDecodeMinSplitTiles;
+  return static_cast<int>(std::clamp<int64_t>(std::min(wave, min_tile_splits), 1, cap));
 }
 
 // The fields both kernels share, from the checked tensors.
