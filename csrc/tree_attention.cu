@@ -15,6 +15,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "ops.h"
 #include "ssdk/common.cuh"
@@ -114,6 +115,7 @@ void set_paged_args(tree_attn::PagedAttentionArgs& p, const at::Tensor& q, const
   p.num_kv_heads = static_cast<int>(k_cache.size(2));
   p.group = static_cast<int>(group);
   p.batch = static_cast<int>(block_tables.size(0));
+  p.page_shift = (p.page_size & (p.page_size - 1)) == 0 ? __builtin_ctz(p.page_size) : -1;
   p.scale_log2 = static_cast<float>(sm_scale * 1.4426950408889634);
 }
 
@@ -195,6 +197,7 @@ void tree_attention(at::Tensor& out, const std::optional<at::Tensor>& lse, const
                 "ssdk: lse must be a contiguous [", n_total, ", ", num_qo_heads, "] tensor, got ", shape_str(*lse));
   }
   TORCH_CHECK(num_kv_splits >= 0, "ssdk: num_kv_splits must be >= 0, got ", num_kv_splits);
+  TORCH_CHECK(sm_scale > 0 && std::isfinite(sm_scale), "ssdk: sm_scale must be positive and finite, got ", sm_scale);
   if (n_total == 0 || batch == 0) return;
   check_aligned_rows(q, "q", 2);
   TORCH_CHECK(out.stride(-1) == 1 && out.stride(0) % 4 == 0 && out.stride(1) % 4 == 0 && is_aligned(out.data_ptr(), 8),
@@ -207,13 +210,12 @@ void tree_attention(at::Tensor& out, const std::optional<at::Tensor>& lse, const
   const int64_t group = num_qo_heads / num_kv_heads;
   const int64_t max_tiles = (block_tables.size(1) * page_size + tree_attn::kBlockN - 1) / tree_attn::kBlockN;
   const c10::cuda::CUDAGuard guard(q.device());
+  TORCH_CHECK(page_size > 0 && block_tables.size(1) * page_size < (int64_t{1} << 31),
+              "ssdk: k_cache's page_size must be > 0 and block_tables map fewer than 2^31 positions");
   if (max_q_len == 1 && group <= tree_attn::kMaxDecodeGroup) {
-    TORCH_CHECK(page_size > 0 && block_tables.size(1) * page_size < (int64_t{1} << 31),
-                "ssdk: k_cache's page_size must be > 0 and block_tables map fewer than 2^31 positions");
     tree_attn::DecodeParams p{};
     set_paged_args(p, q, out, lse, k_cache, v_cache, block_tables, prefix_lens, qo_indptr, tree_mask, group,
                    sm_scale);
-    p.page_shift = (page_size & (page_size - 1)) == 0 ? __builtin_ctzll(page_size) : -1;
     p.table_pages = static_cast<int>(block_tables.size(1));
     if (q.scalar_type() == at::kHalf) {
       if (head_dim == 64) run_decode<__half, 64>(p, num_kv_splits, max_tiles, q);

@@ -448,6 +448,9 @@ def test_bad_inputs_name_the_argument():
         tree_attention(q, k, v, bt, pl, qi, tm, out=torch.empty_like(q[:1]))
     with pytest.raises(TypeError, match="tree_mask must be a torch.Tensor"):
         tree_attention(q, k, v, bt, pl, qi, [1, 2, 3])
+    for bad_scale in (0.0, -0.125, float("nan")):
+        with pytest.raises(ValueError, match="sm_scale must be positive and finite"):
+            tree_attention(q, k, v, bt, pl, qi, tm, sm_scale=bad_scale)
 
 
 @pytest.mark.cuda
@@ -466,3 +469,5 @@ def test_bad_inputs_cuda():
         torch.ops.ssdk.tree_attention(out, None, q, k, v, bt, pl, qi[:1], tm, 3, 0.125, 0)
     with pytest.raises(RuntimeError, match="lse must be a contiguous"):
         torch.ops.ssdk.tree_attention(out, torch.empty(3, 4, device="cuda"), q, k, v, bt, pl, qi, tm, 3, 0.125, 0)
+    with pytest.raises(RuntimeError, match="sm_scale must be positive and finite"):
+        torch.ops.ssdk.tree_attention(out, None, q, k, v, bt, pl, qi, tm, 3, -0.125, 0)

@@ -56,14 +56,13 @@ __global__ void __launch_bounds__(DecodeConfig<T, D>::kThreads, DecodeConfig<T, 
   const int copy_chunk = tid % kChunks, copy_row = tid / kChunks;
   const int32_t* page_table = p.block_tables + b * p.block_table_stride;
   const int table_tokens = p.table_pages * p.page_size;  // positions block_tables can map
-  auto page_of = [&](int pos) { return p.page_shift >= 0 ? pos >> p.page_shift : pos / p.page_size; };
   // Page ids of this split's local tile `tile` (global tile split + tile * num_splits), -1 past `end`.
   auto fetch_pages = [&](int tile, int end, int (&pages)[kRowsPerThread]) {
     const int pos0 = (split + tile * num_splits) * kBlockN + copy_row;
 #pragma unroll
     for (int i = 0; i < kRowsPerThread; ++i) {
       const int pos = pos0 + i * kRowStep;
-      pages[i] = pos < end ? __ldg(page_table + page_of(pos)) : -1;
+      pages[i] = pos < end ? __ldg(page_table + p.page_index(pos)) : -1;
     }
   };
 
@@ -105,7 +104,7 @@ __global__ void __launch_bounds__(DecodeConfig<T, D>::kThreads, DecodeConfig<T, 
       const int pos = pos0 + i * kRowStep, r = copy_row + i * kRowStep;
       const bool ok = pos < kv_len;  // zero-fill past the request (masked below, never read)
       const int64_t page = ok ? tile_pages[i] : 0;
-      const int64_t slot = ok ? pos - page_of(pos) * p.page_size : 0;
+      const int64_t slot = ok ? p.page_slot(pos) : 0;
       cp_async16(dst_k + swz<D>(r, copy_chunk), k_head + page * p.k_stride_page + slot * p.k_stride_tok, ok);
       cp_async16(dst_v + swz<D>(r, copy_chunk), v_head + page * p.v_stride_page + slot * p.v_stride_tok, ok);
     }

@@ -189,7 +189,7 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
 #pragma unroll
     for (int i = 0; i < kRowsPerThread; ++i) {
       const int pos = pos0 + i * Cfg::kRowStep;
-      pages[i] = tile < num_tiles && pos < kv_end ? __ldg(page_table + pos / p.page_size) : -1;
+      pages[i] = tile < num_tiles && pos < kv_end ? __ldg(page_table + p.page_index(pos)) : -1;
     }
   };
   auto issue_tile = [&](int tile, int stage, const int (&pages)[kRowsPerThread]) {
@@ -203,7 +203,7 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
       const T* src_k = k_head;
       const T* src_v = v_head;
       if (ok) {
-        const int64_t slot = (pos0 + i * Cfg::kRowStep) % p.page_size;
+        const int64_t slot = p.page_slot(pos0 + i * Cfg::kRowStep);
         src_k = k_head + pages[i] * p.k_stride_page + slot * p.k_stride_tok + copy_chunk * 8;
         src_v = v_head + pages[i] * p.v_stride_page + slot * p.v_stride_tok + copy_chunk * 8;
       }
@@ -222,15 +222,16 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
   const int g = lane >> 2, t4 = lane & 3;
   const bool active = row0 + wm * 16 < rows;  // warps whose 16 rows are all padding skip the math
   int row_qi[2];
-  const int32_t* row_mask[2];
   uint32_t mask0[2];
+  // Ancestor bits of a row (recomputed where used: two 64-bit pointers kept across the KV loop pushed the
+  // 8-warp D = 64 tile past its 128-register bound).
+  auto row_mask = [&](int hr) { return p.tree_mask + int64_t(q_start + row_qi[hr]) * p.mask_stride; };
+  const bool tree = p.tree_mask != nullptr;
 #pragma unroll
   for (int hr = 0; hr < 2; ++hr) {
     const int row = row0 + wm * 16 + g + 8 * hr;
     row_qi[hr] = row < rows ? row / p.group : -1;  // -1: padding row, sees only the prefix
-    row_mask[hr] = p.tree_mask != nullptr && row < rows ? p.tree_mask + (q_start + row_qi[hr]) * p.mask_stride
-                                                        : nullptr;
-    mask0[hr] = row_mask[hr] != nullptr && kv_end > prefix ? __ldg(row_mask[hr]) : 0u;
+    mask0[hr] = tree && row_qi[hr] >= 0 && kv_end > prefix ? __ldg(row_mask(hr)) : 0u;
   }
 
 #pragma unroll
@@ -241,7 +242,44 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
   int next_pages[kRowsPerThread];
   fetch_pages(kStages - 1, next_pages);
 
-  uint32_t q_frag[D / 16][4];
+  // -inf for the scores of tile-local columns this warp's rows may not see: past the chunk end, past a
+  // causal row's own token, or outside a tree row's ancestor bits (prefix columns are always visible).
+  // Per row, the ancestor words that cover the warp's kWarpN columns are loaded once per tile and
+  // funnel-shifted into one 64-bit window aligned to this thread's first column, so each score tests a
+  // bit at a compile-time offset.
+  constexpr int kMaskWords = (kWarpN + 31) / 32 + 1;
+  static_assert(kWarpN <= 64, "one 64-bit window of ancestor bits per row and tile");
+  const int col0 = wn * kWarpN;  // this warp's first column in a tile
+  auto mask_tile = [&](float (&s)[kWarpN / 8][4], int pos0) {
+    const int j_first = pos0 + col0 - prefix;  // new-token index of the warp's first column (< 0: prefix)
+    const int j_thread = j_first + 2 * t4;     // ... of this thread's first column
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      uint32_t words[kMaskWords];
+#pragma unroll
+      for (int k = 0; k < kMaskWords; ++k) {
+        const int w = (j_first >> 5) + k;  // floor division: negative words cover the prefix
+        words[k] = !tree || row_qi[hr] < 0 || w < 0 || w * 32 >= n ? 0u
+                   : w == 0                                          ? mask0[hr]
+                                                                     : uint32_t(__ldg(row_mask(hr) + w));
+      }
+      const int shift = j_first & 31;
+      const uint32_t lo = __funnelshift_r(words[0], words[1], shift);
+      const uint32_t hi = kMaskWords > 2 ? __funnelshift_r(words[1], words[kMaskWords - 1], shift) : words[1] >> shift;
+      const uint64_t window = ((uint64_t(hi) << 32) | lo) >> (2 * t4);  // bit c: new token j_thread + c
+#pragma unroll
+      for (int nf = 0; nf < kWarpN / 8; ++nf) {
+#pragma unroll
+        for (int odd = 0; odd < 2; ++odd) {
+          const int c = nf * 8 + odd, j = j_thread + c;
+          const bool seen = tree ? ((window >> c) & 1u) != 0 : j <= row_qi[hr];
+          const bool visible = pos0 + col0 + 2 * t4 + c < kv_end && (j < 0 || (row_qi[hr] >= 0 && seen));
+          if (!visible) s[nf][2 * hr + odd] = kNegInf;
+        }
+      }
+    }
+  };
+
   float o[D / 8][4];
   float m[2] = {kNegInf, kNegInf}, l[2] = {0.f, 0.f};
 #pragma unroll
@@ -254,72 +292,56 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
     cute::cp_async_fence();
     fetch_pages(tile + kStages, next_pages);  // consumed by the next iteration's copies
     if (!active) continue;
-    if (tile == 0) {
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) ldsm(s_q + swz<D>(wm * 16 + (lane & 15), kk * 2 + (lane >> 4)), q_frag[kk]);
-    }
 
     const T* tk = s_k + (tile % kStages) * Cfg::kTileElems;
     const T* tv = s_v + (tile % kStages) * Cfg::kTileElems;
-    const int col0 = wn * kWarpN;  // this warp's first column in the tile
 
-    // S = Q K^T for this warp's 16 rows x kWarpN columns.
+    // S = Q K^T for this warp's 16 rows x kWarpN columns. Q's fragments are re-read from shared memory
+    // every tile (D / 16 ldmatrix against kWarpN / 16 times as many for K): kept in registers they
+    // pushed the 8-warp D = 64 tile past its 128-register bound into local-memory spills.
     float s[kWarpN / 8][4];
 #pragma unroll
     for (int i = 0; i < kWarpN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
+      uint32_t q_frag[4];
+      ldsm(s_q + swz<D>(wm * 16 + (lane & 15), kk * 2 + (lane >> 4)), q_frag);
 #pragma unroll
       for (int np = 0; np < kWarpN / 16; ++np) {
         uint32_t kb[4];
         ldsm(tk + swz<D>(col0 + np * 16 + (lane & 7) + ((lane >> 4) << 3), kk * 2 + ((lane >> 3) & 1)), kb);
-        mma<T>(s[2 * np], q_frag[kk], kb[0], kb[1]);
-        mma<T>(s[2 * np + 1], q_frag[kk], kb[2], kb[3]);
+        mma<T>(s[2 * np], q_frag, kb[0], kb[1]);
+        mma<T>(s[2 * np + 1], q_frag, kb[2], kb[3]);
       }
     }
 
-    // Scale into the log2 domain; mask the tiles that reach the new tokens or the chunk end.
+    // Scores stay raw (the scale is folded into the exponent below); only a tile that reaches the new
+    // tokens or the chunk end is masked, in its own branch, so the prefix tiles run no mask code.
     const int pos0 = kv_begin + tile * kBlockN;
-    const bool masked = pos0 + kBlockN > prefix;
-#pragma unroll
-    for (int nf = 0; nf < kWarpN / 8; ++nf) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        s[nf][e] *= p.scale_log2;
-        if (masked) {
-          const int hr = e >> 1, pos = pos0 + col0 + nf * 8 + 2 * t4 + (e & 1), j = pos - prefix;
-          bool visible = pos < kv_end;
-          if (visible && j >= 0) {
-            if (row_qi[hr] < 0) {
-              visible = false;
-            } else if (row_mask[hr] != nullptr) {
-              const uint32_t word = j < 32 ? mask0[hr] : uint32_t(__ldg(row_mask[hr] + (j >> 5)));
-              visible = (word >> (j & 31)) & 1u;
-            } else {
-              visible = j <= row_qi[hr];
-            }
-          }
-          if (!visible) s[nf][e] = kNegInf;
-        }
-      }
-    }
+    if (pos0 + kBlockN > prefix) mask_tile(s, pos0);
 
-    // Online softmax over this warp's columns (a row's 4 owners are lanes 4g .. 4g + 3).
+    // Online softmax over this warp's columns (a row's 4 owners are lanes 4g .. 4g + 3), log2 domain:
+    // p = 2^(s * scale - m) in one FFMA per score; scale > 0, so the raw maximum gives the scaled one.
 #pragma unroll
     for (int hr = 0; hr < 2; ++hr) {
-      float mx = m[hr];
+      float mx_even = kNegInf, mx_odd = kNegInf;  // two chains: half the dependent FMNMX depth
 #pragma unroll
-      for (int nf = 0; nf < kWarpN / 8; ++nf) mx = fmaxf(mx, fmaxf(s[nf][2 * hr], s[nf][2 * hr + 1]));
+      for (int nf = 0; nf < kWarpN / 8; nf += 2) {
+        mx_even = fmaxf(mx_even, fmaxf(s[nf][2 * hr], s[nf][2 * hr + 1]));
+        mx_odd = fmaxf(mx_odd, fmaxf(s[nf + 1][2 * hr], s[nf + 1][2 * hr + 1]));
+      }
+      float mx = fmaxf(mx_even, mx_odd);
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      mx = fmaxf(m[hr], mx * p.scale_log2);
       const float base = mx == kNegInf ? 0.f : mx;
       const float alpha = ex2(m[hr] - base);
       m[hr] = mx;
       float sum = 0.f;
 #pragma unroll
       for (int nf = 0; nf < kWarpN / 8; ++nf) {
-        s[nf][2 * hr] = ex2(s[nf][2 * hr] - base);
-        s[nf][2 * hr + 1] = ex2(s[nf][2 * hr + 1] - base);
+        s[nf][2 * hr] = ex2(fmaf(s[nf][2 * hr], p.scale_log2, -base));
+        s[nf][2 * hr + 1] = ex2(fmaf(s[nf][2 * hr + 1], p.scale_log2, -base));
         sum += s[nf][2 * hr] + s[nf][2 * hr + 1];
       }
       l[hr] = l[hr] * alpha + sum;

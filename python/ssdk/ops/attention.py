@@ -102,7 +102,7 @@ def tree_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor
     tree_mask : optional [N_total, W] int32 ancestor bits over the request's new tokens: bit ``j & 31`` of
         word ``j >> 5`` in row ``qo_indptr[b] + i`` set = query i may attend new token j. W >= ceil(max_q_len/32).
     max_q_len : host int upper bound on every n_b (default N_total); sizes the launch, never synced.
-    sm_scale : softmax scale (default 1 / sqrt(head_dim)).
+    sm_scale : softmax scale, > 0 (default 1 / sqrt(head_dim)).
     out : optional [N_total, num_qo_heads, head_dim] output in q's dtype (last dim contiguous).
     return_lse : also return the log-sum-exp (natural log) of the scaled scores, for merging states.
     num_kv_splits : CUDA only: split each request's KV into this many chunks (0 = chosen from the launch
@@ -122,6 +122,8 @@ def tree_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor
     if not isinstance(num_kv_splits, int) or num_kv_splits < 0:
         raise ValueError(f"ssdk: num_kv_splits must be a non-negative int, got {num_kv_splits!r}")
     sm_scale = 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else float(sm_scale)
+    if not (math.isfinite(sm_scale) and sm_scale > 0):
+        raise ValueError(f"ssdk: sm_scale must be positive and finite, got {sm_scale}")
     out = out_or_new(out, q.shape, q, "q")
     _check_last_dim_contiguous(out, "out")
     lse = torch.empty(q.shape[:2], dtype=torch.float32, device=q.device) if return_lse else None
