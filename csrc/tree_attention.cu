@@ -165,6 +165,10 @@ void tree_attention(at::Tensor& out, const std::optional<at::Tensor>& lse, const
     TORCH_CHECK(t->dim() == 4 && t->size(3) == head_dim, "ssdk: ", name,
                 " must have shape [num_pages, page_size, num_kv_heads, ", head_dim, "], got ", shape_str(*t));
     check_aligned_rows(*t, name, 3);
+    TORCH_CHECK(t->stride(0) < (int64_t{1} << 31) && t->size(1) * t->stride(1) < (int64_t{1} << 31) &&
+                    t->stride(2) < (int64_t{1} << 31),
+                "ssdk: ", name, " must have page, token and head strides below 2^31 elements, got ",
+                c10::str(t->strides()));
   }
   TORCH_CHECK(v_cache.sizes() == k_cache.sizes(), "ssdk: v_cache must have the shape of k_cache ",
               shape_str(k_cache), ", got ", shape_str(v_cache));

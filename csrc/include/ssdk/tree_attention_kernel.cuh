@@ -120,8 +120,10 @@ struct Config {
   static constexpr int kWarpN = kBlockN / kWarpsN;  // KV columns of a tile owned by one warp
   static constexpr int kStages = 3;
   static constexpr int kChunks = D / 8;                      // 16-byte chunks per row
-  static constexpr int kRowStep = kThreads / kChunks;        // tile rows one copy pass covers
-  static constexpr int kRowsPerThread = kBlockN / kRowStep;  // rows (page ids) one thread copies per tile
+  // K/V copies: kThreadsPerRow threads per tile row, kCopyChunks consecutive 16-byte chunks each, so a
+  // thread resolves one page id and one row address per tile.
+  static constexpr int kThreadsPerRow = kThreads / kBlockN;
+  static constexpr int kCopyChunks = kChunks / kThreadsPerRow;
   static constexpr int kTileElems = kBlockN * D;
   static constexpr int kSmemQ = kBlockM * D * int(sizeof(T));
   static constexpr int kSmemKV = kStages * 2 * kTileElems * int(sizeof(T));
@@ -131,7 +133,7 @@ struct Config {
   static constexpr int kSmem = kSmemQ + (kSmemKV > kSmemEpi ? kSmemKV : kSmemEpi);
   // Two CTAs per SM where registers allow (D = 128 with 8 warps needs more than 128 per thread).
   static constexpr int kMinBlocks = kThreads == 256 && D == 128 ? 1 : 2;
-  static_assert(kThreads % kChunks == 0 && kBlockN % kRowStep == 0);
+  static_assert(kThreads % kBlockN == 0 && kChunks % kThreadsPerRow == 0 && (kCopyChunks & (kCopyChunks - 1)) == 0);
   static_assert(kWarpN % 16 == 0 && D % 16 == 0);
 };
 
@@ -140,7 +142,7 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
     tree_attention_kernel(const __grid_constant__ Params p) {
   using Cfg = Config<T, D, kShape>;
   constexpr int kBlockM = Cfg::kBlockM, kWarpN = Cfg::kWarpN, kStages = Cfg::kStages, kChunks = Cfg::kChunks;
-  constexpr int kThreads = Cfg::kThreads, kRowsPerThread = Cfg::kRowsPerThread;
+  constexpr int kThreads = Cfg::kThreads, kCopyChunks = Cfg::kCopyChunks;
   constexpr float kNegInf = -__builtin_huge_valf();
 
   // The num_splits CTAs of one row block are consecutive in x and form one cluster.
@@ -178,69 +180,65 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
     cp_async16(s_q + swz<D>(r, chunk), src, ok);
   }
 
-  // K/V tiles through the page table. Thread tid always copies chunk tid % kChunks of rows
-  // tid / kChunks + i * kRowStep; page id -1 = past the chunk end (zero-filled, not read).
-  const T* k_head = static_cast<const T*>(p.k_cache) + kv_head * p.k_stride_head;
-  const T* v_head = static_cast<const T*>(p.v_cache) + kv_head * p.v_stride_head;
+  // K/V tiles through the page table: thread tid copies chunks chunk0 .. chunk0 + kCopyChunks - 1 of
+  // tile row tid / kThreadsPerRow; page id -1 = past the chunk end (zero-filled, not read). What does not
+  // change with the tile is computed here, so a tile costs one page-id load, one slot and one IMAD.WIDE
+  // per K and V row address (strides fit 32 bits, checked on the host), then the copies at immediate
+  // offsets; chunk0 is a multiple of kCopyChunks, so chunk c's swizzled slot is the first one's ^ c * 8.
+  const int copy_row = tid / Cfg::kThreadsPerRow, chunk0 = tid % Cfg::kThreadsPerRow * kCopyChunks;
+  const T* k_row = static_cast<const T*>(p.k_cache) + kv_head * p.k_stride_head + chunk0 * 8;
+  const T* v_row = static_cast<const T*>(p.v_cache) + kv_head * p.v_stride_head + chunk0 * 8;
+  const uint32_t k_stride_page = uint32_t(p.k_stride_page), k_stride_tok = uint32_t(p.k_stride_tok);
+  const uint32_t v_stride_page = uint32_t(p.v_stride_page), v_stride_tok = uint32_t(p.v_stride_tok);
   const int32_t* page_table = p.block_tables + b * p.block_table_stride;
-  const int copy_chunk = tid % kChunks, copy_row = tid / kChunks;
-  auto fetch_pages = [&](int tile, int (&pages)[kRowsPerThread]) {
-    const int pos0 = kv_begin + tile * kBlockN + copy_row;
-#pragma unroll
-    for (int i = 0; i < kRowsPerThread; ++i) {
-      const int pos = pos0 + i * Cfg::kRowStep;
-      pages[i] = tile < num_tiles && pos < kv_end ? __ldg(page_table + p.page_index(pos)) : -1;
-    }
+  const int copy_dst = swz<D>(copy_row, chunk0);
+  auto fetch_page = [&](int tile) {
+    const int pos = kv_begin + tile * kBlockN + copy_row;
+    return tile < num_tiles && pos < kv_end ? __ldg(page_table + p.page_index(pos)) : -1;
   };
-  auto issue_tile = [&](int tile, int stage, const int (&pages)[kRowsPerThread]) {
-    const int pos0 = kv_begin + tile * kBlockN + copy_row;
+  auto issue_tile = [&](int tile, int stage, int page) {
+    const bool ok = page >= 0;
+    const uint32_t slot = ok ? p.page_slot(kv_begin + tile * kBlockN + copy_row) : 0u, pg = ok ? page : 0u;
+    const T* src_k = k_row + (uint64_t(pg) * k_stride_page + slot * k_stride_tok);
+    const T* src_v = v_row + (uint64_t(pg) * v_stride_page + slot * v_stride_tok);
     T* dst_k = s_k + stage * Cfg::kTileElems;
     T* dst_v = s_v + stage * Cfg::kTileElems;
 #pragma unroll
-    for (int i = 0; i < kRowsPerThread; ++i) {
-      const int r = copy_row + i * Cfg::kRowStep;
-      const bool ok = pages[i] >= 0;
-      const T* src_k = k_head;
-      const T* src_v = v_head;
-      if (ok) {
-        const int64_t slot = p.page_slot(pos0 + i * Cfg::kRowStep);
-        src_k = k_head + pages[i] * p.k_stride_page + slot * p.k_stride_tok + copy_chunk * 8;
-        src_v = v_head + pages[i] * p.v_stride_page + slot * p.v_stride_tok + copy_chunk * 8;
-      }
-      cp_async16(dst_k + swz<D>(r, copy_chunk), src_k, ok);
-      cp_async16(dst_v + swz<D>(r, copy_chunk), src_v, ok);
+    for (int c = 0; c < kCopyChunks; ++c) {
+      cp_async16(dst_k + (copy_dst ^ (c * 8)), src_k + c * 8, ok);
+      cp_async16(dst_v + (copy_dst ^ (c * 8)), src_v + c * 8, ok);
     }
   };
 
   // Page ids of the first kStages - 1 tiles in one round trip, then their copies.
-  int pages[kStages - 1][kRowsPerThread];
+  int pages[kStages - 1];
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) fetch_pages(s, pages[s]);
+  for (int s = 0; s < kStages - 1; ++s) pages[s] = fetch_page(s);
 
   // Per-thread rows: g and g + 8 of this warp's 16 (MMA accumulator layout). Word 0 of each row's
   // ancestor bits (new tokens 0..31) is loaded now, with the page ids, if this split reaches them.
   const int g = lane >> 2, t4 = lane & 3;
   const bool active = row0 + wm * 16 < rows;  // warps whose 16 rows are all padding skip the math
-  int row_qi[2];
-  uint32_t mask0[2];
-  // Ancestor bits of a row (recomputed where used: two 64-bit pointers kept across the KV loop pushed the
-  // 8-warp D = 64 tile past its 128-register bound).
-  auto row_mask = [&](int hr) { return p.tree_mask + int64_t(q_start + row_qi[hr]) * p.mask_stride; };
-  const bool tree = p.tree_mask != nullptr;
+  int row_qi[2];  // query index of the thread's rows, -1 for padding rows (they see only the prefix)
 #pragma unroll
   for (int hr = 0; hr < 2; ++hr) {
     const int row = row0 + wm * 16 + g + 8 * hr;
-    row_qi[hr] = row < rows ? row / p.group : -1;  // -1: padding row, sees only the prefix
-    mask0[hr] = tree && row_qi[hr] >= 0 && kv_end > prefix ? __ldg(row_mask(hr)) : 0u;
+    row_qi[hr] = row < rows ? row / p.group : -1;
   }
+  // Ancestor bits of a row (recomputed where used: two 64-bit pointers kept across the KV loop pushed the
+  // 8-warp D = 64 tile past its 128-register bound).
+  const bool tree = p.tree_mask != nullptr;
+  auto row_mask = [&](int hr) { return p.tree_mask + int64_t(q_start + row_qi[hr]) * p.mask_stride; };
+  uint32_t mask0[2];
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) mask0[hr] = tree && row_qi[hr] >= 0 && kv_end > prefix ? __ldg(row_mask(hr)) : 0u;
 
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < num_tiles) issue_tile(s, s, pages[s]);
     cute::cp_async_fence();
   }
-  int next_pages[kRowsPerThread];
-  fetch_pages(kStages - 1, next_pages);
+  int next_page = fetch_page(kStages - 1);
 
   // -inf for the scores of tile-local columns this warp's rows may not see: past the chunk end, past a
   // causal row's own token, or outside a tree row's ancestor bits (prefix columns are always visible).
@@ -280,36 +278,47 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
     }
   };
 
+  // ldmatrix sources as per-lane element offsets, fixed for the KV loop. Every fragment's swizzle row
+  // term is lane & 7 and a k-step adds 2 to the chunk (bit 0 clear), so fragment (kk, np) of a tile is
+  // at (lane offset ^ kk * 16) + np * 16 rows: one LOP3 per k-step, the row steps immediates.
+  const int r8 = lane & 7;
+  const int q_lane = swz<D>(wm * 16 + (lane & 15), lane >> 4);
+  const int k_lane = swz<D>(col0 + r8 + ((lane >> 4) << 3), (lane >> 3) & 1);
+  const int v_lane = swz<D>(col0 + r8 + (((lane >> 3) & 1) << 3), lane >> 4);
+
   float o[D / 8][4];
   float m[2] = {kNegInf, kNegInf}, l[2] = {0.f, 0.f};
 #pragma unroll
   for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
 
+  int read_stage = 0, write_stage = kStages - 1;  // ring slots of tile and tile + kStages - 1
   for (int tile = 0; tile < num_tiles; ++tile) {
     cute::cp_async_wait<kStages - 2>();
     __syncthreads();
-    if (tile + kStages - 1 < num_tiles) issue_tile(tile + kStages - 1, (tile + kStages - 1) % kStages, next_pages);
+    if (tile + kStages - 1 < num_tiles) issue_tile(tile + kStages - 1, write_stage, next_page);
     cute::cp_async_fence();
-    fetch_pages(tile + kStages, next_pages);  // consumed by the next iteration's copies
+    next_page = fetch_page(tile + kStages);  // consumed by the next iteration's copies
+    const T* tk = s_k + read_stage * Cfg::kTileElems;
+    const T* tv = s_v + read_stage * Cfg::kTileElems;
+    read_stage = read_stage == kStages - 1 ? 0 : read_stage + 1;
+    write_stage = write_stage == kStages - 1 ? 0 : write_stage + 1;
     if (!active) continue;
-
-    const T* tk = s_k + (tile % kStages) * Cfg::kTileElems;
-    const T* tv = s_v + (tile % kStages) * Cfg::kTileElems;
 
     // S = Q K^T for this warp's 16 rows x kWarpN columns. Q's fragments are re-read from shared memory
     // every tile (D / 16 ldmatrix against kWarpN / 16 times as many for K): kept in registers they
-    // pushed the 8-warp D = 64 tile past its 128-register bound into local-memory spills.
+    // pushed the 8-warp D = 64 tile past its 128-register bound into local-memory spills (it still
+    // reloads one 4-byte value from local memory per tile).
     float s[kWarpN / 8][4];
 #pragma unroll
     for (int i = 0; i < kWarpN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       uint32_t q_frag[4];
-      ldsm(s_q + swz<D>(wm * 16 + (lane & 15), kk * 2 + (lane >> 4)), q_frag);
+      ldsm(s_q + (q_lane ^ (kk * 16)), q_frag);
 #pragma unroll
       for (int np = 0; np < kWarpN / 16; ++np) {
         uint32_t kb[4];
-        ldsm(tk + swz<D>(col0 + np * 16 + (lane & 7) + ((lane >> 4) << 3), kk * 2 + ((lane >> 3) & 1)), kb);
+        ldsm(tk + (k_lane ^ (kk * 16)) + np * 16 * D, kb);
         mma<T>(s[2 * np], q_frag, kb[0], kb[1]);
         mma<T>(s[2 * np + 1], q_frag, kb[2], kb[3]);
       }
@@ -361,7 +370,7 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
 #pragma unroll
       for (int dp = 0; dp < D / 16; ++dp) {
         uint32_t vb[4];
-        ldsm_t(tv + swz<D>(col0 + kc * 16 + (lane & 7) + (((lane >> 3) & 1) << 3), dp * 2 + (lane >> 4)), vb);
+        ldsm_t(tv + (v_lane ^ (dp * 16)) + kc * 16 * D, vb);
         mma<T>(o[2 * dp], pa, vb[0], vb[1]);
         mma<T>(o[2 * dp + 1], pa, vb[2], vb[3]);
       }
