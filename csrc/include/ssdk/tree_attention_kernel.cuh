@@ -120,8 +120,9 @@ struct Config {
   static constexpr int kWarpN = kBlockN / kWarpsN;  // KV columns of a tile owned by one warp
   static constexpr int kStages = 3;
   static constexpr int kChunks = D / 8;                      // 16-byte chunks per row
-  // K/V copies: kThreadsPerRow threads per tile row, kCopyChunks consecutive 16-byte chunks each, so a
-  // thread resolves one page id and one row address per tile.
+  // K/V copies: kThreadsPerRow threads per tile row, kCopyChunks 16-byte chunks each (chunks t, t +
+  // kThreadsPerRow, ...: one copy instruction of a row's threads covers contiguous bytes, whole 32-byte
+  // sectors), so a thread resolves one page id and one row address per tile.
   static constexpr int kThreadsPerRow = kThreads / kBlockN;
   static constexpr int kCopyChunks = kChunks / kThreadsPerRow;
   static constexpr int kTileElems = kBlockN * D;
@@ -133,7 +134,8 @@ struct Config {
   static constexpr int kSmem = kSmemQ + (kSmemKV > kSmemEpi ? kSmemKV : kSmemEpi);
   // Two CTAs per SM where registers allow (D = 128 with 8 warps needs more than 128 per thread).
   static constexpr int kMinBlocks = kThreads == 256 && D == 128 ? 1 : 2;
-  static_assert(kThreads % kBlockN == 0 && kChunks % kThreadsPerRow == 0 && (kCopyChunks & (kCopyChunks - 1)) == 0);
+  static_assert(kThreads % kBlockN == 0 && kChunks % kThreadsPerRow == 0 &&
+                (kThreadsPerRow & (kThreadsPerRow - 1)) == 0);
   static_assert(kWarpN % 16 == 0 && D % 16 == 0);
 };
 
@@ -180,12 +182,13 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
     cp_async16(s_q + swz<D>(r, chunk), src, ok);
   }
 
-  // K/V tiles through the page table: thread tid copies chunks chunk0 .. chunk0 + kCopyChunks - 1 of
-  // tile row tid / kThreadsPerRow; page id -1 = past the chunk end (zero-filled, not read). What does not
-  // change with the tile is computed here, so a tile costs one page-id load, one slot and one IMAD.WIDE
-  // per K and V row address (strides fit 32 bits, checked on the host), then the copies at immediate
-  // offsets; chunk0 is a multiple of kCopyChunks, so chunk c's swizzled slot is the first one's ^ c * 8.
-  const int copy_row = tid / Cfg::kThreadsPerRow, chunk0 = tid % Cfg::kThreadsPerRow * kCopyChunks;
+  // K/V tiles through the page table: thread tid copies chunks chunk0 + c * kThreadsPerRow of tile row
+  // tid / kThreadsPerRow; page id -1 = past the chunk end (zero-filled, not read). What does not change
+  // with the tile is computed here, so a tile costs one page-id load, one slot and one IMAD.WIDE per K
+  // and V row address (strides fit 32 bits, checked on the host), then the copies at immediate offsets;
+  // chunk0 < kThreadsPerRow (a power of two), so copy c's swizzled slot is the first one's ^ c * step.
+  constexpr int kChunkStep = Cfg::kThreadsPerRow * 8;  // elements between a thread's chunks
+  const int copy_row = tid / Cfg::kThreadsPerRow, chunk0 = tid % Cfg::kThreadsPerRow;
   const T* k_row = static_cast<const T*>(p.k_cache) + kv_head * p.k_stride_head + chunk0 * 8;
   const T* v_row = static_cast<const T*>(p.v_cache) + kv_head * p.v_stride_head + chunk0 * 8;
   const uint32_t k_stride_page = uint32_t(p.k_stride_page), k_stride_tok = uint32_t(p.k_stride_tok);
@@ -205,8 +208,8 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
     T* dst_v = s_v + stage * Cfg::kTileElems;
 #pragma unroll
     for (int c = 0; c < kCopyChunks; ++c) {
-      cp_async16(dst_k + (copy_dst ^ (c * 8)), src_k + c * 8, ok);
-      cp_async16(dst_v + (copy_dst ^ (c * 8)), src_v + c * 8, ok);
+      cp_async16(dst_k + (copy_dst ^ (c * kChunkStep)), src_k + c * kChunkStep, ok);
+      cp_async16(dst_v + (copy_dst ^ (c * kChunkStep)), src_v + c * kChunkStep, ok);
     }
   };
 
