@@ -115,9 +115,7 @@ template <typename T, int D, TileShape kShape>
 struct Config {
   static constexpr int kBlockM = block_m(kShape);
   static constexpr int kWarpsM = kBlockM / 16;
-  // kM128 at D = 128: 8 x 2 warps (each half of a tile's columns; the halves merge in the epilogue). With
-  // 8 warps it needed ~200 registers, so one CTA of 8 warps per SM; split, 16 warps fit the 128 bound.
-  static constexpr int kWarpsN = kWarpsM >= 4 ? (kWarpsM == 8 && D == 128 ? 2 : 1) : 4 / kWarpsM;
+  static constexpr int kWarpsN = kWarpsM >= 4 ? 1 : 4 / kWarpsM;
   static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
   static constexpr int kWarpN = kBlockN / kWarpsN;  // KV columns of a tile owned by one warp
   static constexpr int kStages = 3;
@@ -134,9 +132,8 @@ struct Config {
   static constexpr int kOStride = D + 8;              // fp32 epilogue row stride (fewer bank conflicts)
   static constexpr int kSmemEpi = kEpiRows * (kOStride + 2) * 4;
   static constexpr int kSmem = kSmemQ + (kSmemKV > kSmemEpi ? kSmemKV : kSmemEpi);
-  // Two CTAs per SM where registers allow (D = 128 with 8 warps needs more than 128 per thread); one of
-  // 512 threads (128 registers each).
-  static constexpr int kMinBlocks = kThreads == 512 || (kThreads == 256 && D == 128) ? 1 : 2;
+  // Two CTAs per SM where registers allow (D = 128 with 8 warps needs more than 128 per thread).
+  static constexpr int kMinBlocks = kThreads == 256 && D == 128 ? 1 : 2;
   static_assert(kThreads % kBlockN == 0 && kChunks % kThreadsPerRow == 0 &&
                 (kThreadsPerRow & (kThreadsPerRow - 1)) == 0);
   static_assert(kWarpN % 16 == 0 && D % 16 == 0);
