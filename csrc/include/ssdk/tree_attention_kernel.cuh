@@ -8,13 +8,12 @@
 // block. The request's KV range [0, prefix + n) is cut into num_splits tile-aligned chunks
 // (flash-decoding); the num_splits CTAs of a row block form one cluster and merge their softmax states
 // through distributed shared memory, so a call is one kernel with no workspace and no merge launch.
-// Inside a chunk, 64-token K/V tiles are gathered through the page table with 16-byte cp.async into an
-// XOR-swizzled ring (two tiles in flight ahead of the one computed); the page ids of a tile are loaded
-// one iteration before its copies are issued. Tiles before the prefix end run unmasked; only tiles that
-// reach the new tokens read the compact ancestor bits (word 0 of each row is prefetched) or apply the
-// causal rule. Online softmax in the log2 domain (scale folded into the exponent), P re-used from
-// registers as the A operand of P·V (FlashAttention-2 register layout); the 8-warp tiles issue a tile's
-// P·V one iteration late, behind the next QK, so it overlaps the next softmax.
+// Inside a chunk, 64-token K/V tiles are gathered through the page table with 16-byte cp.async into a
+// 3-stage XOR-swizzled ring; the page ids of a tile are loaded one iteration before its copies are
+// issued. Tiles before the prefix end run unmasked; only tiles that reach the new tokens read the
+// compact ancestor bits (word 0 of each row is prefetched) or apply the causal rule. Online softmax in
+// the log2 domain (scale folded into log2(e)), P re-used from registers as the A operand of P·V
+// (FlashAttention-2 register layout).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -119,13 +118,7 @@ struct Config {
   static constexpr int kWarpsN = kWarpsM >= 4 ? 1 : 4 / kWarpsM;
   static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
   static constexpr int kWarpN = kBlockN / kWarpsN;  // KV columns of a tile owned by one warp
-  // P·V of a tile is issued one iteration late, right after the next tile's QK, for the 8-warp tiles: the
-  // tensor pipe then runs it while the warp does that tile's softmax (MUFU / FP32), instead of every warp
-  // of the CTA alternating tensor-only and softmax-only phases in lockstep. Its V tile must stay resident
-  // one iteration longer: one more ring stage. kPrefetch tiles are in flight ahead of the one computed.
-  static constexpr bool kDelayPV = kShape == TileShape::kM128;
-  static constexpr int kPrefetch = 2;
-  static constexpr int kStages = kPrefetch + (kDelayPV ? 2 : 1);
+  static constexpr int kStages = 3;
   static constexpr int kChunks = D / 8;                      // 16-byte chunks per row
   // K/V copies: kThreadsPerRow threads per tile row, kCopyChunks 16-byte chunks each (chunks t, t +
   // kThreadsPerRow, ...: one copy instruction of a row's threads covers contiguous bytes, whole 32-byte
@@ -151,7 +144,6 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
     tree_attention_kernel(const __grid_constant__ Params p) {
   using Cfg = Config<T, D, kShape>;
   constexpr int kBlockM = Cfg::kBlockM, kWarpN = Cfg::kWarpN, kStages = Cfg::kStages, kChunks = Cfg::kChunks;
-  constexpr int kPrefetch = Cfg::kPrefetch;
   constexpr int kThreads = Cfg::kThreads, kCopyChunks = Cfg::kCopyChunks;
   constexpr float kNegInf = -__builtin_huge_valf();
 
@@ -221,10 +213,10 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
     }
   };
 
-  // Page ids of the first kPrefetch tiles in one round trip, then their copies.
-  int pages[kPrefetch];
+  // Page ids of the first kStages - 1 tiles in one round trip, then their copies.
+  int pages[kStages - 1];
 #pragma unroll
-  for (int s = 0; s < kPrefetch; ++s) pages[s] = fetch_page(s);
+  for (int s = 0; s < kStages - 1; ++s) pages[s] = fetch_page(s);
 
   // Per-thread rows: g and g + 8 of this warp's 16 (MMA accumulator layout). Word 0 of each row's
   // ancestor bits (new tokens 0..31) is loaded now, with the page ids, if this split reaches them.
@@ -245,11 +237,11 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
   for (int hr = 0; hr < 2; ++hr) mask0[hr] = tree && row_qi[hr] >= 0 && kv_end > prefix ? __ldg(row_mask(hr)) : 0u;
 
 #pragma unroll
-  for (int s = 0; s < kPrefetch; ++s) {
+  for (int s = 0; s < kStages - 1; ++s) {
     if (s < num_tiles) issue_tile(s, s, pages[s]);
     cute::cp_async_fence();
   }
-  int next_page = fetch_page(kPrefetch);
+  int next_page = fetch_page(kStages - 1);
 
   // -inf for the scores of tile-local columns this warp's rows may not see: past the chunk end, past a
   // causal row's own token, or outside a tree row's ancestor bits (prefix columns are always visible).
@@ -302,31 +294,13 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
 #pragma unroll
   for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
 
-  // O += P V for one tile: P (bf16 / fp16 pairs in the A-operand layout) times the tile's V.
-  auto accumulate_pv = [&](const uint32_t (&pa)[kWarpN / 16][4], const T* tv) {
-#pragma unroll
-    for (int kc = 0; kc < kWarpN / 16; ++kc) {
-#pragma unroll
-      for (int dp = 0; dp < D / 16; ++dp) {
-        uint32_t vb[4];
-        ldsm_t(tv + (v_lane ^ (dp * 16)) + kc * 16 * D, vb);
-        mma<T>(o[2 * dp], pa[kc], vb[0], vb[1]);
-        mma<T>(o[2 * dp + 1], pa[kc], vb[2], vb[3]);
-      }
-    }
-  };
-  uint32_t p_prev[kWarpN / 16][4];  // kDelayPV: P of the previous tile, multiplied by its V this iteration
-  const T* v_prev = s_v;
-
-  // Ring slots of tile and tile + kPrefetch. The barrier at the top of an iteration also retires the
-  // slot written next: it held tile - (kStages - kPrefetch), whose V the delayed P·V read last iteration.
-  int read_stage = 0, write_stage = kPrefetch;
+  int read_stage = 0, write_stage = kStages - 1;  // ring slots of tile and tile + kStages - 1
   for (int tile = 0; tile < num_tiles; ++tile) {
-    cute::cp_async_wait<kPrefetch - 1>();
+    cute::cp_async_wait<kStages - 2>();
     __syncthreads();
-    if (tile + kPrefetch < num_tiles) issue_tile(tile + kPrefetch, write_stage, next_page);
+    if (tile + kStages - 1 < num_tiles) issue_tile(tile + kStages - 1, write_stage, next_page);
     cute::cp_async_fence();
-    next_page = fetch_page(tile + kPrefetch + 1);  // consumed by the next iteration's copies
+    next_page = fetch_page(tile + kStages);  // consumed by the next iteration's copies
     const T* tk = s_k + read_stage * Cfg::kTileElems;
     const T* tv = s_v + read_stage * Cfg::kTileElems;
     read_stage = read_stage == kStages - 1 ? 0 : read_stage + 1;
@@ -351,12 +325,6 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
         mma<T>(s[2 * np], q_frag, kb[0], kb[1]);
         mma<T>(s[2 * np + 1], q_frag, kb[2], kb[3]);
       }
-    }
-
-    // The previous tile's P·V (kDelayPV), queued on the tensor pipe behind this QK: o is still at the
-    // previous tile's maximum here, and this tile's softmax rescales it after (its FMULs wait for it).
-    if constexpr (Cfg::kDelayPV) {
-      if (tile > 0) accumulate_pv(p_prev, v_prev);
     }
 
     // Scores stay raw (the scale is folded into the exponent below); only a tile that reaches the new
@@ -396,26 +364,20 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
       }
     }
 
-    // P's accumulator layout is the A-operand layout of the P·V MMA (16 columns per step).
-    uint32_t pa[kWarpN / 16][4];
+    // O += P V: P's accumulator layout is the A-operand layout of the next MMA (16 columns per step).
 #pragma unroll
     for (int kc = 0; kc < kWarpN / 16; ++kc) {
-      pa[kc][0] = pack2<T>(s[2 * kc][0], s[2 * kc][1]);
-      pa[kc][1] = pack2<T>(s[2 * kc][2], s[2 * kc][3]);
-      pa[kc][2] = pack2<T>(s[2 * kc + 1][0], s[2 * kc + 1][1]);
-      pa[kc][3] = pack2<T>(s[2 * kc + 1][2], s[2 * kc + 1][3]);
-    }
-    if constexpr (Cfg::kDelayPV) {
+      const uint32_t pa[4] = {pack2<T>(s[2 * kc][0], s[2 * kc][1]), pack2<T>(s[2 * kc][2], s[2 * kc][3]),
+                              pack2<T>(s[2 * kc + 1][0], s[2 * kc + 1][1]),
+                              pack2<T>(s[2 * kc + 1][2], s[2 * kc + 1][3])};
 #pragma unroll
-      for (int kc = 0; kc < kWarpN / 16; ++kc)
-        for (int e = 0; e < 4; ++e) p_prev[kc][e] = pa[kc][e];
-      v_prev = tv;
-    } else {
-      accumulate_pv(pa, tv);
+      for (int dp = 0; dp < D / 16; ++dp) {
+        uint32_t vb[4];
+        ldsm_t(tv + (v_lane ^ (dp * 16)) + kc * 16 * D, vb);
+        mma<T>(o[2 * dp], pa, vb[0], vb[1]);
+        mma<T>(o[2 * dp + 1], pa, vb[2], vb[3]);
+      }
     }
-  }
-  if constexpr (Cfg::kDelayPV) {
-    if (active && num_tiles > 0) accumulate_pv(p_prev, v_prev);
   }
   pdl_launch_dependents();  // the next kernel may start its launch; it waits for our completion anyway
 
