@@ -471,3 +471,8 @@ def test_bad_inputs_cuda():
         torch.ops.ssdk.tree_attention(out, torch.empty(3, 4, device="cuda"), q, k, v, bt, pl, qi, tm, 3, 0.125, 0)
     with pytest.raises(RuntimeError, match="sm_scale must be positive and finite"):
         torch.ops.ssdk.tree_attention(out, None, q, k, v, bt, pl, qi, tm, 3, -0.125, 0)
+    # The kernel keeps cache offsets in 32-bit strides: a page stride of 2^31 elements is refused (a
+    # one-page view, so no storage of that size is needed).
+    k_wide = k[:1].as_strided(k[:1].shape, (1 << 31,) + k.stride()[1:])
+    with pytest.raises(RuntimeError, match="strides below 2"):
+        torch.ops.ssdk.tree_attention(out, None, q, k_wide, k_wide, bt, pl, qi, tm, 3, 0.125, 0)
