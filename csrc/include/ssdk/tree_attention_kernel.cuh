@@ -380,11 +380,40 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
     }
   }
   pdl_launch_dependents();  // the next kernel may start its launch; it waits for our completion anyway
-
-  // Epilogue: every warp parks (m, l, O) in shared memory (over the KV ring); after a cluster barrier
-  // the cluster's CTAs split the row block's (row, 4 columns) items among them and merge, for each,
-  // the kWarpsN x num_splits states, reading the other CTAs' states through distributed shared memory.
   cute::cp_async_wait<0>();
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {  // each row's l over its 4 owner lanes
+    l[hr] += __shfl_xor_sync(0xffffffffu, l[hr], 1);
+    l[hr] += __shfl_xor_sync(0xffffffffu, l[hr], 2);
+  }
+
+  // One split and one warp per row (the 8-warp tiles without a KV split): the warp holds its rows' whole
+  // state, so it normalizes and stores them from registers (no barrier, no shared memory). ncu at
+  // 214e04a put ~15 % of the 1B B16 n21 kernel's warp samples in the cluster epilogue's barriers and loads.
+  if (Cfg::kWarpsN == 1 && p.num_splits == 1) {
+    if (!active) return;
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      const int row = row0 + wm * 16 + g + 8 * hr;
+      if (row >= rows) continue;
+      const float inv = l[hr] > 0.f ? 1.f / l[hr] : 0.f;
+      const int token = q_start + row / p.group, head = kv_head * p.group + row % p.group;
+      T* dst = static_cast<T*>(p.out) + token * p.out_stride_n + head * p.out_stride_h + 2 * t4;
+#pragma unroll
+      for (int df = 0; df < D / 8; ++df)
+        *reinterpret_cast<uint32_t*>(dst + df * 8) = pack2<T>(o[df][2 * hr] * inv, o[df][2 * hr + 1] * inv);
+      if (t4 == 0 && p.lse != nullptr)
+        p.lse[int64_t(token) * p.num_qo_heads + head] =
+            l[hr] > 0.f ? (m[hr] + log2f(l[hr])) * 0.6931471805599453f : kNegInf;
+    }
+    return;
+  }
+
+  // Otherwise every warp parks (m, l, O) in shared memory (over the KV ring); after a barrier (the
+  // cluster's when the KV is split) the cluster's CTAs split the row block's (row, 4 columns) items among
+  // them and merge, for each, the kWarpsN x num_splits states, reading the other CTAs' states through
+  // distributed shared memory.
+  const bool clustered = p.num_splits > 1;
   __syncthreads();
   float* s_o = reinterpret_cast<float*>(smem + Cfg::kSmemQ);  // [kEpiRows][kOStride]
   float* s_m = s_o + Cfg::kEpiRows * Cfg::kOStride;
@@ -392,8 +421,6 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
   if (active) {
 #pragma unroll
     for (int hr = 0; hr < 2; ++hr) {
-      l[hr] += __shfl_xor_sync(0xffffffffu, l[hr], 1);
-      l[hr] += __shfl_xor_sync(0xffffffffu, l[hr], 2);
       const int r = wn * kBlockM + wm * 16 + g + 8 * hr;
       if (t4 == 0) {
         s_m[r] = m[hr];
@@ -404,12 +431,14 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
         *reinterpret_cast<float2*>(s_o + r * Cfg::kOStride + df * 8 + 2 * t4) = make_float2(o[df][2 * hr], o[df][2 * hr + 1]);
     }
   }
-  cluster_sync();  // every state of the cluster is written (release / acquire)
+  if (clustered) cluster_sync();  // every state of the cluster is written (release / acquire)
+  else __syncthreads();
 
   const int num_items = min(kBlockM, rows - row0) * (D / 4);
   for (int e = split * kThreads + tid; e < num_items; e += kThreads * p.num_splits) {
     const int r = e / (D / 4), c4 = e % (D / 4);
     float mx = kNegInf;
+#pragma unroll 4
     for (int rank = 0; rank < p.num_splits; ++rank) {
       const uint32_t m_addr = cluster_addr(s_m + r, rank);
 #pragma unroll
@@ -418,6 +447,7 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
     const float base = mx == kNegInf ? 0.f : mx;
     float sum = 0.f;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 4  // the ranks' loads issue together instead of one remote round trip per rank
     for (int rank = 0; rank < p.num_splits; ++rank) {
       const uint32_t m_addr = cluster_addr(s_m + r, rank), l_addr = cluster_addr(s_l + r, rank);
       const uint32_t o_addr = cluster_addr(s_o + r * Cfg::kOStride + c4 * 4, rank);
@@ -437,7 +467,7 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
     if (c4 == 0 && p.lse != nullptr)
       p.lse[int64_t(token) * p.num_qo_heads + head] = sum > 0.f ? (mx + log2f(sum)) * 0.6931471805599453f : kNegInf;
   }
-  cluster_sync();  // no CTA leaves while another may still read its states
+  if (clustered) cluster_sync();  // no CTA leaves while another may still read its states
 }
 
 // > 48 KB of dynamic shared memory and clusters of more than 8 CTAs need a per-kernel opt-in (per device).
