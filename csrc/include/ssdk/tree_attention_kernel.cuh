@@ -115,9 +115,7 @@ template <typename T, int D, TileShape kShape>
 struct Config {
   static constexpr int kBlockM = block_m(kShape);
   static constexpr int kWarpsM = kBlockM / 16;
-  // kM128 at D = 64: 8 x 2 warps (each half of a tile's columns; the halves merge in the epilogue through
-  // shared memory): 16 warps per SM in one 512-thread CTA at the 128-register bound.
-  static constexpr int kWarpsN = kWarpsM >= 4 ? (kWarpsM == 8 && D == 64 ? 2 : 1) : 4 / kWarpsM;
+  static constexpr int kWarpsN = kWarpsM >= 4 ? 1 : 4 / kWarpsM;
   static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
   static constexpr int kWarpN = kBlockN / kWarpsN;  // KV columns of a tile owned by one warp
   static constexpr int kStages = 3;
@@ -135,7 +133,7 @@ struct Config {
   static constexpr int kSmemEpi = kEpiRows * (kOStride + 2) * 4;
   static constexpr int kSmem = kSmemQ + (kSmemKV > kSmemEpi ? kSmemKV : kSmemEpi);
   // Two CTAs per SM where registers allow (D = 128 with 8 warps needs more than 128 per thread).
-  static constexpr int kMinBlocks = kThreads == 512 || (kThreads == 256 && D == 128) ? 1 : 2;
+  static constexpr int kMinBlocks = kThreads == 256 && D == 128 ? 1 : 2;
   static_assert(kThreads % kBlockN == 0 && kChunks % kThreadsPerRow == 0 &&
                 (kThreadsPerRow & (kThreadsPerRow - 1)) == 0);
   static_assert(kWarpN % 16 == 0 && D % 16 == 0);
