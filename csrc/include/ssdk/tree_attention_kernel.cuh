@@ -309,8 +309,8 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
 
     // S = Q K^T for this warp's 16 rows x kWarpN columns. Q's fragments are re-read from shared memory
     // every tile (D / 16 ldmatrix against kWarpN / 16 times as many for K): kept in registers they
-    // pushed the 8-warp D = 64 tile past its 128-register bound into local-memory spills (it still
-    // reloads one 4-byte value from local memory per tile).
+    // pushed the 8-warp D = 64 tile past its 128-register bound into local-memory spills (8 bytes still
+    // spill there, reloaded once per tile).
     float s[kWarpN / 8][4];
 #pragma unroll
     for (int i = 0; i < kWarpN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
@@ -389,7 +389,7 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
 
   // One split and one warp per row (the 8-warp tiles without a KV split): the warp holds its rows' whole
   // state, so it normalizes and stores them from registers (no barrier, no shared memory). ncu at
-  // 214e04a put ~15 % of the 1B B16 n21 kernel's warp samples in the cluster epilogue's barriers and loads.
+  // cca99ce put ~15 % of the 1B B16 n21 kernel's warp samples in the cluster epilogue's barriers and loads.
   if (Cfg::kWarpsN == 1 && p.num_splits == 1) {
     if (!active) return;
 #pragma unroll
