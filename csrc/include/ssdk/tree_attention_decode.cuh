@@ -344,7 +344,7 @@ __global__ void __launch_bounds__(DecodeMergeConfig<D>::kThreads) decode_merge_k
   T* out = static_cast<T*>(p.out) + int64_t(q_start) * p.out_stride_n + head * p.out_stride_h + c4 * 4;
   *reinterpret_cast<uint2*>(out) = make_uint2(pack2<T>(o.x * inv, o.y * inv), pack2<T>(o.z * inv, o.w * inv));
   if (c4 == 0 && p.lse != nullptr)
-    p.lse[int64_t(q_start) * p.num_qo_heads + head] = sum > 0.f ? (mx + log2f(sum)) * 0.6931471805599453f : kNegInf;
+    p.lse[int64_t(q_start) * p.num_qo_heads + head] = natural_lse(mx, sum);
 }
 
 template <typename T, int D>

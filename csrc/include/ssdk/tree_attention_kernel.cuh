@@ -1,5 +1,7 @@
-// Tree attention kernel on tensor cores: CuTe's SM80 atoms (mma.sync m16n8k16 with fp32 accumulators,
-// ldmatrix, cp.async) plus sm_90 thread-block clusters and programmatic dependent launch.
+// Tree attention kernel on tensor cores: on sm_90a the 64- and 128-row tiles run Hopper's warpgroup MMA
+// (CuTe's SM90 GMMA atoms: S = Q K^T with both operands in shared memory, O += P V with P from registers),
+// the other tiles and other archs CuTe's SM80 atoms (mma.sync m16n8k16, ldmatrix); fp32 accumulators,
+// cp.async copies, sm_90 thread-block clusters and programmatic dependent launch.
 // Included only by tree_attention_hdim<D>.cu.
 //
 // Work unit (one CTA): request b, kv head h, a block of BLOCK_M packed rows and one KV split. A packed
@@ -9,7 +11,7 @@
 // (flash-decoding); the num_splits CTAs of a row block form one cluster and merge their softmax states
 // through distributed shared memory, so a call is one kernel with no workspace and no merge launch.
 // Inside a chunk, 64-token K/V tiles are gathered through the page table with 16-byte cp.async into a
-// 3-stage XOR-swizzled ring; the page ids of a tile are loaded one iteration before its copies are
+// 3-stage ring in wgmma's 128-byte-swizzled layout (tile_offset); the page ids of a tile are loaded one iteration before its copies are
 // issued. Tiles before the prefix end run unmasked; only tiles that reach the new tokens read the
 // compact ancestor bits (word 0 of each row is prefetched) or apply the causal rule. Online softmax in
 // the log2 domain (scale folded into log2(e)), P re-used from registers as the A operand of P·V
@@ -21,6 +23,9 @@
 #include <cute/arch/copy_sm75.hpp>
 #include <cute/arch/copy_sm80.hpp>
 #include <cute/arch/mma_sm80.hpp>
+#include <cute/arch/mma_sm90_gmma.hpp>
+
+#include <utility>
 
 #include "ssdk/common.cuh"
 #include "ssdk/tree_attention.cuh"
@@ -111,6 +116,68 @@ __device__ __forceinline__ int swz(int row, int chunk) {
   return row * D + ((chunk ^ (row & 7)) << 3);
 }
 
+// Natural-log lse of a softmax state kept in the log2 domain (max m, sum of 2^(x - m)); -inf when empty.
+__device__ __forceinline__ float natural_lse(float m, float sum) {
+  return sum > 0.f ? (m + log2f(sum)) * 0.6931471805599453f : -__builtin_huge_valf();
+}
+
+// Element offset of 16-byte chunk `chunk` of row `row` in a [kRows][D] tile, in the layout wgmma reads
+// (GMMA 128-byte swizzle): 64-column halves one after the other, each kRows rows of 128 bytes with the
+// chunk XOR-ed with row % 8 (an ldmatrix's 8 row addresses also hit 8 different bank groups). Tiles
+// start 1024-byte aligned. For D = 64 this is swz<64>.
+template <int kRows>
+__device__ __forceinline__ int tile_offset(int row, int chunk) {
+  return ((chunk >> 3) * kRows + row) * 64 + (((chunk & 7) ^ (row & 7)) << 3);
+}
+
+#if defined(CUTE_ARCH_MMA_SM90A_ENABLED)
+constexpr bool kHasWgmma = true;
+#else
+constexpr bool kHasWgmma = false;
+#endif
+
+// wgmma shared-memory descriptor of a 128-byte-swizzled operand tile at `smem` (1024-byte aligned atoms):
+// lbo / sbo are the byte strides between 64-element column halves (MN-major only) and between 8-row
+// groups; see make_gmma_desc in CuTe's mma_traits_sm90_gmma.hpp for the canonical forms.
+__device__ __forceinline__ uint64_t gmma_desc(const void* smem, uint32_t lbo, uint32_t sbo) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  return uint64_t((addr & 0x3FFFF) >> 4) | uint64_t(lbo >> 4) << 16 | uint64_t(sbo >> 4) << 32 | uint64_t(1) << 62;
+}
+
+// One warpgroup's MMAs of a tile (m64, k16 steps): S[64 x 64] (+)= Q K^T with Q and K K-major in shared
+// memory; O[64 x D] += P V with P's 16 x 16 fragments in registers (the mma.sync A layout per warp) and V
+// MN-major in shared memory. The accumulators are the mma.sync C layout per warp: acc[i][4] holds rows
+// g, g + 8 and columns 8i + 2 t4 (+1).
+template <typename T, int D> struct Wgmma;
+template <int D> struct Wgmma<__nv_bfloat16, D> {
+  using QK = cute::SM90::GMMA::MMA_64x64x16_F32BF16BF16_SS<cute::SM90::GMMA::Major::K, cute::SM90::GMMA::Major::K>;
+  using PV = std::conditional_t<
+      D == 64, cute::SM90::GMMA::MMA_64x64x16_F32BF16BF16_RS<cute::SM90::GMMA::Major::K, cute::SM90::GMMA::Major::MN>,
+      cute::SM90::GMMA::MMA_64x128x16_F32BF16BF16_RS<cute::SM90::GMMA::Major::K, cute::SM90::GMMA::Major::MN>>;
+};
+template <int D> struct Wgmma<__half, D> {
+  using QK = cute::SM90::GMMA::MMA_64x64x16_F32F16F16_SS<cute::SM90::GMMA::Major::K, cute::SM90::GMMA::Major::K>;
+  using PV = std::conditional_t<
+      D == 64, cute::SM90::GMMA::MMA_64x64x16_F32F16F16_RS<cute::SM90::GMMA::Major::K, cute::SM90::GMMA::Major::MN>,
+      cute::SM90::GMMA::MMA_64x128x16_F32F16F16_RS<cute::SM90::GMMA::Major::K, cute::SM90::GMMA::Major::MN>>;
+};
+template <class Atom, size_t... I>
+__device__ __forceinline__ void wgmma_ss(uint64_t a, uint64_t b, float* d, bool accumulate, std::index_sequence<I...>) {
+  Atom::fma(a, b, d[I]..., accumulate ? cute::SM90::GMMA::ScaleOut::One : cute::SM90::GMMA::ScaleOut::Zero);
+}
+template <class Atom, size_t... I>
+__device__ __forceinline__ void wgmma_rs(const uint32_t (&a)[4], uint64_t b, float* d, std::index_sequence<I...>) {
+  Atom::fma(a[0], a[1], a[2], a[3], b, d[I]...);
+}
+// Keeps the compiler from moving accesses to accumulator registers across wgmma issue / wait points.
+template <int N>
+__device__ __forceinline__ void fence_registers(float (&acc)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) asm volatile("" : "+f"(acc[i][j])::"memory");
+}
+
 template <typename T, int D, TileShape kShape>
 struct Config {
   static constexpr int kBlockM = block_m(kShape);
@@ -118,6 +185,9 @@ struct Config {
   static constexpr int kWarpsN = kWarpsM >= 4 ? 1 : 4 / kWarpsM;
   static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
   static constexpr int kWarpN = kBlockN / kWarpsN;  // KV columns of a tile owned by one warp
+  // Whole warpgroups of 64 rows each run wgmma (where compiled for sm_90a); narrower tiles split a KV
+  // tile's columns between warps and stay on mma.sync.
+  static constexpr bool kWgmma = kWarpsN == 1 && kWarpsM % 4 == 0 && kHasWgmma;
   static constexpr int kStages = 3;
   static constexpr int kChunks = D / 8;                      // 16-byte chunks per row
   // K/V copies: kThreadsPerRow threads per tile row, kCopyChunks 16-byte chunks each (chunks t, t +
@@ -134,8 +204,7 @@ struct Config {
   static constexpr int kSmem = kSmemQ + (kSmemKV > kSmemEpi ? kSmemKV : kSmemEpi);
   // Two CTAs per SM where registers allow (D = 128 with 8 warps needs more than 128 per thread).
   static constexpr int kMinBlocks = kThreads == 256 && D == 128 ? 1 : 2;
-  static_assert(kThreads % kBlockN == 0 && kChunks % kThreadsPerRow == 0 &&
-                (kThreadsPerRow & (kThreadsPerRow - 1)) == 0);
+  static_assert(kThreads % kBlockN == 0 && kChunks % kThreadsPerRow == 0 && 8 % kThreadsPerRow == 0);
   static_assert(kWarpN % 16 == 0 && D % 16 == 0);
 };
 
@@ -164,29 +233,30 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
   const int kv_end = min(kv_len, kv_begin + tiles_per_split * kBlockN);
   const int num_tiles = kv_end > kv_begin ? (kv_end - kv_begin + kBlockN - 1) / kBlockN : 0;
 
-  extern __shared__ __align__(128) uint8_t smem[];
+  extern __shared__ __align__(1024) uint8_t smem[];  // Q and every ring stage: whole 1024-byte swizzle atoms
   T* s_q = reinterpret_cast<T*>(smem);
   T* s_k = reinterpret_cast<T*>(smem + Cfg::kSmemQ);  // [kStages][kBlockN][D]
   T* s_v = s_k + kStages * Cfg::kTileElems;
+
+  // Packed row -> (token, q head) of q, out and lse.
+  auto token_of = [&](int row) { return q_start + row / p.group; };
+  auto head_of = [&](int row) { return kv_head * p.group + row % p.group; };
 
   // Q rows -> shared (zero rows past the request), in the same cp.async group as KV tile 0.
   const T* q = static_cast<const T*>(p.q);
   for (int c = tid; c < kBlockM * kChunks; c += kThreads) {
     const int r = c / kChunks, chunk = c % kChunks, row = row0 + r;
     const bool ok = row < rows;
-    const T* src = q;
-    if (ok) {
-      const int qi = row / p.group, head = kv_head * p.group + row % p.group;
-      src = q + (q_start + qi) * p.q_stride_n + head * p.q_stride_h + chunk * 8;
-    }
-    cp_async16(s_q + swz<D>(r, chunk), src, ok);
+    const T* src = ok ? q + token_of(row) * p.q_stride_n + head_of(row) * p.q_stride_h + chunk * 8 : q;
+    cp_async16(s_q + tile_offset<kBlockM>(r, chunk), src, ok);
   }
 
   // K/V tiles through the page table: thread tid copies chunks chunk0 + c * kThreadsPerRow of tile row
   // tid / kThreadsPerRow; page id -1 = past the chunk end (zero-filled, not read). What does not change
   // with the tile is computed here, so a tile costs one page-id load, one slot and one IMAD.WIDE per K
   // and V row address (strides fit 32 bits, checked on the host), then the copies at immediate offsets;
-  // chunk0 < kThreadsPerRow (a power of two), so copy c's swizzled slot is the first one's ^ c * step.
+  // chunk0 < kThreadsPerRow (a power of two dividing 8), so copy c's slot is the first one's with the
+  // chunk bits ^ (c * kThreadsPerRow) % 8 in its 64-column half (c * kThreadsPerRow) / 8.
   constexpr int kChunkStep = Cfg::kThreadsPerRow * 8;  // elements between a thread's chunks
   const int copy_row = tid / Cfg::kThreadsPerRow, chunk0 = tid % Cfg::kThreadsPerRow;
   const T* k_row = static_cast<const T*>(p.k_cache) + kv_head * p.k_stride_head + chunk0 * 8;
@@ -194,7 +264,10 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
   const uint32_t k_stride_page = uint32_t(p.k_stride_page), k_stride_tok = uint32_t(p.k_stride_tok);
   const uint32_t v_stride_page = uint32_t(p.v_stride_page), v_stride_tok = uint32_t(p.v_stride_tok);
   const int32_t* page_table = p.block_tables + b * p.block_table_stride;
-  const int copy_dst = swz<D>(copy_row, chunk0);
+  const int copy_dst = tile_offset<kBlockN>(copy_row, chunk0);
+  auto copy_slot = [&](int c) {  // c is a compile-time constant in the unrolled copy loop
+    return (copy_dst ^ (((c * Cfg::kThreadsPerRow) & 7) << 3)) + ((c * Cfg::kThreadsPerRow) >> 3) * kBlockN * 64;
+  };
   auto fetch_page = [&](int tile) {
     const int pos = kv_begin + tile * kBlockN + copy_row;
     return tile < num_tiles && pos < kv_end ? __ldg(page_table + p.page_index(pos)) : -1;
@@ -208,8 +281,8 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
     T* dst_v = s_v + stage * Cfg::kTileElems;
 #pragma unroll
     for (int c = 0; c < kCopyChunks; ++c) {
-      cp_async16(dst_k + (copy_dst ^ (c * kChunkStep)), src_k + c * kChunkStep, ok);
-      cp_async16(dst_v + (copy_dst ^ (c * kChunkStep)), src_v + c * kChunkStep, ok);
+      cp_async16(dst_k + copy_slot(c), src_k + c * kChunkStep, ok);
+      cp_async16(dst_v + copy_slot(c), src_v + c * kChunkStep, ok);
     }
   };
 
@@ -221,7 +294,8 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
   // Per-thread rows: g and g + 8 of this warp's 16 (MMA accumulator layout). Word 0 of each row's
   // ancestor bits (new tokens 0..31) is loaded now, with the page ids, if this split reaches them.
   const int g = lane >> 2, t4 = lane & 3;
-  const bool active = row0 + wm * 16 < rows;  // warps whose 16 rows are all padding skip the math
+  // Warps (warpgroups on the wgmma path) whose rows are all padding skip the math.
+  const bool active = row0 + (Cfg::kWgmma ? wm & ~3 : wm) * 16 < rows;
   int row_qi[2];  // query index of the thread's rows, -1 for padding rows (they see only the prefix)
 #pragma unroll
   for (int hr = 0; hr < 2; ++hr) {
@@ -266,7 +340,10 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
       }
       const int shift = j_first & 31;
       const uint32_t lo = __funnelshift_r(words[0], words[1], shift);
-      const uint32_t hi = kMaskWords > 2 ? __funnelshift_r(words[1], words[kMaskWords - 1], shift) : words[1] >> shift;
+      // A thread tests bits 2 t4 .. 2 t4 + kWarpN - 1 < 6 + kWarpN of the window: 16-column warps need no hi word.
+      const uint32_t hi = kWarpN + 6 <= 32  ? 0u
+                          : kMaskWords > 2 ? __funnelshift_r(words[1], words[kMaskWords - 1], shift)
+                                           : words[1] >> shift;
       const uint64_t window = ((uint64_t(hi) << 32) | lo) >> (2 * t4);  // bit c: new token j_thread + c
 #pragma unroll
       for (int nf = 0; nf < kWarpN / 8; ++nf) {
@@ -281,13 +358,25 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
     }
   };
 
-  // ldmatrix sources as per-lane element offsets, fixed for the KV loop. Every fragment's swizzle row
-  // term is lane & 7 and a k-step adds 2 to the chunk (bit 0 clear), so fragment (kk, np) of a tile is
-  // at (lane offset ^ kk * 16) + np * 16 rows: one LOP3 per k-step, the row steps immediates.
+  // mma.sync path: ldmatrix sources as per-lane element offsets, fixed for the KV loop. Every fragment's
+  // swizzle row term is lane & 7 and a k-step adds 2 to the chunk (bit 0 clear), so fragment (kk, np) of a
+  // tile is at half (kk / 4) + (lane offset ^ (kk % 4) * 16) + np * 16 rows: one LOP3 per k-step, the rest
+  // immediates.
   const int r8 = lane & 7;
-  const int q_lane = swz<D>(wm * 16 + (lane & 15), lane >> 4);
-  const int k_lane = swz<D>(col0 + r8 + ((lane >> 4) << 3), (lane >> 3) & 1);
-  const int v_lane = swz<D>(col0 + r8 + (((lane >> 3) & 1) << 3), lane >> 4);
+  const int q_lane = tile_offset<kBlockM>(wm * 16 + (lane & 15), lane >> 4);
+  const int k_lane = tile_offset<kBlockN>(col0 + r8 + ((lane >> 4) << 3), (lane >> 3) & 1);
+  const int v_lane = tile_offset<kBlockN>(col0 + r8 + (((lane >> 3) & 1) << 3), lane >> 4);
+  auto frag = [](int lane_offset, int kk, int half_elems) {
+    return (kk >> 2) * half_elems + (lane_offset ^ ((kk & 3) * 16));
+  };
+  // wgmma path: this warpgroup's 64 Q rows; descriptors of k-step kk (16 columns) of Q / K (K-major, 8-row
+  // groups 1024 bytes apart) and of key step kc (16 rows) of V (MN-major: 8-key groups 1024 bytes apart,
+  // 64-column halves a tile half apart).
+  const T* q_wg = s_q + (wm & ~3) * 16 * 64;
+  auto k_major_desc = [](const T* tile, int kk, int rows_per_half) {
+    return gmma_desc(tile + (kk >> 2) * rows_per_half * 64 + (kk & 3) * 16, 16, 1024);
+  };
+  auto v_desc = [](const T* tile, int kc) { return gmma_desc(tile + kc * 16 * 64, kBlockN * 64 * sizeof(T), 1024); };
 
   float o[D / 8][4];
   float m[2] = {kNegInf, kNegInf}, l[2] = {0.f, 0.f};
@@ -297,6 +386,8 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
   int read_stage = 0, write_stage = kStages - 1;  // ring slots of tile and tile + kStages - 1
   for (int tile = 0; tile < num_tiles; ++tile) {
     cute::cp_async_wait<kStages - 2>();
+    // wgmma reads shared memory through the async proxy: make this thread's cp.async writes visible to it.
+    if constexpr (Cfg::kWgmma) asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
     __syncthreads();
     if (tile + kStages - 1 < num_tiles) issue_tile(tile + kStages - 1, write_stage, next_page);
     cute::cp_async_fence();
@@ -307,23 +398,34 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
     write_stage = write_stage == kStages - 1 ? 0 : write_stage + 1;
     if (!active) continue;
 
-    // S = Q K^T for this warp's 16 rows x kWarpN columns. Q's fragments are re-read from shared memory
-    // every tile (D / 16 ldmatrix against kWarpN / 16 times as many for K): kept in registers they
-    // pushed the 8-warp D = 64 tile past its 128-register bound into local-memory spills (8 bytes still
-    // spill there, reloaded once per tile).
+    // S = Q K^T for this warp's 16 rows x kWarpN columns.
     float s[kWarpN / 8][4];
+    if constexpr (Cfg::kWgmma) {
+      fence_registers(s);
+      cute::warpgroup_arrive();
 #pragma unroll
-    for (int i = 0; i < kWarpN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+      for (int kk = 0; kk < D / 16; ++kk)
+        wgmma_ss<typename Wgmma<T, D>::QK>(k_major_desc(q_wg, kk, kBlockM), k_major_desc(tk, kk, kBlockN), &s[0][0],
+                                           kk > 0, std::make_index_sequence<kWarpN / 2>{});
+      cute::warpgroup_commit_batch();
+      cute::warpgroup_wait<0>();
+      fence_registers(s);
+    } else {
+      // Q's fragments are re-read from shared memory every tile (D / 16 ldmatrix against kWarpN / 16 times
+      // as many for K): kept in registers they pushed the 8-warp D = 64 tile past its 128-register bound.
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      uint32_t q_frag[4];
-      ldsm(s_q + (q_lane ^ (kk * 16)), q_frag);
+      for (int i = 0; i < kWarpN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
 #pragma unroll
-      for (int np = 0; np < kWarpN / 16; ++np) {
-        uint32_t kb[4];
-        ldsm(tk + (k_lane ^ (kk * 16)) + np * 16 * D, kb);
-        mma<T>(s[2 * np], q_frag, kb[0], kb[1]);
-        mma<T>(s[2 * np + 1], q_frag, kb[2], kb[3]);
+      for (int kk = 0; kk < D / 16; ++kk) {
+        uint32_t q_frag[4];
+        ldsm(s_q + frag(q_lane, kk, kBlockM * 64), q_frag);
+#pragma unroll
+        for (int np = 0; np < kWarpN / 16; ++np) {
+          uint32_t kb[4];
+          ldsm(tk + frag(k_lane, kk, kBlockN * 64) + np * 16 * 64, kb);
+          mma<T>(s[2 * np], q_frag, kb[0], kb[1]);
+          mma<T>(s[2 * np + 1], q_frag, kb[2], kb[3]);
+        }
       }
     }
 
@@ -365,17 +467,33 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
     }
 
     // O += P V: P's accumulator layout is the A-operand layout of the next MMA (16 columns per step).
+    uint32_t pa[kWarpN / 16][4];
 #pragma unroll
     for (int kc = 0; kc < kWarpN / 16; ++kc) {
-      const uint32_t pa[4] = {pack2<T>(s[2 * kc][0], s[2 * kc][1]), pack2<T>(s[2 * kc][2], s[2 * kc][3]),
-                              pack2<T>(s[2 * kc + 1][0], s[2 * kc + 1][1]),
-                              pack2<T>(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+      pa[kc][0] = pack2<T>(s[2 * kc][0], s[2 * kc][1]);
+      pa[kc][1] = pack2<T>(s[2 * kc][2], s[2 * kc][3]);
+      pa[kc][2] = pack2<T>(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+      pa[kc][3] = pack2<T>(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+    }
+    if constexpr (Cfg::kWgmma) {
+      fence_registers(o);
+      cute::warpgroup_arrive();
 #pragma unroll
-      for (int dp = 0; dp < D / 16; ++dp) {
-        uint32_t vb[4];
-        ldsm_t(tv + (v_lane ^ (dp * 16)) + kc * 16 * D, vb);
-        mma<T>(o[2 * dp], pa, vb[0], vb[1]);
-        mma<T>(o[2 * dp + 1], pa, vb[2], vb[3]);
+      for (int kc = 0; kc < kWarpN / 16; ++kc)
+        wgmma_rs<typename Wgmma<T, D>::PV>(pa[kc], v_desc(tv, kc), &o[0][0], std::make_index_sequence<D / 2>{});
+      cute::warpgroup_commit_batch();
+      cute::warpgroup_wait<0>();  // also frees this ring stage for the copies issued after the next barrier
+      fence_registers(o);
+    } else {
+#pragma unroll
+      for (int kc = 0; kc < kWarpN / 16; ++kc) {
+#pragma unroll
+        for (int dp = 0; dp < D / 16; ++dp) {
+          uint32_t vb[4];
+          ldsm_t(tv + frag(v_lane, dp, kBlockN * 64) + kc * 16 * 64, vb);
+          mma<T>(o[2 * dp], pa[kc], vb[0], vb[1]);
+          mma<T>(o[2 * dp + 1], pa[kc], vb[2], vb[3]);
+        }
       }
     }
   }
@@ -397,14 +515,12 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
       const int row = row0 + wm * 16 + g + 8 * hr;
       if (row >= rows) continue;
       const float inv = l[hr] > 0.f ? 1.f / l[hr] : 0.f;
-      const int token = q_start + row / p.group, head = kv_head * p.group + row % p.group;
+      const int token = token_of(row), head = head_of(row);
       T* dst = static_cast<T*>(p.out) + token * p.out_stride_n + head * p.out_stride_h + 2 * t4;
 #pragma unroll
       for (int df = 0; df < D / 8; ++df)
         *reinterpret_cast<uint32_t*>(dst + df * 8) = pack2<T>(o[df][2 * hr] * inv, o[df][2 * hr + 1] * inv);
-      if (t4 == 0 && p.lse != nullptr)
-        p.lse[int64_t(token) * p.num_qo_heads + head] =
-            l[hr] > 0.f ? (m[hr] + log2f(l[hr])) * 0.6931471805599453f : kNegInf;
+      if (t4 == 0 && p.lse != nullptr) p.lse[int64_t(token) * p.num_qo_heads + head] = natural_lse(m[hr], l[hr]);
     }
     return;
   }
@@ -460,12 +576,11 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
       }
     }
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    const int row = row0 + r, token = q_start + row / p.group, head = kv_head * p.group + row % p.group;
+    const int token = token_of(row0 + r), head = head_of(row0 + r);
     T* dst = static_cast<T*>(p.out) + token * p.out_stride_n + head * p.out_stride_h + c4 * 4;
     *reinterpret_cast<uint2*>(dst) =
         make_uint2(pack2<T>(acc.x * inv, acc.y * inv), pack2<T>(acc.z * inv, acc.w * inv));
-    if (c4 == 0 && p.lse != nullptr)
-      p.lse[int64_t(token) * p.num_qo_heads + head] = sum > 0.f ? (mx + log2f(sum)) * 0.6931471805599453f : kNegInf;
+    if (c4 == 0 && p.lse != nullptr) p.lse[int64_t(token) * p.num_qo_heads + head] = natural_lse(mx, sum);
   }
   if (clustered) cluster_sync();  // no CTA leaves while another may still read its states
 }
