@@ -385,9 +385,10 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
 
   int read_stage = 0, write_stage = kStages - 1;  // ring slots of tile and tile + kStages - 1
   for (int tile = 0; tile < num_tiles; ++tile) {
+    // No proxy fence between the cp.async writes and wgmma's reads (CUTLASS's cp.async GMMA mainloops have
+    // none either): fence.proxy.async compiles to MEMBAR.ALL.CTA, which also waits for the copies still in
+    // flight and drained the ring every tile.
     cute::cp_async_wait<kStages - 2>();
-    // wgmma reads shared memory through the async proxy: make this thread's cp.async writes visible to it.
-    if constexpr (Cfg::kWgmma) asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
     __syncthreads();
     if (tile + kStages - 1 < num_tiles) issue_tile(tile + kStages - 1, write_stage, next_page);
     cute::cp_async_fence();
