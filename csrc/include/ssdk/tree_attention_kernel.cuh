@@ -187,8 +187,13 @@ struct Config {
   static constexpr int kWarpN = kBlockN / kWarpsN;  // KV columns of a tile owned by one warp
   // Whole warpgroups of 64 rows each run wgmma (where compiled for sm_90a); narrower tiles split a KV
   // tile's columns between warps and stay on mma.sync.
-  static constexpr bool kWgmma = kWarpsN == 1 && kWarpsM % 4 == 0 && kHasWgmma;
-  static constexpr int kStages = 3;
+  static constexpr bool kWgmmaShape = kWarpsN == 1 && kWarpsM % 4 == 0;
+  static constexpr bool kWgmma = kWgmmaShape && kHasWgmma;
+  // Ring of kStages K/V tiles with copies kAhead tiles ahead of the tile being read. The wgmma loop runs
+  // P V one tile behind Q K^T, so its ring has one more stage than it prefetches (sized the same on host
+  // and device, whichever MMA the device code uses).
+  static constexpr int kStages = kWgmmaShape ? 4 : 3;
+  static constexpr int kAhead = 2;
   static constexpr int kChunks = D / 8;                      // 16-byte chunks per row
   // K/V copies: kThreadsPerRow threads per tile row, kCopyChunks 16-byte chunks each (chunks t, t +
   // kThreadsPerRow, ...: one copy instruction of a row's threads covers contiguous bytes, whole 32-byte
@@ -213,6 +218,7 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
     tree_attention_kernel(const __grid_constant__ Params p) {
   using Cfg = Config<T, D, kShape>;
   constexpr int kBlockM = Cfg::kBlockM, kWarpN = Cfg::kWarpN, kStages = Cfg::kStages, kChunks = Cfg::kChunks;
+  constexpr int kAhead = Cfg::kAhead;
   constexpr int kThreads = Cfg::kThreads, kCopyChunks = Cfg::kCopyChunks;
   constexpr float kNegInf = -__builtin_huge_valf();
 
@@ -286,10 +292,10 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
     }
   };
 
-  // Page ids of the first kStages - 1 tiles in one round trip, then their copies.
-  int pages[kStages - 1];
+  // Page ids of the first kAhead tiles in one round trip, then their copies.
+  int pages[kAhead];
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) pages[s] = fetch_page(s);
+  for (int s = 0; s < kAhead; ++s) pages[s] = fetch_page(s);
 
   // Per-thread rows: g and g + 8 of this warp's 16 (MMA accumulator layout). Word 0 of each row's
   // ancestor bits (new tokens 0..31) is loaded now, with the page ids, if this split reaches them.
@@ -311,11 +317,11 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
   for (int hr = 0; hr < 2; ++hr) mask0[hr] = tree && row_qi[hr] >= 0 && kv_end > prefix ? __ldg(row_mask(hr)) : 0u;
 
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
+  for (int s = 0; s < kAhead; ++s) {
     if (s < num_tiles) issue_tile(s, s, pages[s]);
     cute::cp_async_fence();
   }
-  int next_page = fetch_page(kStages - 1);
+  int next_page = fetch_page(kAhead);
 
   // -inf for the scores of tile-local columns this warp's rows may not see: past the chunk end, past a
   // causal row's own token, or outside a tree row's ancestor bits (prefix columns are always visible).
@@ -358,62 +364,154 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
     }
   };
 
-  // mma.sync path: ldmatrix sources as per-lane element offsets, fixed for the KV loop. Every fragment's
-  // swizzle row term is lane & 7 and a k-step adds 2 to the chunk (bit 0 clear), so fragment (kk, np) of a
-  // tile is at half (kk / 4) + (lane offset ^ (kk % 4) * 16) + np * 16 rows: one LOP3 per k-step, the rest
-  // immediates.
-  const int r8 = lane & 7;
-  const int q_lane = tile_offset<kBlockM>(wm * 16 + (lane & 15), lane >> 4);
-  const int k_lane = tile_offset<kBlockN>(col0 + r8 + ((lane >> 4) << 3), (lane >> 3) & 1);
-  const int v_lane = tile_offset<kBlockN>(col0 + r8 + (((lane >> 3) & 1) << 3), lane >> 4);
-  auto frag = [](int lane_offset, int kk, int half_elems) {
-    return (kk >> 2) * half_elems + (lane_offset ^ ((kk & 3) * 16));
-  };
-  // wgmma path: this warpgroup's 64 Q rows; descriptors of k-step kk (16 columns) of Q / K (K-major, 8-row
-  // groups 1024 bytes apart) and of key step kc (16 rows) of V (MN-major: 8-key groups 1024 bytes apart,
-  // 64-column halves a tile half apart).
-  const T* q_wg = s_q + (wm & ~3) * 16 * 64;
-  auto k_major_desc = [](const T* tile, int kk, int rows_per_half) {
-    return gmma_desc(tile + (kk >> 2) * rows_per_half * 64 + (kk & 3) * 16, 16, 1024);
-  };
-  auto v_desc = [](const T* tile, int kc) { return gmma_desc(tile + kc * 16 * 64, kBlockN * 64 * sizeof(T), 1024); };
-
   float o[D / 8][4];
   float m[2] = {kNegInf, kNegInf}, l[2] = {0.f, 0.f};
 #pragma unroll
   for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
 
-  int read_stage = 0, write_stage = kStages - 1;  // ring slots of tile and tile + kStages - 1
-  for (int tile = 0; tile < num_tiles; ++tile) {
-    // No proxy fence between the cp.async writes and wgmma's reads (CUTLASS's cp.async GMMA mainloops have
-    // none either): fence.proxy.async compiles to MEMBAR.ALL.CTA, which also waits for the copies still in
-    // flight and drained the ring every tile.
-    cute::cp_async_wait<kStages - 2>();
+  // Ring bookkeeping: wait for `tile`, then (after the barrier that retires every warp's reads of the
+  // slot it reuses) copy tile + kAhead and fetch the page ids of the tile after it.
+  int read_stage = 0, write_stage = kAhead;
+  auto advance_ring = [&](int tile) {
+    cute::cp_async_wait<kAhead - 1>();
     __syncthreads();
-    if (tile + kStages - 1 < num_tiles) issue_tile(tile + kStages - 1, write_stage, next_page);
+    if (tile + kAhead < num_tiles) issue_tile(tile + kAhead, write_stage, next_page);
     cute::cp_async_fence();
-    next_page = fetch_page(tile + kStages);  // consumed by the next iteration's copies
-    const T* tk = s_k + read_stage * Cfg::kTileElems;
-    const T* tv = s_v + read_stage * Cfg::kTileElems;
+    next_page = fetch_page(tile + kAhead + 1);  // consumed by the next iteration's copies
+    const int stage = read_stage;
     read_stage = read_stage == kStages - 1 ? 0 : read_stage + 1;
     write_stage = write_stage == kStages - 1 ? 0 : write_stage + 1;
-    if (!active) continue;
+    return stage;
+  };
 
-    // S = Q K^T for this warp's 16 rows x kWarpN columns.
-    float s[kWarpN / 8][4];
-    if constexpr (Cfg::kWgmma) {
+  // Scores stay raw (the scale is folded into the exponent); only a tile that reaches the new tokens or
+  // the chunk end is masked, in its own branch, so the prefix tiles run no mask code. Then the online
+  // softmax over this warp's columns (a row's 4 owners are lanes 4g .. 4g + 3), log2 domain: p = 2^(s *
+  // scale - m) in one FFMA per score; scale > 0, so the raw maximum gives the scaled one. Returns each
+  // row's rescale factor for O.
+  auto softmax_tile = [&](float (&s)[kWarpN / 8][4], int tile, float (&alpha)[2]) {
+    const int pos0 = kv_begin + tile * kBlockN;
+    if (pos0 + kBlockN > prefix) mask_tile(s, pos0);
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      float mx_even = kNegInf, mx_odd = kNegInf;  // two chains: half the dependent FMNMX depth
+#pragma unroll
+      for (int nf = 0; nf < kWarpN / 8; nf += 2) {
+        mx_even = fmaxf(mx_even, fmaxf(s[nf][2 * hr], s[nf][2 * hr + 1]));
+        mx_odd = fmaxf(mx_odd, fmaxf(s[nf + 1][2 * hr], s[nf + 1][2 * hr + 1]));
+      }
+      float mx = fmaxf(mx_even, mx_odd);
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      mx = fmaxf(m[hr], mx * p.scale_log2);
+      const float base = mx == kNegInf ? 0.f : mx;
+      alpha[hr] = ex2(m[hr] - base);
+      m[hr] = mx;
+      float sum = 0.f;
+#pragma unroll
+      for (int nf = 0; nf < kWarpN / 8; ++nf) {
+        s[nf][2 * hr] = ex2(fmaf(s[nf][2 * hr], p.scale_log2, -base));
+        s[nf][2 * hr + 1] = ex2(fmaf(s[nf][2 * hr + 1], p.scale_log2, -base));
+        sum += s[nf][2 * hr] + s[nf][2 * hr + 1];
+      }
+      l[hr] = l[hr] * alpha[hr] + sum;
+    }
+  };
+  auto rescale_o = [&](const float (&alpha)[2]) {
+#pragma unroll
+    for (int df = 0; df < D / 8; ++df) {
+      o[df][0] *= alpha[0], o[df][1] *= alpha[0];
+      o[df][2] *= alpha[1], o[df][3] *= alpha[1];
+    }
+  };
+  // P's accumulator layout is the A-operand layout of the P V MMA (16 columns per k-step).
+  auto pack_p = [&](const float (&s)[kWarpN / 8][4], uint32_t (&pa)[kWarpN / 16][4]) {
+#pragma unroll
+    for (int kc = 0; kc < kWarpN / 16; ++kc) {
+      pa[kc][0] = pack2<T>(s[2 * kc][0], s[2 * kc][1]);
+      pa[kc][1] = pack2<T>(s[2 * kc][2], s[2 * kc][3]);
+      pa[kc][2] = pack2<T>(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+      pa[kc][3] = pack2<T>(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+    }
+  };
+
+  if constexpr (Cfg::kWgmma) {
+    // Warpgroup MMA, software-pipelined one tile deep: iteration t issues S_t = Q K_t^T and then O += P_{t-1}
+    // V_{t-1}, waits for S_t only, and runs tile t's mask and softmax while the tensor cores still work on
+    // P_{t-1} V_{t-1}; O is rescaled by tile t's factor once that MMA retires. Descriptors: one base per
+    // operand, k-steps and ring stages as constant byte offsets (>> 4) added to the start-address field.
+    // Q / K are K-major (8-row groups 1024 bytes apart), V is MN-major (8-key groups 1024 bytes apart,
+    // 64-column halves a tile half apart); k-step kk of a K-major tile is 32 bytes into its rows, in half
+    // kk / 4.
+    const uint64_t q_desc = gmma_desc(s_q + (wm & ~3) * 16 * 64, 16, 1024);
+    const uint64_t k_desc = gmma_desc(s_k, 16, 1024);
+    const uint64_t v_desc = gmma_desc(s_v, kBlockN * 64 * sizeof(T), 1024);
+    constexpr uint32_t kStageStep = Cfg::kTileElems * sizeof(T) / 16;
+    auto k_major_step = [](int kk, int rows) { return uint32_t(((kk >> 2) * rows * 128 + (kk & 3) * 32) / 16); };
+    // Tile 0 runs a P V of zeros against its own stage (finite data): a conditional MMA would make ptxas
+    // serialize every wgmma of the loop (C7520, warpgroup arrive in a divergent path).
+    uint32_t pa[kWarpN / 16][4] = {};
+    int prev_stage = read_stage;
+    for (int tile = 0; tile < num_tiles; ++tile) {
+      const int stage = advance_ring(tile);
+      if (!active) continue;
+      float s[kWarpN / 8][4];
       fence_registers(s);
+      fence_registers(o);
       cute::warpgroup_arrive();
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk)
-        wgmma_ss<typename Wgmma<T, D>::QK>(k_major_desc(q_wg, kk, kBlockM), k_major_desc(tk, kk, kBlockN), &s[0][0],
+        wgmma_ss<typename Wgmma<T, D>::QK>(q_desc + k_major_step(kk, kBlockM),
+                                           k_desc + (stage * kStageStep + k_major_step(kk, kBlockN)), &s[0][0],
                                            kk > 0, std::make_index_sequence<kWarpN / 2>{});
       cute::warpgroup_commit_batch();
-      cute::warpgroup_wait<0>();
+#pragma unroll
+      for (int kc = 0; kc < kWarpN / 16; ++kc)
+        wgmma_rs<typename Wgmma<T, D>::PV>(pa[kc], v_desc + (prev_stage * kStageStep + kc * 16 * 128 / 16), &o[0][0],
+                                           std::make_index_sequence<D / 2>{});
+      cute::warpgroup_commit_batch();
+      cute::warpgroup_wait<1>();  // S_t
       fence_registers(s);
-    } else {
-      // Q's fragments are re-read from shared memory every tile (D / 16 ldmatrix against kWarpN / 16 times
-      // as many for K): kept in registers they pushed the 8-warp D = 64 tile past its 128-register bound.
+      float alpha[2];
+      softmax_tile(s, tile, alpha);
+      cute::warpgroup_wait<0>();  // P_{t-1} V_{t-1}: pa and the stage it read are free again
+      fence_registers(o);
+      rescale_o(alpha);
+      pack_p(s, pa);
+      prev_stage = stage;
+    }
+    if (active && num_tiles > 0) {  // the last tile's P V
+      fence_registers(o);
+      cute::warpgroup_arrive();
+#pragma unroll
+      for (int kc = 0; kc < kWarpN / 16; ++kc)
+        wgmma_rs<typename Wgmma<T, D>::PV>(pa[kc], v_desc + (prev_stage * kStageStep + kc * 16 * 128 / 16), &o[0][0],
+                                           std::make_index_sequence<D / 2>{});
+      cute::warpgroup_commit_batch();
+      cute::warpgroup_wait<0>();
+      fence_registers(o);
+    }
+  } else {
+    // mma.sync: ldmatrix sources as per-lane element offsets, fixed for the KV loop. Every fragment's
+    // swizzle row term is lane & 7 and a k-step adds 2 to the chunk (bit 0 clear), so fragment (kk, np) of
+    // a tile is at half (kk / 4) + (lane offset ^ (kk % 4) * 16) + np * 16 rows: one LOP3 per k-step, the
+    // rest immediates.
+    const int r8 = lane & 7;
+    const int q_lane = tile_offset<kBlockM>(wm * 16 + (lane & 15), lane >> 4);
+    const int k_lane = tile_offset<kBlockN>(col0 + r8 + ((lane >> 4) << 3), (lane >> 3) & 1);
+    const int v_lane = tile_offset<kBlockN>(col0 + r8 + (((lane >> 3) & 1) << 3), lane >> 4);
+    auto frag = [](int lane_offset, int kk, int half_elems) {
+      return (kk >> 2) * half_elems + (lane_offset ^ ((kk & 3) * 16));
+    };
+    for (int tile = 0; tile < num_tiles; ++tile) {
+      const int stage = advance_ring(tile);
+      if (!active) continue;
+      const T* tk = s_k + stage * Cfg::kTileElems;
+      const T* tv = s_v + stage * Cfg::kTileElems;
+      // S = Q K^T for this warp's 16 rows x kWarpN columns. Q's fragments are re-read from shared memory
+      // every tile (D / 16 ldmatrix against kWarpN / 16 times as many for K): kept in registers they
+      // pushed the 8-warp D = 64 tile past its 128-register bound.
+      float s[kWarpN / 8][4];
 #pragma unroll
       for (int i = 0; i < kWarpN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
 #pragma unroll
@@ -428,64 +526,11 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
           mma<T>(s[2 * np + 1], q_frag, kb[2], kb[3]);
         }
       }
-    }
-
-    // Scores stay raw (the scale is folded into the exponent below); only a tile that reaches the new
-    // tokens or the chunk end is masked, in its own branch, so the prefix tiles run no mask code.
-    const int pos0 = kv_begin + tile * kBlockN;
-    if (pos0 + kBlockN > prefix) mask_tile(s, pos0);
-
-    // Online softmax over this warp's columns (a row's 4 owners are lanes 4g .. 4g + 3), log2 domain:
-    // p = 2^(s * scale - m) in one FFMA per score; scale > 0, so the raw maximum gives the scaled one.
-#pragma unroll
-    for (int hr = 0; hr < 2; ++hr) {
-      float mx_even = kNegInf, mx_odd = kNegInf;  // two chains: half the dependent FMNMX depth
-#pragma unroll
-      for (int nf = 0; nf < kWarpN / 8; nf += 2) {
-        mx_even = fmaxf(mx_even, fmaxf(s[nf][2 * hr], s[nf][2 * hr + 1]));
-        mx_odd = fmaxf(mx_odd, fmaxf(s[nf + 1][2 * hr], s[nf + 1][2 * hr + 1]));
-      }
-      float mx = fmaxf(mx_even, mx_odd);
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      mx = fmaxf(m[hr], mx * p.scale_log2);
-      const float base = mx == kNegInf ? 0.f : mx;
-      const float alpha = ex2(m[hr] - base);
-      m[hr] = mx;
-      float sum = 0.f;
-#pragma unroll
-      for (int nf = 0; nf < kWarpN / 8; ++nf) {
-        s[nf][2 * hr] = ex2(fmaf(s[nf][2 * hr], p.scale_log2, -base));
-        s[nf][2 * hr + 1] = ex2(fmaf(s[nf][2 * hr + 1], p.scale_log2, -base));
-        sum += s[nf][2 * hr] + s[nf][2 * hr + 1];
-      }
-      l[hr] = l[hr] * alpha + sum;
-#pragma unroll
-      for (int df = 0; df < D / 8; ++df) {
-        o[df][2 * hr] *= alpha;
-        o[df][2 * hr + 1] *= alpha;
-      }
-    }
-
-    // O += P V: P's accumulator layout is the A-operand layout of the next MMA (16 columns per step).
-    uint32_t pa[kWarpN / 16][4];
-#pragma unroll
-    for (int kc = 0; kc < kWarpN / 16; ++kc) {
-      pa[kc][0] = pack2<T>(s[2 * kc][0], s[2 * kc][1]);
-      pa[kc][1] = pack2<T>(s[2 * kc][2], s[2 * kc][3]);
-      pa[kc][2] = pack2<T>(s[2 * kc + 1][0], s[2 * kc + 1][1]);
-      pa[kc][3] = pack2<T>(s[2 * kc + 1][2], s[2 * kc + 1][3]);
-    }
-    if constexpr (Cfg::kWgmma) {
-      fence_registers(o);
-      cute::warpgroup_arrive();
-#pragma unroll
-      for (int kc = 0; kc < kWarpN / 16; ++kc)
-        wgmma_rs<typename Wgmma<T, D>::PV>(pa[kc], v_desc(tv, kc), &o[0][0], std::make_index_sequence<D / 2>{});
-      cute::warpgroup_commit_batch();
-      cute::warpgroup_wait<0>();  // also frees this ring stage for the copies issued after the next barrier
-      fence_registers(o);
-    } else {
+      float alpha[2];
+      softmax_tile(s, tile, alpha);
+      rescale_o(alpha);
+      uint32_t pa[kWarpN / 16][4];
+      pack_p(s, pa);
 #pragma unroll
       for (int kc = 0; kc < kWarpN / 16; ++kc) {
 #pragma unroll
