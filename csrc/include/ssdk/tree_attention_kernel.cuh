@@ -187,13 +187,8 @@ struct Config {
   static constexpr int kWarpN = kBlockN / kWarpsN;  // KV columns of a tile owned by one warp
   // Whole warpgroups of 64 rows each run wgmma (where compiled for sm_90a); narrower tiles split a KV
   // tile's columns between warps and stay on mma.sync.
-  static constexpr bool kWgmmaShape = kWarpsN == 1 && kWarpsM % 4 == 0;
-  static constexpr bool kWgmma = kWgmmaShape && kHasWgmma;
-  // Ring of kStages K/V tiles with copies kAhead tiles ahead of the tile being read. The wgmma loop runs
-  // P V one tile behind Q K^T, so its ring has one more stage than it prefetches (sized the same on host
-  // and device, whichever MMA the device code uses).
-  static constexpr int kStages = kWgmmaShape ? 4 : 3;
-  static constexpr int kAhead = 2;
+  static constexpr bool kWgmma = kWarpsN == 1 && kWarpsM % 4 == 0 && kHasWgmma;
+  static constexpr int kStages = 3;  // K/V ring; copies run kStages - 1 tiles ahead
   static constexpr int kChunks = D / 8;                      // 16-byte chunks per row
   // K/V copies: kThreadsPerRow threads per tile row, kCopyChunks 16-byte chunks each (chunks t, t +
   // kThreadsPerRow, ...: one copy instruction of a row's threads covers contiguous bytes, whole 32-byte
@@ -218,7 +213,7 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
     tree_attention_kernel(const __grid_constant__ Params p) {
   using Cfg = Config<T, D, kShape>;
   constexpr int kBlockM = Cfg::kBlockM, kWarpN = Cfg::kWarpN, kStages = Cfg::kStages, kChunks = Cfg::kChunks;
-  constexpr int kAhead = Cfg::kAhead;
+  constexpr int kAhead = kStages - 1;  // tiles in flight ahead of the one being read
   constexpr int kThreads = Cfg::kThreads, kCopyChunks = Cfg::kCopyChunks;
   constexpr float kNegInf = -__builtin_huge_valf();
 
@@ -436,28 +431,22 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
   };
 
   if constexpr (Cfg::kWgmma) {
-    // Warpgroup MMA, software-pipelined one tile deep: iteration t issues S_t = Q K_t^T and then O += P_{t-1}
-    // V_{t-1}, waits for S_t only, and runs tile t's mask and softmax while the tensor cores still work on
-    // P_{t-1} V_{t-1}; O is rescaled by tile t's factor once that MMA retires. Descriptors: one base per
-    // operand, k-steps and ring stages as constant byte offsets (>> 4) added to the start-address field.
-    // Q / K are K-major (8-row groups 1024 bytes apart), V is MN-major (8-key groups 1024 bytes apart,
-    // 64-column halves a tile half apart); k-step kk of a K-major tile is 32 bytes into its rows, in half
-    // kk / 4.
+    // Warpgroup MMA per tile: S = Q K^T, softmax, O += P V, each MMA waited for before its result is used
+    // (a one-tile software pipeline, P_{t-1} V_{t-1} issued with S_t and overlapping tile t's softmax, was
+    // no faster: d1bf74f, H100, the tree shapes within -5 % / +5 %). Descriptors: one base per operand,
+    // k-steps and ring stages as constant offsets (bytes >> 4) added to the start-address field. Q / K are
+    // K-major (8-row groups 1024 bytes apart; k-step kk is 32 bytes into the rows of half kk / 4), V is
+    // MN-major (8-key groups 1024 bytes apart, 64-column halves a tile half apart).
     const uint64_t q_desc = gmma_desc(s_q + (wm & ~3) * 16 * 64, 16, 1024);
     const uint64_t k_desc = gmma_desc(s_k, 16, 1024);
     const uint64_t v_desc = gmma_desc(s_v, kBlockN * 64 * sizeof(T), 1024);
     constexpr uint32_t kStageStep = Cfg::kTileElems * sizeof(T) / 16;
     auto k_major_step = [](int kk, int rows) { return uint32_t(((kk >> 2) * rows * 128 + (kk & 3) * 32) / 16); };
-    // Tile 0 runs a P V of zeros against its own stage (finite data): a conditional MMA would make ptxas
-    // serialize every wgmma of the loop (C7520, warpgroup arrive in a divergent path).
-    uint32_t pa[kWarpN / 16][4] = {};
-    int prev_stage = read_stage;
     for (int tile = 0; tile < num_tiles; ++tile) {
       const int stage = advance_ring(tile);
       if (!active) continue;
       float s[kWarpN / 8][4];
       fence_registers(s);
-      fence_registers(o);
       cute::warpgroup_arrive();
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk)
@@ -465,30 +454,21 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
                                            k_desc + (stage * kStageStep + k_major_step(kk, kBlockN)), &s[0][0],
                                            kk > 0, std::make_index_sequence<kWarpN / 2>{});
       cute::warpgroup_commit_batch();
-#pragma unroll
-      for (int kc = 0; kc < kWarpN / 16; ++kc)
-        wgmma_rs<typename Wgmma<T, D>::PV>(pa[kc], v_desc + (prev_stage * kStageStep + kc * 16 * 128 / 16), &o[0][0],
-                                           std::make_index_sequence<D / 2>{});
-      cute::warpgroup_commit_batch();
-      cute::warpgroup_wait<1>();  // S_t
+      cute::warpgroup_wait<0>();
       fence_registers(s);
       float alpha[2];
       softmax_tile(s, tile, alpha);
-      cute::warpgroup_wait<0>();  // P_{t-1} V_{t-1}: pa and the stage it read are free again
-      fence_registers(o);
       rescale_o(alpha);
+      uint32_t pa[kWarpN / 16][4];
       pack_p(s, pa);
-      prev_stage = stage;
-    }
-    if (active && num_tiles > 0) {  // the last tile's P V
       fence_registers(o);
       cute::warpgroup_arrive();
 #pragma unroll
       for (int kc = 0; kc < kWarpN / 16; ++kc)
-        wgmma_rs<typename Wgmma<T, D>::PV>(pa[kc], v_desc + (prev_stage * kStageStep + kc * 16 * 128 / 16), &o[0][0],
+        wgmma_rs<typename Wgmma<T, D>::PV>(pa[kc], v_desc + (stage * kStageStep + kc * 16 * 128 / 16), &o[0][0],
                                            std::make_index_sequence<D / 2>{});
       cute::warpgroup_commit_batch();
-      cute::warpgroup_wait<0>();
+      cute::warpgroup_wait<0>();  // also retires this warpgroup's reads of the stage before the next barrier
       fence_registers(o);
     }
   } else {
