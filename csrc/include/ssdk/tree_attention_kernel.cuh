@@ -11,8 +11,8 @@
 // (flash-decoding); the num_splits CTAs of a row block form one cluster and merge their softmax states
 // through distributed shared memory, so a call is one kernel with no workspace and no merge launch.
 // Inside a chunk, 64-token K/V tiles are gathered through the page table with 16-byte cp.async into a
-// 3-stage ring in wgmma's 128-byte-swizzled layout (tile_offset); the page ids of a tile are loaded one iteration before its copies are
-// issued. Tiles before the prefix end run unmasked; only tiles that reach the new tokens read the
+// 3-stage ring in wgmma's 128-byte-swizzled layout (tile_offset); the page ids of a tile are loaded one
+// iteration before its copies are issued. Tiles before the prefix end run unmasked; only tiles that reach the new tokens read the
 // compact ancestor bits (word 0 of each row is prefetched) or apply the causal rule. Online softmax in
 // the log2 domain (scale folded into log2(e)), P re-used from registers as the A operand of P·V
 // (FlashAttention-2 register layout).
@@ -130,6 +130,8 @@ __device__ __forceinline__ int tile_offset(int row, int chunk) {
   return ((chunk >> 3) * kRows + row) * 64 + (((chunk & 7) ^ (row & 7)) << 3);
 }
 
+// Set in the sm_90a device pass only: Config::kWgmma picks the device code's MMA path and nothing the host
+// reads (shared-memory size, threads) depends on it.
 #if defined(CUTE_ARCH_MMA_SM90A_ENABLED)
 constexpr bool kHasWgmma = true;
 #else
