@@ -14,9 +14,8 @@
 // 3-stage ring in wgmma's 128-byte-swizzled layout (tile_offset); the page ids of a tile are loaded one
 // iteration before its copies are issued. Tiles before the prefix end run unmasked; only tiles that reach
 // the new tokens read the compact ancestor bits (word 0 of each row is prefetched) or apply the causal
-// rule. Online softmax in
-// the log2 domain (scale folded into log2(e)), P re-used from registers as the A operand of P·V
-// (FlashAttention-2 register layout).
+// rule. Online softmax in the log2 domain (scale folded into log2(e)), P re-used from registers as the A
+// operand of P·V (FlashAttention-2 register layout).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
