@@ -171,11 +171,10 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   const int per = (n + chunks - 1) / chunks;
   const int node_lo = min(n, x * per), node_hi = min(n, node_lo + per);
   Segment seg{anc, Np, W, n, prefix, 0, 0, 0};
+  const int64_t bytes = a.packed != nullptr ? segment_bytes(a, b) : 0;
   seg.rows = a.packed_rows > 0 ? min(a.packed_rows, n_all) : n_all;
   seg.first_row = n_all - static_cast<int>(seg.rows);  // packed rows are the request's last `rows` nodes
   seg.cols = static_cast<int64_t>(prefix) + n_all;
-  const int64_t bytes = a.packed != nullptr ? (seg.rows * seg.cols + 7) / 8 : 0;  // segment_bytes(a, b)
-  const bool small = seg.rows * seg.cols < (int64_t{1} << 31);                   // 32-bit stream positions
   uint8_t* out = a.packed != nullptr ? a.packed + offset : nullptr;
   const uintptr_t base = reinterpret_cast<uintptr_t>(out) & ~static_cast<uintptr_t>(15);
   const int64_t head = static_cast<int64_t>(reinterpret_cast<uintptr_t>(out) - base);  // 0..15
@@ -184,36 +183,24 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   const int64_t vec_lo = min(num_vec, x * per_vec), vec_hi = min(num_vec, vec_lo + per_vec);
   int row_lo = 0, row_hi = 0;  // nodes first_row + [row_lo, row_hi) (clamped to the table)
   if (vec_lo < vec_hi) {
-    const int64_t bit_lo = max(int64_t{0}, vec_lo * 16 - head) * 8, bit_last = min(bytes, vec_hi * 16 - head) * 8 - 1;
-    const int64_t r_lo = small ? static_cast<int>(bit_lo) / static_cast<int>(seg.cols) : bit_lo / seg.cols;
-    const int64_t r_last = small ? static_cast<int>(bit_last) / static_cast<int>(seg.cols) : bit_last / seg.cols;
-    row_lo = min(n, seg.first_row + static_cast<int>(r_lo));
-    row_hi = min(n, seg.first_row + static_cast<int>(min(seg.rows, r_last + 1)));
+    const int64_t bit_lo = max(int64_t{0}, vec_lo * 16 - head) * 8, bit_hi = min(bytes, vec_hi * 16 - head) * 8;
+    row_lo = min(n, seg.first_row + static_cast<int>(bit_lo / seg.cols));
+    row_hi = min(n, seg.first_row + static_cast<int>(min(seg.rows, (bit_hi - 1) / seg.cols + 1)));
   }
 
-  // One thread per needed node (the slice, then the packed rows outside it): walk to the root, collecting the
-  // ancestor bits of one word in a register and storing each of the node's W words once (the walk visits
-  // ancestors in decreasing order; was a shared read-modify-write per ancestor). A parent that is not a
-  // smaller local index ends the walk.
+  // One thread per needed node (the slice, then the packed rows outside it): walk to the root, setting one
+  // bit per ancestor in the node's own column. A parent that is not a smaller local index ends the walk.
   const int slice = node_hi - node_lo;
   for (int t = threadIdx.x; t < slice + (row_hi - row_lo); t += blockDim.x) {
     const int i = t < slice ? node_lo + t : row_lo + (t - slice);
     if (t >= slice && i >= node_lo && i < node_hi) continue;  // already walked as part of the slice
-    int d = -1, cw = W - 1;  // cw: the highest word not yet stored
-    uint32_t bits = 0u;
+    for (int w = 0; w < W; ++w) anc[w * Np + i] = 0u;
+    int d = -1;
     for (int j = i; j >= 0;) {
-      for (; cw > (j >> 5); --cw) {
-        anc[cw * Np + i] = bits;
-        bits = 0u;
-      }
-      bits |= 1u << (j & 31);
+      anc[(j >> 5) * Np + i] |= 1u << (j & 31);
       ++d;
       const int p = par[j];
       j = p < j ? p : -1;
-    }
-    for (; cw >= 0; --cw) {
-      anc[cw * Np + i] = bits;
-      bits = 0u;
     }
     if (t < slice) {
       a.depth[start + i] = d;
@@ -233,6 +220,7 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
     a.mask_indptr[b + 1] = static_cast<int32_t>(offset + bytes);
     if (b == 0) a.mask_indptr[0] = 0;
   }
+  const bool small = seg.rows * seg.cols < (int64_t{1} << 31);  // 32-bit positions suffice
   for (int64_t q = vec_lo + threadIdx.x; q < vec_hi; q += blockDim.x) {
     const int64_t rel = q * 16 - head;  // segment byte of the vector's first byte
     const uint4 v = small ? seg.bits128<int>(rel * 8) : seg.bits128<int64_t>(rel * 8);
