@@ -180,26 +180,6 @@ __device__ __forceinline__ void fence_registers(float (&acc)[N][4]) {
     for (int j = 0; j < 4; ++j) asm volatile("" : "+f"(acc[i][j])::"memory");
 }
 
-// mbarrier primitives (CTA scope) for the wgmma path's K/V ring.
-__device__ __forceinline__ uint32_t smem_addr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
-__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-  uint32_t done;
-  do {
-    asm volatile("{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\tselp.u32 %0, 1, 0, p;\n\t}"
-                 : "=r"(done) : "r"(bar), "r"(parity) : "memory");
-  } while (!done);
-}
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
-}
-// Arrives on `bar` once every cp.async this thread issued so far has landed (counted in the init count).
-__device__ __forceinline__ void cp_async_arrive(uint32_t bar) {
-  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
-}
-
 template <typename T, int D, TileShape kShape>
 struct Config {
   static constexpr int kBlockM = block_m(kShape);
@@ -209,13 +189,8 @@ struct Config {
   static constexpr int kWarpN = kBlockN / kWarpsN;  // KV columns of a tile owned by one warp
   // Whole warpgroups of 64 rows each run wgmma (where compiled for sm_90a); narrower tiles split a KV
   // tile's columns between warps and stay on mma.sync.
-  static constexpr bool kWgmmaShape = kWarpsN == 1 && kWarpsM % 4 == 0;
-  static constexpr bool kWgmma = kWgmmaShape && kHasWgmma;
-  // K/V ring, copies kAhead = 2 tiles ahead. The wgmma path synchronizes through per-stage mbarriers
-  // instead of a CTA barrier per tile, and its extra stage lets warpgroups drift a tile apart (a stage is
-  // refilled two tiles after it was read). Sized from the shape alone: host and device agree.
-  static constexpr int kStages = kWgmmaShape ? 4 : 3;
-  static constexpr int kAhead = 2;
+  static constexpr bool kWgmma = kWarpsN == 1 && kWarpsM % 4 == 0 && kHasWgmma;
+  static constexpr int kStages = 3;  // K/V ring; copies run kStages - 1 tiles ahead
   static constexpr int kChunks = D / 8;                      // 16-byte chunks per row
   // K/V copies: kThreadsPerRow threads per tile row, kCopyChunks 16-byte chunks each (chunks t, t +
   // kThreadsPerRow, ...: one copy instruction of a row's threads covers contiguous bytes, whole 32-byte
@@ -228,8 +203,7 @@ struct Config {
   static constexpr int kEpiRows = kWarpsN * kBlockM;  // one (m, l, O) state per warp-row
   static constexpr int kOStride = D + 8;              // fp32 epilogue row stride (fewer bank conflicts)
   static constexpr int kSmemEpi = kEpiRows * (kOStride + 2) * 4;
-  static constexpr int kSmemBars = kSmemQ + (kSmemKV > kSmemEpi ? kSmemKV : kSmemEpi);  // full[], empty[]
-  static constexpr int kSmem = kSmemBars + (kWgmmaShape ? 2 * kStages * 8 : 0);
+  static constexpr int kSmem = kSmemQ + (kSmemKV > kSmemEpi ? kSmemKV : kSmemEpi);
   // Two CTAs per SM where registers allow (D = 128 with 8 warps needs more than 128 per thread).
   static constexpr int kMinBlocks = kThreads == 256 && D == 128 ? 1 : 2;
   static_assert(kThreads % kBlockN == 0 && kChunks % kThreadsPerRow == 0 && 8 % kThreadsPerRow == 0);
@@ -241,7 +215,7 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
     tree_attention_kernel(const __grid_constant__ Params p) {
   using Cfg = Config<T, D, kShape>;
   constexpr int kBlockM = Cfg::kBlockM, kWarpN = Cfg::kWarpN, kStages = Cfg::kStages, kChunks = Cfg::kChunks;
-  constexpr int kAhead = Cfg::kAhead;  // tiles in flight ahead of the one being read
+  constexpr int kAhead = kStages - 1;  // tiles in flight ahead of the one being read
   constexpr int kThreads = Cfg::kThreads, kCopyChunks = Cfg::kCopyChunks;
   constexpr float kNegInf = -__builtin_huge_valf();
 
@@ -266,18 +240,6 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
   T* s_q = reinterpret_cast<T*>(smem);
   T* s_k = reinterpret_cast<T*>(smem + Cfg::kSmemQ);  // [kStages][kBlockN][D]
   T* s_v = s_k + kStages * Cfg::kTileElems;
-
-  // wgmma path: full[s] completes when every thread's copies of the tile in stage s landed, empty[s] when
-  // every thread is done with it (both counted in threads; phase = use of the stage).
-  const uint32_t full_bar = smem_addr(smem + Cfg::kSmemBars), empty_bar = full_bar + 8 * kStages;
-  if constexpr (Cfg::kWgmma) {
-    if (tid < kStages) {
-      mbar_init(full_bar + 8 * tid, kThreads);
-      mbar_init(empty_bar + 8 * tid, kThreads);
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    __syncthreads();
-  }
 
   // Packed row -> (token, q head) of q, out and lse.
   auto token_of = [&](int row) { return q_start + row / p.group; };
@@ -355,7 +317,6 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
   for (int s = 0; s < kAhead; ++s) {
     if (s < num_tiles) issue_tile(s, s, pages[s]);
     cute::cp_async_fence();
-    if (Cfg::kWgmma && s < num_tiles) cp_async_arrive(full_bar + 8 * s);  // tile 0's also covers Q
   }
   int next_page = fetch_page(kAhead);
 
@@ -474,32 +435,18 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
   if constexpr (Cfg::kWgmma) {
     // Warpgroup MMA per tile: S = Q K^T, softmax, O += P V, each MMA waited for before its result is used
     // (a one-tile software pipeline, P_{t-1} V_{t-1} issued with S_t and overlapping tile t's softmax, was
-    // no faster: d1bf74f, H100, the tree shapes within -5 % / +5 %). No CTA barrier per tile: a thread
-    // waits for tile t's copies on full[t % kStages] and refills a stage once every thread has released
-    // its previous tile on empty[], so the two warpgroups of a 128-row tile run up to a tile apart.
-    // Descriptors: one base per operand, k-steps and ring stages as constant offsets (bytes >> 4) added to
-    // the start-address field. Q / K are K-major (8-row groups 1024 bytes apart; k-step kk is 32 bytes
-    // into the rows of half kk / 4), V is MN-major (8-key groups 1024 bytes apart, 64-column halves a tile
-    // half apart).
+    // no faster: d1bf74f, H100, the tree shapes within -5 % / +5 %). Descriptors: one base per operand,
+    // k-steps and ring stages as constant offsets (bytes >> 4) added to the start-address field. Q / K are
+    // K-major (8-row groups 1024 bytes apart; k-step kk is 32 bytes into the rows of half kk / 4), V is
+    // MN-major (8-key groups 1024 bytes apart, 64-column halves a tile half apart).
     const uint64_t q_desc = gmma_desc(s_q + (wm & ~3) * 16 * 64, 16, 1024);
     const uint64_t k_desc = gmma_desc(s_k, 16, 1024);
     const uint64_t v_desc = gmma_desc(s_v, kBlockN * 64 * sizeof(T), 1024);
     constexpr uint32_t kStageStep = Cfg::kTileElems * sizeof(T) / 16;
     auto k_major_step = [](int kk, int rows) { return uint32_t(((kk >> 2) * rows * 128 + (kk & 3) * 32) / 16); };
-    for (int tile = 0, stage = 0; tile < num_tiles; ++tile, stage = stage == kStages - 1 ? 0 : stage + 1) {
-      const int refill = tile + kAhead, refill_stage = refill % kStages;
-      if (refill < num_tiles) {
-        // The stage's previous tile (refill - kStages) must be released by every thread.
-        if (refill >= kStages) mbar_wait(empty_bar + 8 * refill_stage, ((refill - kStages) / kStages) & 1);
-        issue_tile(refill, refill_stage, next_page);
-        cp_async_arrive(full_bar + 8 * refill_stage);
-      }
-      next_page = fetch_page(refill + 1);
-      if (!active) {
-        mbar_arrive(empty_bar + 8 * stage);
-        continue;
-      }
-      mbar_wait(full_bar + 8 * stage, (tile / kStages) & 1);
+    for (int tile = 0; tile < num_tiles; ++tile) {
+      const int stage = advance_ring(tile);
+      if (!active) continue;
       float s[kWarpN / 8][4];
       fence_registers(s);
       cute::warpgroup_arrive();
@@ -523,9 +470,8 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
         wgmma_rs<typename Wgmma<T, D>::PV>(pa[kc], v_desc + (stage * kStageStep + kc * 16 * 128 / 16), &o[0][0],
                                            std::make_index_sequence<D / 2>{});
       cute::warpgroup_commit_batch();
-      cute::warpgroup_wait<0>();
+      cute::warpgroup_wait<0>();  // also retires this warpgroup's reads of the stage before the next barrier
       fence_registers(o);
-      mbar_arrive(empty_bar + 8 * stage);  // this thread's warpgroup no longer reads the stage
     }
   } else {
     // mma.sync: ldmatrix sources as per-lane element offsets, fixed for the KV loop. Every fragment's
