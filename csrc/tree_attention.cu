@@ -5,9 +5,9 @@
 // Shapes: q/out [N, Hq, D]; k_cache/v_cache [pages, page_size, Hkv, D]; block_tables [B, max_pages];
 // prefix_lens [B]; qo_indptr [B + 1]; tree_mask [N, W] int32; lse [N, Hq] fp32. fp16/bf16, D in {64, 128}.
 // Arch: sm_90 (wgmma on sm_90a for 64- and 128-row tiles, mma.sync otherwise, through CuTe's atoms; a
-// thread-block cluster per row block for split-KV; programmatic dependent launch). max_q_len == 1 (decode) with a GQA group <= 16 takes the decode kernel
-// (tree_attention_decode.cuh): a split-KV grid, then a merge kernel over an fp32 workspace. Needs the
-// CUTLASS headers at build time (SSDK_HAS_CUTLASS).
+// thread-block cluster per row block for split-KV; programmatic dependent launch). max_q_len == 1
+// (decode) with a GQA group <= 16 takes the decode kernel (tree_attention_decode.cuh): a split-KV grid,
+// then a merge kernel over an fp32 workspace. Needs the CUTLASS headers at build time (SSDK_HAS_CUTLASS).
 // Reference: ssdk.ref.attention.tree_attention (fp32 dense masked attention).
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>
