@@ -343,7 +343,8 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
       }
       const int shift = j_first & 31;
       const uint32_t lo = __funnelshift_r(words[0], words[1], shift);
-      // A thread tests bits 2 t4 .. 2 t4 + kWarpN - 1 < 6 + kWarpN of the window: 16-column warps need no hi word.
+      // A thread tests bits 2 t4 .. 2 t4 + kWarpN - 1 < 6 + kWarpN of the window: 16-column warps need no
+      // hi word.
       const uint32_t hi = kWarpN + 6 <= 32  ? 0u
                           : kMaskWords > 2 ? __funnelshift_r(words[1], words[kMaskWords - 1], shift)
                                            : words[1] >> shift;
@@ -384,7 +385,7 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
   // Scores stay raw (the scale is folded into the exponent); only a tile that reaches the new tokens or
   // the chunk end is masked, in its own branch, so the prefix tiles run no mask code. Then the online
   // softmax over this warp's columns (a row's 4 owners are lanes 4g .. 4g + 3), log2 domain: p = 2^(s *
-  // scale - m) in one FFMA per score; scale > 0, so the raw maximum gives the scaled one. Returns each
+  // scale - m) in one FFMA per score; scale > 0, so the raw maximum gives the scaled one. alpha: each
   // row's rescale factor for O.
   auto softmax_tile = [&](float (&s)[kWarpN / 8][4], int tile, float (&alpha)[2]) {
     const int pos0 = kv_begin + tile * kBlockN;
@@ -432,22 +433,32 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
     }
   };
 
-  if constexpr (Cfg::kWgmma) {
-    // Warpgroup MMA per tile: S = Q K^T, softmax, O += P V, each MMA waited for before its result is used
-    // (a one-tile software pipeline, P_{t-1} V_{t-1} issued with S_t and overlapping tile t's softmax, was
-    // no faster: d1bf74f, H100, the tree shapes within -5 % / +5 %). Descriptors: one base per operand,
-    // k-steps and ring stages as constant offsets (bytes >> 4) added to the start-address field. Q / K are
-    // K-major (8-row groups 1024 bytes apart; k-step kk is 32 bytes into the rows of half kk / 4), V is
-    // MN-major (8-key groups 1024 bytes apart, 64-column halves a tile half apart).
-    const uint64_t q_desc = gmma_desc(s_q + (wm & ~3) * 16 * 64, 16, 1024);
-    const uint64_t k_desc = gmma_desc(s_k, 16, 1024);
-    const uint64_t v_desc = gmma_desc(s_v, kBlockN * 64 * sizeof(T), 1024);
-    constexpr uint32_t kStageStep = Cfg::kTileElems * sizeof(T) / 16;
-    auto k_major_step = [](int kk, int rows) { return uint32_t(((kk >> 2) * rows * 128 + (kk & 3) * 32) / 16); };
-    for (int tile = 0; tile < num_tiles; ++tile) {
-      const int stage = advance_ring(tile);
-      if (!active) continue;
-      float s[kWarpN / 8][4];
+  // The tile's two products. wgmma (per warpgroup): each MMA is waited for before its result is used (a
+  // one-tile software pipeline, P_{t-1} V_{t-1} issued with S_t and overlapping tile t's softmax, was no
+  // faster: d1bf74f, H100, the tree shapes within -5 % / +5 %). Descriptors: one base per operand, k-steps
+  // and ring stages as constant offsets (bytes >> 4) added to the start-address field. Q / K are K-major
+  // (8-row groups 1024 bytes apart; k-step kk is 32 bytes into the rows of half kk / 4), V is MN-major
+  // (8-key groups 1024 bytes apart, 64-column halves a tile half apart).
+  const uint64_t q_desc = gmma_desc(s_q + (wm & ~3) * 16 * 64, 16, 1024);
+  const uint64_t k_desc = gmma_desc(s_k, 16, 1024);
+  const uint64_t v_desc = gmma_desc(s_v, kBlockN * 64 * sizeof(T), 1024);
+  constexpr uint32_t kStageStep = Cfg::kTileElems * sizeof(T) / 16;
+  auto k_major_step = [](int kk, int rows) { return uint32_t(((kk >> 2) * rows * 128 + (kk & 3) * 32) / 16); };
+  // mma.sync (per warp): ldmatrix sources as per-lane element offsets, fixed for the KV loop. Every
+  // fragment's swizzle row term is lane & 7 and a k-step adds 2 to the chunk (bit 0 clear), so fragment
+  // (kk, np) of a tile is at half (kk / 4) + (lane offset ^ (kk % 4) * 16) + np * 16 rows: one LOP3 per
+  // k-step, the rest immediates.
+  const int r8 = lane & 7;
+  const int q_lane = tile_offset<kBlockM>(wm * 16 + (lane & 15), lane >> 4);
+  const int k_lane = tile_offset<kBlockN>(col0 + r8 + ((lane >> 4) << 3), (lane >> 3) & 1);
+  const int v_lane = tile_offset<kBlockN>(col0 + r8 + (((lane >> 3) & 1) << 3), lane >> 4);
+  auto frag = [](int lane_offset, int kk, int half_elems) {
+    return (kk >> 2) * half_elems + (lane_offset ^ ((kk & 3) * 16));
+  };
+
+  // S = Q K^T for this warp's 16 rows x kWarpN columns of the tile in `stage`.
+  auto mma_qk = [&](float (&s)[kWarpN / 8][4], int stage) {
+    if constexpr (Cfg::kWgmma) {
       fence_registers(s);
       cute::warpgroup_arrive();
 #pragma unroll
@@ -458,42 +469,10 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
       cute::warpgroup_commit_batch();
       cute::warpgroup_wait<0>();
       fence_registers(s);
-      float alpha[2];
-      softmax_tile(s, tile, alpha);
-      rescale_o(alpha);
-      uint32_t pa[kWarpN / 16][4];
-      pack_p(s, pa);
-      fence_registers(o);
-      cute::warpgroup_arrive();
-#pragma unroll
-      for (int kc = 0; kc < kWarpN / 16; ++kc)
-        wgmma_rs<typename Wgmma<T, D>::PV>(pa[kc], v_desc + (stage * kStageStep + kc * 16 * 128 / 16), &o[0][0],
-                                           std::make_index_sequence<D / 2>{});
-      cute::warpgroup_commit_batch();
-      cute::warpgroup_wait<0>();  // also retires this warpgroup's reads of the stage before the next barrier
-      fence_registers(o);
-    }
-  } else {
-    // mma.sync: ldmatrix sources as per-lane element offsets, fixed for the KV loop. Every fragment's
-    // swizzle row term is lane & 7 and a k-step adds 2 to the chunk (bit 0 clear), so fragment (kk, np) of
-    // a tile is at half (kk / 4) + (lane offset ^ (kk % 4) * 16) + np * 16 rows: one LOP3 per k-step, the
-    // rest immediates.
-    const int r8 = lane & 7;
-    const int q_lane = tile_offset<kBlockM>(wm * 16 + (lane & 15), lane >> 4);
-    const int k_lane = tile_offset<kBlockN>(col0 + r8 + ((lane >> 4) << 3), (lane >> 3) & 1);
-    const int v_lane = tile_offset<kBlockN>(col0 + r8 + (((lane >> 3) & 1) << 3), lane >> 4);
-    auto frag = [](int lane_offset, int kk, int half_elems) {
-      return (kk >> 2) * half_elems + (lane_offset ^ ((kk & 3) * 16));
-    };
-    for (int tile = 0; tile < num_tiles; ++tile) {
-      const int stage = advance_ring(tile);
-      if (!active) continue;
+    } else {
+      // Q's fragments are re-read from shared memory every tile (D / 16 ldmatrix against kWarpN / 16 times
+      // as many for K): kept in registers they pushed the 8-warp D = 64 tile past its 128-register bound.
       const T* tk = s_k + stage * Cfg::kTileElems;
-      const T* tv = s_v + stage * Cfg::kTileElems;
-      // S = Q K^T for this warp's 16 rows x kWarpN columns. Q's fragments are re-read from shared memory
-      // every tile (D / 16 ldmatrix against kWarpN / 16 times as many for K): kept in registers they
-      // pushed the 8-warp D = 64 tile past its 128-register bound.
-      float s[kWarpN / 8][4];
 #pragma unroll
       for (int i = 0; i < kWarpN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
 #pragma unroll
@@ -508,11 +487,22 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
           mma<T>(s[2 * np + 1], q_frag, kb[2], kb[3]);
         }
       }
-      float alpha[2];
-      softmax_tile(s, tile, alpha);
-      rescale_o(alpha);
-      uint32_t pa[kWarpN / 16][4];
-      pack_p(s, pa);
+    }
+  };
+  // O += P V with the tile in `stage`.
+  auto mma_pv = [&](const uint32_t (&pa)[kWarpN / 16][4], int stage) {
+    if constexpr (Cfg::kWgmma) {
+      fence_registers(o);
+      cute::warpgroup_arrive();
+#pragma unroll
+      for (int kc = 0; kc < kWarpN / 16; ++kc)
+        wgmma_rs<typename Wgmma<T, D>::PV>(pa[kc], v_desc + (stage * kStageStep + kc * 16 * 128 / 16), &o[0][0],
+                                           std::make_index_sequence<D / 2>{});
+      cute::warpgroup_commit_batch();
+      cute::warpgroup_wait<0>();  // also retires this warpgroup's reads of the stage before the next barrier
+      fence_registers(o);
+    } else {
+      const T* tv = s_v + stage * Cfg::kTileElems;
 #pragma unroll
       for (int kc = 0; kc < kWarpN / 16; ++kc) {
 #pragma unroll
@@ -524,6 +514,19 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
         }
       }
     }
+  };
+
+  for (int tile = 0; tile < num_tiles; ++tile) {
+    const int stage = advance_ring(tile);
+    if (!active) continue;
+    float s[kWarpN / 8][4];
+    mma_qk(s, stage);
+    float alpha[2];
+    softmax_tile(s, tile, alpha);
+    rescale_o(alpha);
+    uint32_t pa[kWarpN / 16][4];
+    pack_p(s, pa);
+    mma_pv(pa, stage);
   }
   pdl_launch_dependents();  // the next kernel may start its launch; it waits for our completion anyway
   cute::cp_async_wait<0>();
