@@ -1,7 +1,7 @@
 """Shared benchmark plumbing: providers that may be missing, the table printer, result files.
 
 Every bench_<op>.py hands the Runner (shape, provider, fn, make_args, bytes) cases; the providers of one
-(op, shape) are timed together, interleaved in rotated order (ssdk.testing.bench.time_interleaved,
+(op, shape) are timed together, interleaved in balanced orders (ssdk.testing.bench.time_interleaved,
 CUDA-graph replay medians); the Runner prints ``shape | provider | µs | GB/s | %peak`` and writes
 bench_kernels/results/<op>.json.
 """
@@ -45,7 +45,7 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--providers", default=None, help="comma-separated subset of providers")
     parser.add_argument("--sequential", action="store_true",
                         help="time each provider alone, one after the other (default: a shape's providers "
-                             "interleaved in rotated order)")
+                             "interleaved in balanced orders)")
     return parser.parse_args()
 
 
@@ -65,13 +65,13 @@ class Runner:
     """Times cases, prints the table, collects result rows.
 
     The providers of one (op, shape) are timed as a group: each is warmed up and captured, then
-    ``replays`` rounds replay every provider once, the order rotated each round (``--sequential``:
-    each provider's replays back to back, before the next provider is captured). A provider that cannot
-    be captured (eager fallback) is timed alone, at once. Timed one after the
-    other, FlashInfer's fused_add_rmsnorm at 4096x4096 took 43.2 µs as the 5th provider of a shape
-    (after torch eager and torch.compile) and 47.9-48.1 µs timed first or last in a one-process A/B
-    (H100), so a provider's position must not be fixed. Providers given the same ``make_args``
-    callable run on the same argument buffers.
+    ``replays`` rounds replay every provider once, in balanced orders (each provider equally often in each
+    position and right after each other provider; ``--sequential``: each provider's replays back to back,
+    before the next provider is captured). A provider that cannot be captured (eager fallback) is timed
+    alone, at once. Timed one after the other, FlashInfer's fused_add_rmsnorm at 4096x4096 took 43.2 µs as
+    the 5th provider of a shape (after torch eager and torch.compile) and 47.9-48.1 µs timed first or last
+    in a one-process A/B (H100), so neither a provider's position nor its predecessor may be fixed.
+    Providers given the same ``make_args`` callable run on the same argument buffers.
     """
 
     def __init__(self, op: str, args: argparse.Namespace) -> None:

@@ -2,8 +2,9 @@
 
 ``time_op`` replays a CUDA graph that holds nothing but ``calls`` invocations of the op and reports
 the median time of one invocation in µs; ``prepare_op`` + ``time_interleaved`` time several ops (the
-providers of one benchmark shape) in rotated, interleaved order. With ``cold_l2=True`` the graph cycles through enough
-independent copies of the inputs (> 2x the L2 size, at least 50 MB) that every call reads from HBM.
+providers of one benchmark shape) interleaved, in balanced orders. With ``cold_l2=True`` the graph cycles
+through enough independent copies of the inputs (> 2x the L2 size, at least 50 MB) that every call reads
+from HBM.
 Falls back to event-timed eager launches (reported) when an op cannot be captured.
 """
 
@@ -112,14 +113,31 @@ def time_op(fn: Callable[..., object], make_args: Callable[[], Sequence[object]]
                                         calls=calls, graph=graph)], replays)[0]
 
 
+def balanced_orders(n: int) -> list[list[int]]:
+    """Orders of ``n`` ops in which every op takes every position equally often and follows every other
+    op equally often (a Williams Latin square: n rows for even n, 2n for odd n).
+
+    A plain rotation (0 1 2, 1 2 0, 2 0 1) balances positions but keeps each op's predecessor fixed.
+    """
+    first, lo, hi = [0], 1, n - 1
+    while lo <= hi:
+        first.append(lo)
+        if lo != hi:
+            first.append(hi)
+        lo, hi = lo + 1, hi - 1
+    rows = [[(k + r) % n for k in first[:n]] for r in range(n)]
+    return rows if n % 2 == 0 else rows + [row[::-1] for row in rows]
+
+
 def time_interleaved(ops: Sequence[PreparedOp], replays: int) -> list[Timing]:
     """Time several prepared ops against each other: ``replays`` rounds, each replaying every op once, the
-    order rotated by one op per round, so every op is timed equally often in every position and none
-    owes its time to what ran just before it (clocks, L2 and DRAM state left by a heavier op)."""
+    rounds cycling through :func:`balanced_orders`, so every op is timed equally often in every position and
+    after every other op, and none owes its time to what ran just before it (clocks, L2 and DRAM state
+    left by a heavier op)."""
     samples: list[list[float]] = [[] for _ in ops]
+    orders = balanced_orders(len(ops))
     for r in range(replays):
-        for k in range(len(ops)):
-            i = (r + k) % len(ops)
+        for i in orders[r % len(orders)]:
             samples[i].append(ops[i].sample())
     return [Timing(statistics.median(s), op.method, s) for op, s in zip(ops, samples)]
 
