@@ -69,34 +69,16 @@ __device__ __forceinline__ void load_floats(const T* p, float (&out)[N]) {
   }
 }
 
-// N contiguous values of T kept in T (packed registers: half the registers of floats for 16-bit T).
 template <typename T, int N, bool VECTORIZED>
-__device__ __forceinline__ void load_packed(const T* p, T (&out)[N]) {
-  if constexpr (VECTORIZED) {
-    constexpr int kPer = (16 / int(sizeof(T))) < N ? 16 / int(sizeof(T)) : N;
-#pragma unroll
-    for (int i = 0; i < N; i += kPer) {
-      Vec<T, kPer> v;
-      v.load(p + i);
-#pragma unroll
-      for (int j = 0; j < kPer; ++j) out[i + j] = v.data[j];
-    }
-  } else {
-#pragma unroll
-    for (int j = 0; j < N; ++j) out[j] = p[j];
-  }
-}
-
-template <typename T, int N, bool VECTORIZED>
-__device__ __forceinline__ void store_packed(T* p, const T (&in)[N]) {
+__device__ __forceinline__ void store_floats(T* p, const float (&in)[N]) {
   if constexpr (VECTORIZED) {
     Vec<T, N> v;
 #pragma unroll
-    for (int j = 0; j < N; ++j) v.data[j] = in[j];
+    for (int j = 0; j < N; ++j) v.data[j] = from_float<T>(in[j]);
     v.store(p);
   } else {
 #pragma unroll
-    for (int j = 0; j < N; ++j) p[j] = in[j];
+    for (int j = 0; j < N; ++j) p[j] = from_float<T>(in[j]);
   }
 }
 
@@ -119,10 +101,8 @@ __device__ __forceinline__ void rotate_pair(float& x1, float& x2, float c, float
 }
 
 // W: elements per chunk (per half for neox). NC: chunks per lane. LANES_LOG2 is a runtime group size.
-// The norm path is capped at 64 registers (4 blocks of 256 per SM); uncapped it took 72 at 16-bit T, i.e.
-// 768 resident threads and 24 KB of q/k in flight per SM, too few for HBM bandwidth.
 template <typename T, typename C, int W, bool VECTORIZED, int NC, bool NEOX, Mode MODE>
-__global__ void __launch_bounds__(256, kHasNorm<MODE> ? 4 : 1) rope_kernel(RopeArgs<T, C> a, int lanes_log2, int heads_total) {
+__global__ void __launch_bounds__(256) rope_kernel(RopeArgs<T, C> a, int lanes_log2, int heads_total) {
   constexpr int kPairs = NEOX ? W : W / 2;  // pairs (angles) per chunk
   const int64_t gid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int lanes = 1 << lanes_log2;
@@ -147,18 +127,16 @@ __global__ void __launch_bounds__(256, kHasNorm<MODE> ? 4 : 1) rope_kernel(RopeA
   // Element offsets of chunk c: neox lo = c*W, hi = half + c*W; GPT-J one chunk of W at c*W.
   // Every independent load goes out before any use, so a (token, head) costs one memory round trip
   // plus the position -> angle-row hop: x, the norm weights, then the angles.
-  // x and the norm weights stay packed in T until used (the norm output is rounded to T anyway): at 16-bit
-  // T the fused norm path needs 70 registers with them in fp32, which halves the resident threads.
   const int64_t pos = load_index(a.positions, a.positions_int64, token);
-  T x1[NC][W], x2[NC][W];  // x2 unused for GPT-J
+  float x1[NC][W], x2[NC][W];  // x2 unused for GPT-J
 #pragma unroll
   for (int i = 0; i < NC; ++i) {
     const int c = lane + i * lanes;
     if (c >= num_chunks) break;
-    load_packed<T, W, VECTORIZED>(src + c * W, x1[i]);
-    if constexpr (NEOX) load_packed<T, W, VECTORIZED>(src + half + c * W, x2[i]);
+    load_floats<T, W, VECTORIZED>(src + c * W, x1[i]);
+    if constexpr (NEOX) load_floats<T, W, VECTORIZED>(src + half + c * W, x2[i]);
   }
-  T w1[NC][W], w2[NC][W];  // kNormCache: the q_norm / k_norm weights of this lane's elements
+  float w1[NC][W], w2[NC][W];  // kNormCache: the q_norm / k_norm weights of this lane's elements
   if constexpr (kHasNorm<MODE>) {
     if (!is_v) {
       const T* w_ptr = is_q ? a.q_weight : a.k_weight;
@@ -166,8 +144,8 @@ __global__ void __launch_bounds__(256, kHasNorm<MODE> ? 4 : 1) rope_kernel(RopeA
       for (int i = 0; i < NC; ++i) {
         const int c = lane + i * lanes;
         if (c >= num_chunks) break;
-        load_packed<T, W, VECTORIZED>(w_ptr + c * W, w1[i]);
-        if constexpr (NEOX) load_packed<T, W, VECTORIZED>(w_ptr + half + c * W, w2[i]);
+        load_floats<T, W, VECTORIZED>(w_ptr + c * W, w1[i]);
+        if constexpr (NEOX) load_floats<T, W, VECTORIZED>(w_ptr + half + c * W, w2[i]);
       }
     }
   }
@@ -220,8 +198,8 @@ __global__ void __launch_bounds__(256, kHasNorm<MODE> ? 4 : 1) rope_kernel(RopeA
     if (slot >= 0) {
       T* dst = cache_ptr(true);
       for_chunks([&](int c, int i) {
-        store_packed<T, W, VECTORIZED>(dst + c * W, x1[i]);
-        if constexpr (NEOX) store_packed<T, W, VECTORIZED>(dst + half + c * W, x2[i]);
+        store_floats<T, W, VECTORIZED>(dst + c * W, x1[i]);
+        if constexpr (NEOX) store_floats<T, W, VECTORIZED>(dst + half + c * W, x2[i]);
       });
     }
     return;
@@ -233,10 +211,7 @@ __global__ void __launch_bounds__(256, kHasNorm<MODE> ? 4 : 1) rope_kernel(RopeA
     for (int i = 0; i < NC; ++i) {
       if (lane + i * lanes >= num_chunks) break;
 #pragma unroll
-      for (int j = 0; j < W; ++j) {
-        const float v1 = to_float(x1[i][j]), v2 = NEOX ? to_float(x2[i][j]) : 0.f;
-        sum_sq += v1 * v1 + v2 * v2;
-      }
+      for (int j = 0; j < W; ++j) sum_sq += x1[i][j] * x1[i][j] + (NEOX ? x2[i][j] * x2[i][j] : 0.f);
     }
     const unsigned mask = lanes == 32 ? 0xffffffffu : ((1u << lanes) - 1) << (threadIdx.x & 31 & ~(lanes - 1));
     for (int offset = lanes >> 1; offset > 0; offset >>= 1) sum_sq += __shfl_xor_sync(mask, sum_sq, offset, lanes);
@@ -244,11 +219,11 @@ __global__ void __launch_bounds__(256, kHasNorm<MODE> ? 4 : 1) rope_kernel(RopeA
     for_chunks([&](int c, int i) {
 #pragma unroll
       for (int j = 0; j < W; ++j) {
-        const float n1 = to_float(x1[i][j]) * rstd;
-        x1[i][j] = from_float<T>((a.hf_exact ? round_to<T>(n1) : n1) * to_float(w1[i][j]));
+        const float n1 = x1[i][j] * rstd;
+        x1[i][j] = round_to<T>((a.hf_exact ? round_to<T>(n1) : n1) * w1[i][j]);
         if constexpr (NEOX) {
-          const float n2 = to_float(x2[i][j]) * rstd;
-          x2[i][j] = from_float<T>((a.hf_exact ? round_to<T>(n2) : n2) * to_float(w2[i][j]));
+          const float n2 = x2[i][j] * rstd;
+          x2[i][j] = round_to<T>((a.hf_exact ? round_to<T>(n2) : n2) * w2[i][j]);
         }
       }
     });
@@ -257,21 +232,20 @@ __global__ void __launch_bounds__(256, kHasNorm<MODE> ? 4 : 1) rope_kernel(RopeA
   for_chunks([&](int c, int i) {
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) {
-      T& e1 = x1[i][NEOX ? j : 2 * j];  // the pair: (x1[j], x2[j]) neox, (x1[2j], x1[2j + 1]) GPT-J
-      T& e2 = NEOX ? x2[i][j] : x1[i][2 * j + 1];
-      float v1 = to_float(e1), v2 = to_float(e2);
-      rotate_pair<T>(v1, v2, cos_v[i][j], sin_v[i][j], a.hf_exact);
-      e1 = from_float<T>(v1);
-      e2 = from_float<T>(v2);
+      if constexpr (NEOX) {
+        rotate_pair<T>(x1[i][j], x2[i][j], cos_v[i][j], sin_v[i][j], a.hf_exact);
+      } else {
+        rotate_pair<T>(x1[i][2 * j], x1[i][2 * j + 1], cos_v[i][j], sin_v[i][j], a.hf_exact);
+      }
     }
-    store_packed<T, W, VECTORIZED>(x_ptr + c * W, x1[i]);
-    if constexpr (NEOX) store_packed<T, W, VECTORIZED>(x_ptr + half + c * W, x2[i]);
+    store_floats<T, W, VECTORIZED>(x_ptr + c * W, x1[i]);
+    if constexpr (NEOX) store_floats<T, W, VECTORIZED>(x_ptr + half + c * W, x2[i]);
   });
   if (kHasStore<MODE> && slot >= 0) {
     T* dst = cache_ptr(false);
     for_chunks([&](int c, int i) {
-      store_packed<T, W, VECTORIZED>(dst + c * W, x1[i]);
-      if constexpr (NEOX) store_packed<T, W, VECTORIZED>(dst + half + c * W, x2[i]);
+      store_floats<T, W, VECTORIZED>(dst + c * W, x1[i]);
+      if constexpr (NEOX) store_floats<T, W, VECTORIZED>(dst + half + c * W, x2[i]);
     });
   }
 }
