@@ -44,6 +44,10 @@ def test_every_op_runs_in_every_position_and_after_every_other_op():
     assert sorted(pairs) == sorted((x, y) for x in names for y in names if x != y)
 
 
+def test_no_ops_time_nothing():
+    assert time_interleaved([], replays=5) == []
+
+
 def test_medians_belong_to_their_own_op():
     log: list[str] = []
     ops = [_recording("fast", log, [1.0, 9.0, 1.0, 1.0, 2.0]), _recording("slow", log, [5.0, 5.0, 6.0, 4.0, 5.0])]

@@ -134,6 +134,8 @@ def time_interleaved(ops: Sequence[PreparedOp], replays: int) -> list[Timing]:
     rounds cycling through :func:`balanced_orders`, so every op is timed equally often in every position and
     after every other op, and none owes its time to what ran just before it (clocks, L2 and DRAM state
     left by a heavier op)."""
+    if not ops:
+        return []
     samples: list[list[float]] = [[] for _ in ops]
     orders = balanced_orders(len(ops))
     for r in range(replays):
