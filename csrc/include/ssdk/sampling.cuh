@@ -317,11 +317,31 @@ __device__ __forceinline__ void for_each_pair(const T* row, const T* row2, int l
   for (int s = tail; s < hi; s += blockDim.x) f(s, to_float(row[s]), to_float(row2[s]));
 }
 
-// Same, but every thread runs the same number of iterations (f gets valid = false past the end) so
-// f may use full-warp collectives.
-template <typename T, typename F>
-__device__ __forceinline__ void for_each_uniform(const T* row, int n, F&& f) {
-  for (int base = 0; base < n; base += blockDim.x) {
+// Same, but every thread runs the same number of iterations (f gets valid = false past the end), so f may
+// use full-warp collectives; 16-byte loads when vec_ok (row start aligned), two in flight per thread.
+template <typename T, int VEC, typename F>
+__device__ __forceinline__ void for_each_uniform(const T* row, int n, bool vec_ok, F&& f) {
+  int tail = 0;
+  if (vec_ok) {
+    const int vn = n / VEC * VEC, step = blockDim.x * VEC;
+    for (int base = 0; base < vn; base += 2 * step) {
+      Vec<T, VEC> d[2];
+      bool ok[2];
+#pragma unroll
+      for (int u = 0; u < 2; ++u) {
+        const int v = base + u * step + threadIdx.x * VEC;
+        ok[u] = v < vn;
+        if (ok[u]) d[u].load(row + v);
+      }
+#pragma unroll
+      for (int u = 0; u < 2; ++u)
+#pragma unroll
+        for (int j = 0; j < VEC; ++j)
+          f(base + u * step + threadIdx.x * VEC + j, ok[u] ? to_float(d[u].data[j]) : 0.f, ok[u]);
+    }
+    tail = vn;
+  }
+  for (int base = tail; base < n; base += blockDim.x) {
     const int v = base + threadIdx.x;
     const bool valid = v < n;
     f(v, valid ? to_float(row[v]) : 0.f, valid);
@@ -425,12 +445,23 @@ __device__ __forceinline__ Stat row_stats(const T* row, int lo, int hi, bool vec
 }
 
 // ---- radix select over order keys (11 + 11 + 10 bits): the key kappa with
-//   W(key > kappa) < target <= W(key >= kappa),   W = sum of weight(key, x) (u32 per element)
+//   W(key > kappa) < target <= W(key >= kappa),   W = sum of weight(key, x) (u32 <= 2^24 per element)
 // over the row, 0 < target <= W(all). Count weights (1) give the target-th largest key.
 constexpr int kRadixBins = 2048;
 
+// hist[digit] += w for every lane (call with the whole warp), one shared atomic per distinct digit of the
+// warp (a 64-bit shared atomicAdd is a CAS loop). Weights are <= 2^24 (counts or fixed_mass), so a warp's
+// sum fits 32 bits.
 __device__ __forceinline__ void warp_hist_add(unsigned long long* hist, uint32_t digit, uint32_t w) {
   const int lane = threadIdx.x & 31;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned active = __ballot_sync(0xffffffffu, w != 0u);
+  if (w != 0u) {
+    const unsigned peers = __match_any_sync(active, digit);
+    const uint32_t sum = __reduce_add_sync(peers, w);  // each group of peers reduces under its own mask
+    if (lane == __ffs(peers) - 1) atomicAdd(&hist[digit], static_cast<unsigned long long>(sum));
+  }
+#else  // no redux.sync: one leader digit per step
   unsigned pending = __ballot_sync(0xffffffffu, w != 0u);
   while (pending) {
     const int leader = __ffs(pending) - 1;
@@ -443,12 +474,13 @@ __device__ __forceinline__ void warp_hist_add(unsigned long long* hist, uint32_t
     if (lane == leader) atomicAdd(&hist[d], static_cast<unsigned long long>(sum));
     pending &= ~peers;
   }
+#endif
 }
 
 // `hist` is a [kRadixBins] shared-memory buffer owned by the kernel (one for every select it runs:
 // per-instantiation static buffers would exceed the 48 KB static shared-memory limit).
-template <typename T, typename WeightFn>
-__device__ uint32_t radix_select(const T* row, int n, unsigned long long target, WeightFn weight,
+template <typename T, int VEC, typename WeightFn>
+__device__ uint32_t radix_select(const T* row, int n, bool vec_ok, unsigned long long target, WeightFn weight,
                                  unsigned long long* hist) {
   __shared__ unsigned long long warp_tot[kThreads / 32];
   __shared__ uint32_t found_digit;
@@ -465,7 +497,7 @@ __device__ uint32_t radix_select(const T* row, int n, unsigned long long target,
       found_rest = target;
     }
     __syncthreads();
-    for_each_uniform(row, n, [&](int, float x, bool valid) {
+    for_each_uniform<T, VEC>(row, n, vec_ok, [&](int, float x, bool valid) {
       const uint32_t key = order_key(x);
       const bool match = valid && (round == 0 || (key >> shift) == prefix);
       const uint32_t w = match ? weight(key, x) : 0u;

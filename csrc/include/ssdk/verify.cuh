@@ -118,8 +118,8 @@ __global__ void __launch_bounds__(kThreads) filter_kernel(FilterArgs<T> a) {
   RowDist d{st.m, 1.f, st.idx, 0u, 0xffffffffu, 1.f, scale, inv_t};
   if (scale > 0.f) {
     const int k = a.top_k ? a.top_k[req] : 0;
-    if (k > 0 && k < V) d.keep_key = radix_select(row, V, static_cast<unsigned long long>(k),
-                                                  [](uint32_t, float) { return 1u; }, hist);
+    if (k > 0 && k < V) d.keep_key = radix_select<T, VEC>(row, V, vec_ok, static_cast<unsigned long long>(k),
+                                                          [](uint32_t, float) { return 1u; }, hist);
     const float p = a.top_p ? a.top_p[req] : 1.f;
     if (p < 1.f) {
       const uint32_t keep = d.keep_key;
@@ -130,11 +130,11 @@ __global__ void __launch_bounds__(kThreads) filter_kernel(FilterArgs<T> a) {
       total = block_sum_u64(total);
       unsigned long long target = static_cast<unsigned long long>(static_cast<double>(total) * fmaxf(p, 0.f));
       target = target == 0 ? 1 : target;
-      d.keep_key = radix_select(row, V, target, mass, hist);
+      d.keep_key = radix_select<T, VEC>(row, V, vec_ok, target, mass, hist);
     }
     if (a.sag_x != nullptr && (draft || a.sag_target)) {
-      d.sag_key = radix_select(row, V, static_cast<unsigned long long>(a.sag_f + 1),
-                               [](uint32_t, float) { return 1u; }, hist);
+      d.sag_key = radix_select<T, VEC>(row, V, vec_ok, static_cast<unsigned long long>(a.sag_f + 1),
+                                       [](uint32_t, float) { return 1u; }, hist);
       d.sag_x = a.sag_x[req];
     }
     float sum = 0.f;
@@ -914,8 +914,9 @@ __global__ void __launch_bounds__(kThreads) saguaro_rescale_kernel(const float* 
   __shared__ unsigned long long hist[kRadixBins];
   const int r = blockIdx.x;
   const float* row = probs + static_cast<int64_t>(r) * vocab;
-  const uint32_t top =
-      radix_select(row, vocab, static_cast<unsigned long long>(F + 1), [](uint32_t, float) { return 1u; }, hist);
+  const bool vec_ok = (reinterpret_cast<uintptr_t>(row) & 15) == 0;
+  const uint32_t top = radix_select<float, 4>(row, vocab, vec_ok, static_cast<unsigned long long>(F + 1),
+                                              [](uint32_t, float) { return 1u; }, hist);
   const float xr = x[r];
   float sum = 0.f;
   for (int v = threadIdx.x; v < vocab; v += blockDim.x) sum += order_key(row[v]) >= top ? row[v] * xr : row[v];
