@@ -429,8 +429,8 @@ __device__ __forceinline__ void hist_add(unsigned long long* hist, uint32_t digi
   if (old + w < old) atomicAdd(bin + 1, 1u);
 }
 
-// `hist` is a [kRadixBins] shared-memory buffer owned by the kernel (one for every select it runs:
-// per-instantiation static buffers would exceed the 48 KB static shared-memory limit).
+// `hist` is a [2 * kRadixBins] shared-memory buffer (the slice's counts, then the row's) owned by the kernel
+// (one for every select it runs: per-instantiation static buffers would exceed the 48 KB static limit).
 template <typename T, int VEC, typename WeightFn>
 __device__ uint32_t radix_select(const T* row, int lo, int hi, bool vec_ok, unsigned long long target,
                                  WeightFn weight, unsigned long long* hist) {
@@ -454,14 +454,19 @@ __device__ uint32_t radix_select(const T* row, int lo, int hi, bool vec_ok, unsi
       if (round == 0 || (key >> shift) == prefix) hist_add(hist, (key >> low) & ((1u << bits) - 1u), weight(key, x));
     });
     cluster_sync();  // every CTA's histogram of its slice is complete
-    // The row's histogram, summed over the cluster's CTAs. Suffix sums: thread t owns bins
-    // [t * kBinsPerThread, (t + 1) * kBinsPerThread).
-    unsigned long long bins[kBinsPerThread] = {}, own = 0;
+    // The row's histogram: the cluster's slice histograms summed into row_hist, bins t + k * kThreads per
+    // thread (consecutive lanes read consecutive bins: no bank conflicts on the remote reads).
+    unsigned long long* row_hist = hist + kRadixBins;
+    unsigned long long sums[kBinsPerThread] = {};
     for (uint32_t rank = 0; rank < cluster_size(); ++rank)
 #pragma unroll
-      for (int i = 0; i < kBinsPerThread; ++i) bins[i] += cluster_load_object(hist[threadIdx.x * kBinsPerThread + i], rank);
+      for (int k = 0; k < kBinsPerThread; ++k) sums[k] += cluster_load_object(hist[threadIdx.x + k * kThreads], rank);
 #pragma unroll
-    for (int i = 0; i < kBinsPerThread; ++i) own += bins[i];
+    for (int k = 0; k < kBinsPerThread; ++k) row_hist[threadIdx.x + k * kThreads] = sums[k];
+    __syncthreads();
+    // Suffix sums: thread t owns bins [t * kBinsPerThread, (t + 1) * kBinsPerThread).
+    unsigned long long own = 0;
+    for (int i = 0; i < kBinsPerThread; ++i) own += row_hist[threadIdx.x * kBinsPerThread + i];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     unsigned long long incl = own;  // sum over lanes >= lane within the warp
 #pragma unroll
@@ -473,10 +478,9 @@ __device__ uint32_t radix_select(const T* row, int lo, int hi, bool vec_ok, unsi
     __syncthreads();
     unsigned long long above = incl - own;
     for (int w = warp + 1; w < kThreads / 32; ++w) above += warp_tot[w];
-#pragma unroll
     for (int i = kBinsPerThread - 1; i >= 0; --i) {
       const int bin = threadIdx.x * kBinsPerThread + i;
-      const unsigned long long h = bins[i];
+      const unsigned long long h = row_hist[bin];
       if (above < target && target <= above + h) {
         found_digit = static_cast<uint32_t>(bin);
         found_rest = target - above;

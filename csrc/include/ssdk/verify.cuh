@@ -105,7 +105,7 @@ __device__ __forceinline__ unsigned long long block_sum_u64(unsigned long long v
 // cluster computes the same distribution and rank 0 stores it.
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kThreads) filter_kernel(FilterArgs<T> a) {
-  __shared__ unsigned long long hist[kRadixBins];
+  __shared__ unsigned long long hist[2 * kRadixBins];
   pdl_wait();
   pdl_launch_dependents();
   const uint32_t ranks = cluster_size(), rank = cluster_rank();
@@ -917,7 +917,7 @@ __global__ void __launch_bounds__(kThreads) write_probs_kernel(const T* logits, 
 
 __global__ void __launch_bounds__(kThreads) saguaro_rescale_kernel(const float* probs, const float* x, float* out,
                                                                   int vocab, int F) {
-  __shared__ unsigned long long hist[kRadixBins];
+  __shared__ unsigned long long hist[2 * kRadixBins];
   const int r = blockIdx.x;
   const float* row = probs + static_cast<int64_t>(r) * vocab;
   const bool vec_ok = (reinterpret_cast<uintptr_t>(row) & 15) == 0;
