@@ -186,14 +186,8 @@ void launch_filter(const RowMap<T>& map, int num_rows, int vocab, const Filters&
   fa.sag_f = f.sag_f;
   fa.sag_target = f.sag_target;
   fa.dists = dists;
-  // A cluster of up to 8 CTAs per row (sm_90+) while the rows alone leave the GPU mostly idle: one CTA's
-  // radix selects over a 128k-entry row took 80-185 µs (H100, ab352ae), one SM streaming it ~9 times.
-  int device = 0;
-  check_cuda_call(cudaGetDevice(&device), "cudaGetDevice");
-  const int cluster = device_attribute<cudaDevAttrComputeCapabilityMajor>(device) >= 9
-                          ? std::clamp(ceil_div(2 * sm_count(device), num_rows), 1, 8) : 1;
-  check_cuda_call(launch_pdl_cluster(sampling::filter_kernel<T, 16 / sizeof(T)>, dim3(num_rows * cluster),
-                                     dim3(sampling::kThreads), 0, stream, static_cast<unsigned>(cluster), fa),
+  check_cuda_call(launch_pdl(sampling::filter_kernel<T, 16 / sizeof(T)>, dim3(num_rows), dim3(sampling::kThreads), 0,
+                             stream, fa),
                   "filter kernel launch");
 }
 

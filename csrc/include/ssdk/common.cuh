@@ -1,11 +1,10 @@
-// Device helpers shared by ssdk kernels: vector loads, dtype conversion, block reductions, clusters, PDL.
+// Device helpers shared by ssdk kernels: vector loads, dtype conversion, block reductions.
 // Raw pointers only; no torch headers (FlashInfer-style include/).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <cstdint>
-#include <cstring>
 #include <utility>
 
 namespace ssdk {
@@ -106,99 +105,22 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 #endif
 }
 
-// Thread-block clusters (sm_90). Compiled for an older target they reduce to one CTA: rank 0 of 1, a CTA
-// barrier and local shared-memory loads, right for the launches without clusters those targets get.
-__device__ __forceinline__ uint32_t cluster_rank() {
-  uint32_t r = 0;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-#endif
-  return r;
-}
-__device__ __forceinline__ uint32_t cluster_size() {
-  uint32_t n = 1;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mov.u32 %0, %%cluster_nctarank;" : "=r"(n));
-#endif
-  return n;
-}
-// Barrier over every thread of the cluster; shared-memory writes before it are visible to the whole
-// cluster after it (release / acquire).
-__device__ __forceinline__ void cluster_sync() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
-#else
-  __syncthreads();
-#endif
-}
-// Address of this CTA's shared-memory object `smem` in CTA `rank` of the cluster.
-__device__ __forceinline__ uint32_t cluster_addr(const void* smem, uint32_t rank) {
-  uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mapa.shared::cluster.u32 %0, %0, %1;" : "+r"(addr) : "r"(rank));
-#endif
-  return addr;
-}
-__device__ __forceinline__ float cluster_load(uint32_t addr) {
-  float v;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(addr) : "memory");
-#else
-  asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(addr) : "memory");
-#endif
-  return v;
-}
-__device__ __forceinline__ float4 cluster_load4(uint32_t addr) {
-  float4 v;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];"
-               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(addr) : "memory");
-#else
-  asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];"
-               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(addr) : "memory");
-#endif
-  return v;
-}
-// A shared-memory object of CTA `rank` (4-byte words, e.g. a struct of floats and ints).
-template <typename V>
-__device__ __forceinline__ V cluster_load_object(const V& local, uint32_t rank) {
-  static_assert(sizeof(V) % 4 == 0, "whole 4-byte words");
-  uint32_t words[sizeof(V) / 4];
-  const uint32_t addr = cluster_addr(&local, rank);
-#pragma unroll
-  for (int i = 0; i < int(sizeof(V) / 4); ++i) words[i] = __float_as_uint(cluster_load(addr + 4 * i));
-  V v;
-  memcpy(&v, words, sizeof(V));
-  return v;
-}
-
 // Launches kernel<<<grid, block, smem, stream>>>(args...) with programmatic stream serialization
-// allowed (ignored by GPUs older than sm_90, where the launch is ordinary) and, for cluster_x > 1,
-// clusters of cluster_x CTAs along x (sm_90+; grid.x a multiple of it).
+// allowed (ignored by GPUs older than sm_90, where the launch is ordinary).
 template <typename... KernelArgs, typename... Args>
-cudaError_t launch_pdl_cluster(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
-                               cudaStream_t stream, unsigned cluster_x, Args&&... args) {
+cudaError_t launch_pdl(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                       Args&&... args) {
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
   config.blockDim = block;
   config.dynamicSmemBytes = smem;
   config.stream = stream;
-  cudaLaunchAttribute attr[2];
+  cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
-  attr[1].id = cudaLaunchAttributeClusterDimension;
-  attr[1].val.clusterDim.x = cluster_x;
-  attr[1].val.clusterDim.y = 1;
-  attr[1].val.clusterDim.z = 1;
   config.attrs = attr;
-  config.numAttrs = cluster_x > 1 ? 2 : 1;
+  config.numAttrs = 1;
   return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
-}
-
-template <typename... KernelArgs, typename... Args>
-cudaError_t launch_pdl(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                       Args&&... args) {
-  return launch_pdl_cluster(kernel, grid, block, smem, stream, 1u, std::forward<Args>(args)...);
 }
 
 inline bool is_aligned(const void* ptr, int bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }

@@ -415,8 +415,7 @@ __device__ __forceinline__ Stat row_stats(const T* row, int lo, int hi, bool vec
 
 // ---- radix select over order keys (11 + 11 + 10 bits): the key kappa with
 //   W(key > kappa) < target <= W(key >= kappa),   W = sum of weight(key, x) (u32 per element)
-// over the row, 0 < target <= W(all). Count weights (1) give the target-th largest key. Each CTA of a
-// cluster (one CTA without clusters) counts its slice [lo, hi) of the row; every CTA gets the same key.
+// over the row, 0 < target <= W(all). Count weights (1) give the target-th largest key.
 constexpr int kRadixBins = 2048;
 
 // hist[digit] += w: a native 32-bit shared atomic on the bin's low word, and the carry into its high word
@@ -429,11 +428,11 @@ __device__ __forceinline__ void hist_add(unsigned long long* hist, uint32_t digi
   if (old + w < old) atomicAdd(bin + 1, 1u);
 }
 
-// `hist` is a [2 * kRadixBins] shared-memory buffer (the slice's counts, then the row's) owned by the kernel
-// (one for every select it runs: per-instantiation static buffers would exceed the 48 KB static limit).
+// `hist` is a [kRadixBins] shared-memory buffer owned by the kernel (one for every select it runs:
+// per-instantiation static buffers would exceed the 48 KB static shared-memory limit).
 template <typename T, int VEC, typename WeightFn>
-__device__ uint32_t radix_select(const T* row, int lo, int hi, bool vec_ok, unsigned long long target,
-                                 WeightFn weight, unsigned long long* hist) {
+__device__ uint32_t radix_select(const T* row, int n, bool vec_ok, unsigned long long target, WeightFn weight,
+                                 unsigned long long* hist) {
   __shared__ unsigned long long warp_tot[kThreads / 32];
   __shared__ uint32_t found_digit;
   __shared__ unsigned long long found_rest;
@@ -449,24 +448,14 @@ __device__ uint32_t radix_select(const T* row, int lo, int hi, bool vec_ok, unsi
       found_rest = target;
     }
     __syncthreads();
-    for_each<T, VEC>(row, lo, hi, vec_ok, [&](int, float x) {
+    for_each<T, VEC>(row, 0, n, vec_ok, [&](int, float x) {
       const uint32_t key = order_key(x);
       if (round == 0 || (key >> shift) == prefix) hist_add(hist, (key >> low) & ((1u << bits) - 1u), weight(key, x));
     });
-    cluster_sync();  // every CTA's histogram of its slice is complete
-    // The row's histogram: the cluster's slice histograms summed into row_hist, bins t + k * kThreads per
-    // thread (consecutive lanes read consecutive bins: no bank conflicts on the remote reads).
-    unsigned long long* row_hist = hist + kRadixBins;
-    unsigned long long sums[kBinsPerThread] = {};
-    for (uint32_t rank = 0; rank < cluster_size(); ++rank)
-#pragma unroll
-      for (int k = 0; k < kBinsPerThread; ++k) sums[k] += cluster_load_object(hist[threadIdx.x + k * kThreads], rank);
-#pragma unroll
-    for (int k = 0; k < kBinsPerThread; ++k) row_hist[threadIdx.x + k * kThreads] = sums[k];
     __syncthreads();
     // Suffix sums: thread t owns bins [t * kBinsPerThread, (t + 1) * kBinsPerThread).
     unsigned long long own = 0;
-    for (int i = 0; i < kBinsPerThread; ++i) own += row_hist[threadIdx.x * kBinsPerThread + i];
+    for (int i = 0; i < kBinsPerThread; ++i) own += hist[threadIdx.x * kBinsPerThread + i];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     unsigned long long incl = own;  // sum over lanes >= lane within the warp
 #pragma unroll
@@ -480,7 +469,7 @@ __device__ uint32_t radix_select(const T* row, int lo, int hi, bool vec_ok, unsi
     for (int w = warp + 1; w < kThreads / 32; ++w) above += warp_tot[w];
     for (int i = kBinsPerThread - 1; i >= 0; --i) {
       const int bin = threadIdx.x * kBinsPerThread + i;
-      const unsigned long long h = row_hist[bin];
+      const unsigned long long h = hist[bin];
       if (above < target && target <= above + h) {
         found_digit = static_cast<uint32_t>(bin);
         found_rest = target - above;
@@ -491,22 +480,9 @@ __device__ uint32_t radix_select(const T* row, int lo, int hi, bool vec_ok, unsi
     prefix = (prefix << bits) | found_digit;
     target = found_rest;
     shift = low;
-    cluster_sync();  // no CTA zeroes its histogram while another may still read it
+    __syncthreads();
   }
   return prefix;
-}
-
-// v combined over the CTAs of the cluster in rank order (the same result in every CTA; v itself without a
-// cluster). Call with every thread of every CTA, each CTA passing one value (e.g. a block reduction's).
-template <typename V, typename Combine>
-__device__ __forceinline__ V cluster_combine(V v, Combine combine) {
-  __shared__ V part;
-  if (threadIdx.x == 0) part = v;
-  cluster_sync();
-  V r = cluster_load_object(part, 0);
-  for (uint32_t rank = 1; rank < cluster_size(); ++rank) r = combine(r, cluster_load_object(part, rank));
-  cluster_sync();  // part is rewritten only after every CTA has read it
-  return r;
 }
 
 // Fixed-point mass of a weight in [0, 1] (top-p sums are exact integers: deterministic).

@@ -101,53 +101,47 @@ __device__ __forceinline__ unsigned long long block_sum_u64(unsigned long long v
   return v;
 }
 
-// One row per cluster of CTAs (one CTA without clusters), each CTA over a slice of the row; every CTA of the
-// cluster computes the same distribution and rank 0 stores it.
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kThreads) filter_kernel(FilterArgs<T> a) {
-  __shared__ unsigned long long hist[2 * kRadixBins];
+  __shared__ unsigned long long hist[kRadixBins];
   pdl_wait();
   pdl_launch_dependents();
-  const uint32_t ranks = cluster_size(), rank = cluster_rank();
-  const int r = blockIdx.x / ranks;
+  const int r = blockIdx.x;
   const int req = a.map.request_of(r);
   const bool draft = a.map.is_draft(r);
   const T* row = a.map.row(r);
   const bool vec_ok = draft ? a.vec_draft : a.vec_target;
   const int V = a.vocab;
-  const int per = ((V + ranks - 1) / ranks + 63) / 64 * 64;  // slice starts stay 16-byte aligned
-  const int lo = min(V, static_cast<int>(rank) * per), hi = min(V, lo + per);
   float scale, inv_t;
   temperature_scales(a.temperature, req, scale, inv_t);
-  const Stat st = cluster_combine(row_stats<T, VEC>(row, lo, hi, vec_ok, 0.f),
-                                  [](const Stat& x, const Stat& y) { return merge(x, y, 0.f); });
+  const Stat st = row_stats<T, VEC>(row, 0, V, vec_ok, 0.f);
   RowDist d{st.m, 1.f, st.idx, 0u, 0xffffffffu, 1.f, scale, inv_t};
-  if (scale > 0.f) {  // the same branch in every CTA of the cluster (one request)
-    auto count = [](uint32_t, float) { return 1u; };
+  if (scale > 0.f) {
     const int k = a.top_k ? a.top_k[req] : 0;
-    if (k > 0 && k < V) d.keep_key = radix_select<T, VEC>(row, lo, hi, vec_ok, static_cast<unsigned long long>(k),
-                                                          count, hist);
+    if (k > 0 && k < V) d.keep_key = radix_select<T, VEC>(row, V, vec_ok, static_cast<unsigned long long>(k),
+                                                          [](uint32_t, float) { return 1u; }, hist);
     const float p = a.top_p ? a.top_p[req] : 1.f;
     if (p < 1.f) {
       const uint32_t keep = d.keep_key;
       const float m = d.max;
       auto mass = [=](uint32_t key, float x) { return key >= keep ? fixed_mass(exp2f((x - m) * scale)) : 0u; };
       unsigned long long total = 0;
-      for_each<T, VEC>(row, lo, hi, vec_ok, [&](int, float x) { total += mass(order_key(x), x); });
-      total = cluster_combine(block_sum_u64(total), [](unsigned long long x, unsigned long long y) { return x + y; });
+      for_each<T, VEC>(row, 0, V, vec_ok, [&](int, float x) { total += mass(order_key(x), x); });
+      total = block_sum_u64(total);
       unsigned long long target = static_cast<unsigned long long>(static_cast<double>(total) * fmaxf(p, 0.f));
       target = target == 0 ? 1 : target;
-      d.keep_key = radix_select<T, VEC>(row, lo, hi, vec_ok, target, mass, hist);
+      d.keep_key = radix_select<T, VEC>(row, V, vec_ok, target, mass, hist);
     }
     if (a.sag_x != nullptr && (draft || a.sag_target)) {
-      d.sag_key = radix_select<T, VEC>(row, lo, hi, vec_ok, static_cast<unsigned long long>(a.sag_f + 1), count, hist);
+      d.sag_key = radix_select<T, VEC>(row, V, vec_ok, static_cast<unsigned long long>(a.sag_f + 1),
+                                       [](uint32_t, float) { return 1u; }, hist);
       d.sag_x = a.sag_x[req];
     }
     float sum = 0.f;
-    for_each<T, VEC>(row, lo, hi, vec_ok, [&](int, float x) { sum += row_weight(d, x); });
-    d.sum = cluster_combine(block_sum_f(sum), [](float x, float y) { return x + y; });
+    for_each<T, VEC>(row, 0, V, vec_ok, [&](int, float x) { sum += row_weight(d, x); });
+    d.sum = block_sum_f(sum);
   }
-  if (threadIdx.x == 0 && rank == 0) a.dists[r] = d;
+  if (threadIdx.x == 0) a.dists[r] = d;
 }
 
 // ------------------------------------------------------------------ verify kernel
@@ -917,11 +911,11 @@ __global__ void __launch_bounds__(kThreads) write_probs_kernel(const T* logits, 
 
 __global__ void __launch_bounds__(kThreads) saguaro_rescale_kernel(const float* probs, const float* x, float* out,
                                                                   int vocab, int F) {
-  __shared__ unsigned long long hist[2 * kRadixBins];
+  __shared__ unsigned long long hist[kRadixBins];
   const int r = blockIdx.x;
   const float* row = probs + static_cast<int64_t>(r) * vocab;
   const bool vec_ok = (reinterpret_cast<uintptr_t>(row) & 15) == 0;
-  const uint32_t top = radix_select<float, 4>(row, 0, vocab, vec_ok, static_cast<unsigned long long>(F + 1),
+  const uint32_t top = radix_select<float, 4>(row, vocab, vec_ok, static_cast<unsigned long long>(F + 1),
                                               [](uint32_t, float) { return 1u; }, hist);
   const float xr = x[r];
   float sum = 0.f;
