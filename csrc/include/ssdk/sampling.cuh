@@ -450,7 +450,8 @@ __device__ uint32_t radix_select(const T* row, int n, bool vec_ok, unsigned long
     __syncthreads();
     for_each<T, VEC>(row, 0, n, vec_ok, [&](int, float x) {
       const uint32_t key = order_key(x);
-      if (round == 0 || (key >> shift) == prefix) hist_add(hist, (key >> low) & ((1u << bits) - 1u), weight(key, x));
+      if (round == 0 || (key >> shift) == prefix)
+        hist_add(hist, (key >> low) & ((1u << bits) - 1u), weight(key, x));
     });
     __syncthreads();
     // Suffix sums: thread t owns bins [t * kBinsPerThread, (t + 1) * kBinsPerThread).

@@ -914,8 +914,8 @@ __global__ void __launch_bounds__(kThreads) saguaro_rescale_kernel(const float* 
   __shared__ unsigned long long hist[kRadixBins];
   const int r = blockIdx.x;
   const float* row = probs + static_cast<int64_t>(r) * vocab;
-  const bool vec_ok = (reinterpret_cast<uintptr_t>(row) & 15) == 0;
-  const uint32_t top = radix_select<float, 4>(row, vocab, vec_ok, static_cast<unsigned long long>(F + 1),
+  const uint32_t top = radix_select<float, 4>(row, vocab, is_aligned(row, 16),
+                                              static_cast<unsigned long long>(F + 1),
                                               [](uint32_t, float) { return 1u; }, hist);
   const float xr = x[r];
   float sum = 0.f;

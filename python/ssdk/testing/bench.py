@@ -125,7 +125,7 @@ def balanced_orders(n: int) -> list[list[int]]:
         if lo != hi:
             first.append(hi)
         lo, hi = lo + 1, hi - 1
-    rows = [[(k + r) % n for k in first[:n]] for r in range(n)]
+    rows = [[(k + r) % n for k in first] for r in range(n)]
     return rows if n % 2 == 0 else rows + [row[::-1] for row in rows]
 
 
