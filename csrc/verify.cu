@@ -1,6 +1,7 @@
 // Launchers for sampling and speculative verification (device code: include/ssdk/verify.cuh,
-// include/ssdk/sampling.cuh). Logits fp32/fp16/bf16 with rows strided (last dim contiguous);
-// probabilities fp32; token ids int32/int64; outputs int32 (sample_tokens: int64). Any arch >= sm_70.
+// include/ssdk/chain_resident.cuh, include/ssdk/sampling.cuh). Logits fp32/fp16/bf16 with rows strided
+// (last dim contiguous); probabilities fp32; token ids int32/int64; outputs int32 (sample_tokens: int64).
+// Any arch >= sm_70.
 // Semantics and reference: ssdk/ops/verify.py, ssdk/ref/verify.py (Philox streams bit-identical).
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -10,6 +11,7 @@
 #include <algorithm>
 
 #include "ops.h"
+#include "ssdk/chain_resident.cuh"
 #include "ssdk/verify.cuh"
 #include "torch_utils.h"
 
@@ -276,6 +278,48 @@ void prepare(VerifyArgs<T>& a, const Filters& f, bool stochastic, bool long_chun
   }
 }
 
+// verify_chain's one-launch path for small batches (include/ssdk/chain_resident.cuh): stochastic calls with
+// draft logits and no filters whose rows' slices fit in shared memory (B <= 2 at K = 6, V = 128K bf16).
+// Returns false, having launched nothing, when the call does not qualify.
+constexpr size_t kResidentSmem = 64 * 1024;
+
+template <typename T>
+bool launch_chain_resident(VerifyArgs<T>& a, const at::Tensor& ref, Workspace& ws, int sms, cudaStream_t stream) {
+  constexpr int kVec = 16 / sizeof(T);
+  const int want = std::max(1, std::min({sms, sampling::kResidentMaxCtas, a.vocab / 256}));  // slices >= 256
+  const int chunk = ceil_div(ceil_div(a.vocab, want), kVec) * kVec;
+  const int ctas = ceil_div(a.vocab, chunk);
+  const size_t smem = static_cast<size_t>(a.num_rows) * chunk * sizeof(T);
+  if (a.batch == 0 || a.num_rows > sampling::kResidentMaxRows || a.vocab % kVec != 0 || smem > kResidentSmem ||
+      !rows_vectorizable(a.map.target, a.map.target_stride) || !rows_vectorizable(a.map.draft, a.map.draft_stride))
+    return false;
+  static bool attribute_set[64] = {};
+  int device = 0;
+  check_cuda_call(cudaGetDevice(&device), "cudaGetDevice");
+  TORCH_CHECK(device >= 0 && device < 64, "ssdk: device index ", device, " out of range");
+  if (!attribute_set[device]) {
+    check_cuda_call(cudaFuncSetAttribute(sampling::chain_resident_kernel<T, kVec>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kResidentSmem)),
+                    "chain_resident_kernel shared memory");
+    attribute_set[device] = true;
+  }
+  a.S = a.S2 = ctas;
+  a.chunk = a.chunk2 = chunk;
+  ws = make_workspace(ref, static_cast<int64_t>(a.num_rows) * ctas, static_cast<int64_t>(a.batch) * ctas, 0, 0,
+                      2 * static_cast<int64_t>(a.batch));
+  a.partials = ws.partials;
+  a.picks = ws.picks;
+  a.final_count = ws.final_count;
+  a.ready = ws.ready;
+  check_cuda_call(launch_pdl(sampling::zero_kernel, dim3(ceil_div(2 * a.batch, sampling::kThreads)),
+                             dim3(sampling::kThreads), 0, stream, a.final_count, 2 * a.batch),
+                  "zero kernel launch");
+  check_cuda_call(launch_pdl(sampling::chain_resident_kernel<T, kVec>, dim3(static_cast<unsigned>(ctas)),
+                             dim3(sampling::kThreads), smem, stream, a),
+                  "chain_resident kernel launch");
+  return true;
+}
+
 }  // namespace
 
 void sample_tokens(at::Tensor& out, const at::Tensor& logits, const at::Tensor& temperature, const OptTensor& top_k,
@@ -459,6 +503,7 @@ void verify_chain(at::Tensor& out_tokens, at::Tensor& accept_len, const at::Tens
     const Filters f = make_filters(a.temperature, top_k, top_p, with_draft_logits ? saguaro_x : OptTensor{}, saguaro_f,
                                    /*sag_target=*/false);
     Workspace ws;
+    if (with_draft_logits && !f.any() && launch_chain_resident<T>(a, target_logits, ws, sms, stream)) return;
     prepare(a, f, temperature.has_value(), /*long_chunks=*/true, target_logits, ws, sms, stream);
     launch_verify<T, sampling::kChain>(a, stream);
   });

@@ -217,6 +217,73 @@ def test_verify_chain_many_requests(draft_kind):
     torch.testing.assert_close(length.cpu(), expected_len.cpu().to(length.dtype), atol=0, rtol=0)
 
 
+def cuda_kernel_names(fn) -> set[str]:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return {e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA}
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype,vocab", [(torch.bfloat16, 128256), (torch.float32, 32000), (torch.float16, 4000)])
+def test_verify_chain_small_batch_one_launch(dtype, vocab):
+    """Small stochastic batches with draft logits take one launch (every row's vocabulary slice resident in
+    shared memory, a grid barrier between statistics and decisions): B = 1 and 2 sampled and B = 3 with a
+    greedy request, 48 offsets each against the reference; greedy rows exact; deterministic per offset."""
+    for batch, k in [(1, 6), (2, 6), (3, 3)]:
+        target, draft, ids = chain_inputs("cuda", batch, k, vocab, dtype, seed=20 + batch)
+        temperature = torch.tensor([0.8, 1.3, 0.0][:batch], device="cuda")
+
+        def call(offset):
+            return verify_chain(target, ids, temperature, draft_logits=draft, seed=5, offset=offset)
+
+        assert any("chain_resident_kernel" in name for name in cuda_kernel_names(lambda: call(0))), \
+            f"B={batch} K={k} {dtype} V={vocab} did not take the one-launch path"
+        got, expected = [], []
+        for offset in range(48):
+            tokens, length = call(offset)
+            ref_tokens, ref_len = ref.verify_chain(target, ids, temperature, draft_logits=draft, seed=5, offset=offset)
+            got.append(torch.cat([tokens, length[:, None]], 1).cpu())
+            expected.append(torch.cat([ref_tokens, ref_len[:, None]], 1).cpu().to(torch.int32))
+        got, expected = torch.cat(got), torch.cat(expected)
+        assert_rows_match(got, expected, "cuda")
+        greedy = (temperature == 0).cpu().repeat(48)
+        torch.testing.assert_close(got[greedy], expected[greedy], atol=0, rtol=0)
+        again = torch.cat([t.cpu() for t in (call(47)[0], call(47)[1][:, None])], 1)
+        torch.testing.assert_close(again, got[-batch:], atol=0, rtol=0)
+
+
+@pytest.mark.cuda
+def test_verify_chain_small_batch_distribution():
+    """The one-launch path's emitted tokens follow the target: 4096 calls of 2 requests (K = 3, 128k vocab,
+    bf16, fresh offsets): out[0] ~ p_0, and out[1] ~ p_1 given that the first draft token was accepted."""
+    vocab, n, bound = stat_cases("cuda")
+    k, batch, temperature = 3, 2, 0.9
+    gen = torch.Generator().manual_seed(71)
+    target_rows = concentrated_logits(k + 1, vocab, gen, "cuda").to(torch.bfloat16)
+    draft_rows = (target_rows[:k].float().cpu() + torch.randn(k, vocab, generator=gen) * 1.5).to("cuda", torch.bfloat16)
+    temp = torch.full((batch,), temperature, device="cuda")
+    q = ref.probs_from_logits(draft_rows, temp[:1].expand(k))
+    p = ref.probs_from_logits(target_rows, temp[:1].expand(k + 1))
+    ids = torch.multinomial(q, n, replacement=True, generator=torch.Generator("cuda").manual_seed(3)).T.contiguous()
+    target = target_rows[None].expand(batch, -1, -1).contiguous()
+    draft = draft_rows[None].expand(batch, -1, -1).contiguous()
+    assert any("chain_resident_kernel" in name
+               for name in cuda_kernel_names(lambda: verify_chain(target, ids[:batch], temp, draft_logits=draft)))
+    outs = [verify_chain(target, ids[i:i + batch], temp, draft_logits=draft, seed=9, offset=i)
+            for i in range(0, n, batch)]
+    tokens = torch.cat([t for t, _ in outs])
+    length = torch.cat([n_ for _, n_ in outs])
+    first = tokens[:, 0]
+    assert (p[0][first] > 0).all(), "a zero-probability token was emitted"
+    s, pp = bucketed(first, p[0])
+    assert total_variation(s, pp) < bound
+    second = tokens[length >= 1, 1]
+    assert second.numel() > n // 10
+    s, pp = bucketed(second, p[1])
+    assert total_variation(s, pp) < bound * (n / second.numel()) ** 0.5
+
+
 @pytest.mark.cuda
 def test_verify_chain_concurrent_streams():
     """Two calls running at once on two streams share no device state (each call's first kernel zeroes
@@ -557,8 +624,9 @@ def test_zero_probability_tokens_never_emitted(backend, device):
 # ---------------------------------------------------------------- graphs, compile, opcheck, bad inputs
 @pytest.mark.cuda
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
-def test_cuda_graph_replays_draw_fresh_numbers(backend):
-    batch, k, vocab = 8, 4, 32000
+@pytest.mark.parametrize("batch", [1, 8])  # 1: the one-launch path
+def test_cuda_graph_replays_draw_fresh_numbers(backend, batch):
+    k, vocab = 4, 32000
     target, draft, ids = chain_inputs("cuda", batch, k, vocab)
     temperature = torch.ones(batch, device="cuda")
     offset = torch.zeros(1, dtype=torch.int64, device="cuda")
