@@ -93,7 +93,7 @@ void dispatch_logits(at::ScalarType dtype, F&& f) {
 }
 
 // Workspace from the caching allocator (capture-safe): partials, picks, row distributions, race bounds,
-// per-request counters (final_count then ready, zeroed by the call's zero_kernel).
+// per-request counters (final_count then ready, zeroed by the call's zero_kernel), loose floats.
 struct Workspace {
   at::Tensor buffer;
   sampling::Stat* partials = nullptr;
@@ -102,15 +102,17 @@ struct Workspace {
   int8_t* race_bounds = nullptr;
   unsigned* final_count = nullptr;
   unsigned* ready = nullptr;
+  float* floats = nullptr;
 };
 
 Workspace make_workspace(const at::Tensor& ref, int64_t num_partials, int64_t num_picks, int64_t num_dists,
-                         int64_t num_bounds = 0, int64_t num_counts = 0) {
+                         int64_t num_bounds = 0, int64_t num_counts = 0, int64_t num_floats = 0) {
   auto align = [](int64_t bytes) { return (bytes + 255) / 256 * 256; };
   const int64_t sizes[] = {align(num_partials * static_cast<int64_t>(sizeof(sampling::Stat))),
                            align(num_picks * static_cast<int64_t>(sizeof(sampling::Pick))),
                            align(num_dists * static_cast<int64_t>(sizeof(RowDist))), align(num_bounds),
-                           align(num_counts * static_cast<int64_t>(sizeof(unsigned)))};
+                           align(num_counts * static_cast<int64_t>(sizeof(unsigned))),
+                           align(num_floats * static_cast<int64_t>(sizeof(float)))};
   int64_t total = 0;
   for (const int64_t size : sizes) total += size;
   Workspace ws;
@@ -126,6 +128,8 @@ Workspace make_workspace(const at::Tensor& ref, int64_t num_partials, int64_t nu
   p += sizes[3];
   ws.final_count = reinterpret_cast<unsigned*>(p);
   ws.ready = ws.final_count + num_counts / 2;
+  p += sizes[4];
+  ws.floats = num_floats > 0 ? reinterpret_cast<float*>(p) : nullptr;
   return ws;
 }
 
@@ -290,7 +294,8 @@ bool launch_chain_resident(VerifyArgs<T>& a, const at::Tensor& ref, Workspace& w
   const int chunk = ceil_div(ceil_div(a.vocab, want), kVec) * kVec;
   const int ctas = ceil_div(a.vocab, chunk);
   const size_t smem = static_cast<size_t>(a.num_rows) * chunk * sizeof(T);
-  if (a.batch == 0 || a.num_rows > sampling::kResidentMaxRows || a.vocab % kVec != 0 || smem > kResidentSmem ||
+  if (a.batch == 0 || a.batch > sampling::kResidentMaxBatch || a.num_rows > sampling::kResidentMaxRows ||
+      chunk > sampling::kResidentMaxChunk || a.vocab % kVec != 0 || smem > kResidentSmem ||
       !rows_vectorizable(a.map.target, a.map.target_stride) || !rows_vectorizable(a.map.draft, a.map.draft_stride))
     return false;
   static bool attribute_set[64] = {};
@@ -305,17 +310,19 @@ bool launch_chain_resident(VerifyArgs<T>& a, const at::Tensor& ref, Workspace& w
   }
   a.S = a.S2 = ctas;
   a.chunk = a.chunk2 = chunk;
+  const int64_t tokens = static_cast<int64_t>(a.batch) * a.map.K;
   ws = make_workspace(ref, static_cast<int64_t>(a.num_rows) * ctas, static_cast<int64_t>(a.batch) * ctas, 0, 0,
-                      2 * static_cast<int64_t>(a.batch));
+                      2 * static_cast<int64_t>(a.batch), 2 * tokens);
   a.partials = ws.partials;
   a.picks = ws.picks;
   a.final_count = ws.final_count;
   a.ready = ws.ready;
+  a.token_logits = ws.floats;
   check_cuda_call(launch_pdl(sampling::zero_kernel, dim3(ceil_div(2 * a.batch, sampling::kThreads)),
                              dim3(sampling::kThreads), 0, stream, a.final_count, 2 * a.batch),
                   "zero kernel launch");
   check_cuda_call(launch_pdl(sampling::chain_resident_kernel<T, kVec>, dim3(static_cast<unsigned>(ctas)),
-                             dim3(sampling::kThreads), smem, stream, a),
+                             dim3(sampling::kResidentThreads), smem, stream, a),
                   "chain_resident kernel launch");
   return true;
 }

@@ -219,15 +219,16 @@ __device__ __forceinline__ Pick warp_best(Pick p) {
   return p;
 }
 
+template <int kBlock = kThreads>  // blockDim.x
 __device__ __forceinline__ Pick block_best(Pick p) {
-  __shared__ Pick warp_picks[kThreads / 32];
+  __shared__ Pick warp_picks[kBlock / 32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   p = warp_best(p);
   __syncthreads();
   if (lane == 0) warp_picks[warp] = p;
   __syncthreads();
   p = warp_picks[0];
-  for (int w = 1; w < kThreads / 32; ++w) p = better(p, warp_picks[w]);
+  for (int w = 1; w < kBlock / 32; ++w) p = better(p, warp_picks[w]);
   return p;
 }
 

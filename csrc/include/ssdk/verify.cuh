@@ -174,6 +174,7 @@ struct VerifyArgs {
   Pick* picks;                // [B * S2]
   unsigned* final_count;      // [B] finished verify_kernel CTAs per request, zeroed by the call's zero_kernel
   unsigned* ready;            // [B] finished statistics items per request, zeroed by the call's zero_kernel
+  float* token_logits;        // chain_resident: [B * K, 2] target and draft logit of each draft token
   int8_t* race_bounds;        // [B, bounds_stride] (see the top of this file), or nullptr: draw every entry
   int bounds_stride;          // ceil(vocab / 4)
   int32_t* out_tokens;        // [B, out_width]
