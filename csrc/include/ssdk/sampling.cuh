@@ -332,40 +332,31 @@ struct StatTile {
 
   __device__ __forceinline__ static int vec_index(int base, int u) { return base + (threadIdx.x + u * kThreads) * VEC; }
 
-  static constexpr int kParts = kTileVecs / kFoldVecs;
-
-  // Folds part `part` of the tile at base (vectors kFoldVecs * part ..) into st; vec_at(u) returns this
-  // thread's vector u.
-  template <typename VecAt>
-  __device__ __forceinline__ static void fold_part(Stat& st, int base, int hi, float scale, int part, VecAt&& vec_at) {
-    float x[kFoldVecs * VEC];
-#pragma unroll
-    for (int u = 0; u < kFoldVecs; ++u) {
-      const bool valid = vec_index(base, kFoldVecs * part + u) + VEC <= hi;
-      const Vec<T, VEC> d = vec_at(kFoldVecs * part + u);  // (stale past hi: masked below)
-#pragma unroll
-      for (int j = 0; j < VEC; ++j) x[u * VEC + j] = valid ? to_float(d.data[j]) : -INFINITY;
-    }
-    const int first = vec_index(base, kFoldVecs * part);
-    accumulate_block(st, x, [&](int k) { return first + (k / VEC) * kThreads * VEC + k % VEC; }, scale);
-  }
-
-  // Folds the tile at base into st, part by part in order.
+  // Folds the tile at base into st; vec_at(u) returns this thread's vector u.
   template <typename VecAt>
   __device__ __forceinline__ static void accumulate(Stat& st, int base, int hi, float scale, VecAt&& vec_at) {
 #pragma unroll
-    for (int part = 0; part < kParts; ++part) fold_part(st, base, hi, scale, part, vec_at);
+    for (int part = 0; part < kTileVecs / kFoldVecs; ++part) {
+      float x[kFoldVecs * VEC];
+#pragma unroll
+      for (int u = 0; u < kFoldVecs; ++u) {
+        const bool valid = vec_index(base, kFoldVecs * part + u) + VEC <= hi;
+        const Vec<T, VEC> d = vec_at(kFoldVecs * part + u);  // (stale past hi: masked below)
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) x[u * VEC + j] = valid ? to_float(d.data[j]) : -INFINITY;
+      }
+      const int first = vec_index(base, kFoldVecs * part);
+      accumulate_block(st, x, [&](int k) { return first + (k / VEC) * kThreads * VEC + k % VEC; }, scale);
+    }
   }
 };
 
 // A chunk of at most one tile staged in shared memory by cp.async (sm_80+): each thread copies and later
 // reads only its own slots (slot u of thread t at slots[u * kThreads + t]: conflict-free), so no barrier is
-// needed, and chunks in flight cost no registers. load() commits one cp.async group per fold part (empty
-// ones included), and stats() folds each part as soon as its group has landed, so a CTA's folds overlap
-// the arrival of its later parts instead of all starting after the last byte.
+// needed between folding one chunk and loading the next into the same slots, and chunks in flight cost no
+// registers. Every load() commits one cp.async group (empty if nothing is copied).
 template <typename T, int VEC>
 struct AsyncTile {
-  using Tile = StatTile<T, VEC>;
   Vec<T, VEC>* slots;  // [kTileVecs * kThreads] in shared memory
 
   __device__ __forceinline__ static int vec_end(int lo, int hi) { return lo + (hi - lo) / VEC * VEC; }
@@ -375,33 +366,28 @@ struct AsyncTile {
     const int vhi = vec_end(lo, hi);
 #pragma unroll
     for (int u = 0; u < kTileVecs; ++u) {
-      const int v = Tile::vec_index(lo, u);
-      if (v + VEC <= vhi) {
-        const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(&slots[u * kThreads + threadIdx.x]));
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(row + v) : "memory");
-      }
-      if ((u + 1) % kFoldVecs == 0) asm volatile("cp.async.commit_group;" ::: "memory");
+      const int v = StatTile<T, VEC>::vec_index(lo, u);
+      if (v + VEC > vhi) continue;
+      const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(&slots[u * kThreads + threadIdx.x]));
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(row + v) : "memory");
     }
+    asm volatile("cp.async.commit_group;" ::: "memory");
   }
 
-  // This thread's statistics of [lo, hi) after its load(row, lo, hi) (waits for it part by part; single
-  // elements past the vectors are read directly). Same fold order as StatTile::accumulate.
+  // Waits until at most kPending of this thread's most recent loads are still in flight.
+  template <int kPending>
+  __device__ __forceinline__ static void wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
+  }
+
+  // This thread's statistics of [lo, hi) once its load(row, lo, hi) has landed (see wait), single elements
+  // past the vectors read directly.
   __device__ __forceinline__ Stat stats(const T* row, int lo, int hi, float scale) const {
     const int vhi = vec_end(lo, hi);
     Stat st = empty_stat();
-    fold_from<0>(st, lo, vhi, scale);
+    StatTile<T, VEC>::accumulate(st, lo, vhi, scale, [&](int u) { return slots[u * kThreads + threadIdx.x]; });
     for (int s = vhi + threadIdx.x; s < hi; s += kThreads) accumulate(st, to_float(row[s]), s, scale);
     return st;
-  }
-
- private:
-  template <int kPart>
-  __device__ __forceinline__ void fold_from(Stat& st, int lo, int vhi, float scale) const {
-    if constexpr (kPart < Tile::kParts) {
-      asm volatile("cp.async.wait_group %0;" ::"n"(Tile::kParts - 1 - kPart) : "memory");
-      Tile::fold_part(st, lo, vhi, scale, kPart, [&](int u) { return slots[u * kThreads + threadIdx.x]; });
-      fold_from<kPart + 1>(st, lo, vhi, scale);
-    }
   }
 };
 

@@ -725,8 +725,7 @@ __device__ Pick race_chunk(const VerifyArgs<T>& a, const Decision& dec, int b, i
 // race bounds of the item's share of its tile's Philox groups (the request's rows split them). A plain,
 // non-persistent grid in request-major order: each CTA starts the cp.async copy of its whole tile (32 KB)
 // before anything else, so all of its loads are in flight from its first instructions and hold no
-// registers; it draws its race bounds while the tile is in flight and folds the tile part by part as the
-// parts land; with few registers, kStatsCtasPerSm CTAs share an SM and their folds overlap each other's
+// registers; with few registers, kStatsCtasPerSm CTAs share an SM and their folds overlap each other's
 // loads. A CTA counts its item in ready[request] last (after a fence); verify_kernel's CTAs of that request
 // wait for the count instead of for this whole grid, so they overlap its tail. The counters are zeroed by
 // the call's zero_kernel: this grid waits for it (pdl_wait) before it lets verify_kernel launch and before
@@ -742,12 +741,22 @@ __global__ void __launch_bounds__(kThreads, kStatsCtasPerSm) stats_kernel(Verify
   const T* values = a.map.row(row);
   const bool vec_ok = a.map.is_draft(row) ? a.vec_draft : a.vec_target;
   if (vec_ok) tile.load(values, lo, hi);
+  pdl_wait();
+  pdl_launch_dependents();  // after the wait: verify_kernel may rely on the zeroed counters
   const int req = a.map.request_of(row);
   float scale, inv_t;
   temperature_scales(a.temperature, req, scale, inv_t);
+  Stat st;
+  if (vec_ok) {
+    AsyncTile<T, VEC>::template wait<0>();
+    st = tile.stats(values, lo, hi, scale);
+  } else {
+    st = empty_stat();
+    for (int s = lo + threadIdx.x; s < hi; s += kThreads) accumulate(st, to_float(values[s]), s, scale);
+  }
+  st = block_merge(st, scale);
+  if (threadIdx.x == 0) a.partials[static_cast<int64_t>(row) * a.S + chunk] = st;
   if (a.race_bounds != nullptr && scale > 0.f) {
-    // Pure ALU on inputs, while the tile is in flight. The bounds may be written before the wait: the
-    // previous call finished before zero_kernel passed its wait, and zero_kernel does not touch them.
     const uint64_t offset = run_offset(a.offset, a.offset_tensor);
     const int rpr = a.map.rows_per_req;
     const int first = rpr > 0 ? req * rpr : a.map.qo_indptr[req];
@@ -762,17 +771,6 @@ __global__ void __launch_bounds__(kThreads, kStatsCtasPerSm) stats_kernel(Verify
       bounds[g] = pow2_ceil_exponent(race_weight(top) * (1.f + 0x1p-20f));
     }
   }
-  pdl_wait();
-  pdl_launch_dependents();  // after the wait: verify_kernel may rely on the zeroed counters
-  Stat st;
-  if (vec_ok) {
-    st = tile.stats(values, lo, hi, scale);
-  } else {
-    st = empty_stat();
-    for (int s = lo + threadIdx.x; s < hi; s += kThreads) accumulate(st, to_float(values[s]), s, scale);
-  }
-  st = block_merge(st, scale);
-  if (threadIdx.x == 0) a.partials[static_cast<int64_t>(row) * a.S + chunk] = st;
   __threadfence();  // this thread's partial / bounds before the count
   __syncthreads();
   if (threadIdx.x == 0) atomicAdd(&a.ready[req], 1u);
