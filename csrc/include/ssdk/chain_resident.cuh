@@ -68,6 +68,9 @@ __global__ void __launch_bounds__(kResidentThreads, 1) chain_resident_kernel(Ver
   __shared__ float s_scale[kResidentMaxBatch], s_inv_t[kResidentMaxBatch];
   __shared__ int s_len[kResidentMaxBatch];
   __shared__ int s_last;
+  // Race weights 1 / E of entries lo + threadIdx.x + e * threads, per request: thread-private slots (drawn
+  // by one out-of-line Philox call each: inlined, 16 copies doubled the kernel's code and its cold misses).
+  __shared__ float s_weight[kResidentMaxBatch * kResidentEntries][kResidentThreads];
   const int K = a.map.K, rpr = a.map.rows_per_req, R = a.num_rows, B = a.batch, C = static_cast<int>(gridDim.x);
   const int c = static_cast<int>(blockIdx.x), lo = c * a.chunk2;
   const int n = min(a.vocab, lo + a.chunk2) - lo, nvec = n / VEC, stride = a.chunk2 / VEC;  // slice entries, vectors
@@ -93,16 +96,12 @@ __global__ void __launch_bounds__(kResidentThreads, 1) chain_resident_kernel(Ver
     s_inv_t[threadIdx.x] = inv_t;
     s_len[threadIdx.x] = K;
   }
-  float weight[kResidentMaxBatch][kResidentEntries];  // race weights of entries lo + threadIdx.x + e * threads
-#pragma unroll
-  for (int b = 0; b < kResidentMaxBatch; ++b)
-#pragma unroll
-    for (int e = 0; e < kResidentEntries; ++e) {
-      const int v = lo + threadIdx.x + e * kResidentThreads;
-      weight[b][e] = b < B && v < lo + n && !chain_greedy(a, b)
-                         ? race_weight(word(philox_draws(a.seed, offset, b, kTagSample, static_cast<uint32_t>(v) >> 2), v & 3))
-                         : 0.f;
-    }
+  for (int b = 0; b < B; ++b) {
+    if (chain_greedy(a, b)) continue;
+    for (int e = 0; e < kResidentEntries && threadIdx.x + e * kResidentThreads < n; ++e)
+      s_weight[b * kResidentEntries + e][threadIdx.x] =
+          race_weight_at(a.seed, offset, b, lo + static_cast<int>(threadIdx.x) + e * kResidentThreads);
+  }
   pdl_wait();
   asm volatile("cp.async.wait_group 0;" ::: "memory");
   __syncthreads();
@@ -120,7 +119,10 @@ __global__ void __launch_bounds__(kResidentThreads, 1) chain_resident_kernel(Ver
       accumulate_block(st, x, [&](int k) { return first + k; }, scale);
     }
     st = warp_merge(st, scale);
-    if (lane == 0) a.partials[static_cast<int64_t>(r) * C + c] = st;
+    if (lane == 0) {
+      a.partials[static_cast<int64_t>(r) * C + c] = st;
+      __threadfence();  // before the barrier's count
+    }
   }
   for (int i = threadIdx.x; i < B * K; i += kResidentThreads) {
     const int x = s_ids[i] - lo, b = i / K, pos = i - b * K;
@@ -129,10 +131,10 @@ __global__ void __launch_bounds__(kResidentThreads, 1) chain_resident_kernel(Ver
     const T* draft = reinterpret_cast<const T*>(slice + (b * rpr + K + 1 + pos) * stride);
     a.token_logits[2 * i] = to_float(target[x]);
     a.token_logits[2 * i + 1] = to_float(draft[x]);
+    __threadfence();
   }
 
-  // 2. Grid barrier, then every row's distribution and every request's decision.
-  __threadfence();
+  // 2. Grid barrier (writers fenced above), then every row's distribution and every request's decision.
   __syncthreads();
   if (threadIdx.x == 0) {
     atomicAdd(a.ready, 1u);
@@ -174,9 +176,8 @@ __global__ void __launch_bounds__(kResidentThreads, 1) chain_resident_kernel(Ver
   __syncthreads();
 
   // 3. The race over this slice of each stochastic request's final row (weights drawn in step 0).
-#pragma unroll
-  for (int b = 0; b < kResidentMaxBatch; ++b) {
-    if (b >= B || !(s_scale[b] > 0.f)) continue;  // (uniform across the block)
+  for (int b = 0; b < B; ++b) {
+    if (!(s_scale[b] > 0.f)) continue;  // (uniform across the block)
     const int L = s_len[b];
     const RowDist& pd = s_dist[b * rpr + L];
     const RowDist& qd = s_dist[b * rpr + K + 1 + min(L, K - 1)];
@@ -192,17 +193,19 @@ __global__ void __launch_bounds__(kResidentThreads, 1) chain_resident_kernel(Ver
       if (i >= n) break;
       const float p = fast_exp2(fmaf(to_float(prow[i]), ps, -pm)) * p_inv;
       const float q = residual ? fast_exp2(fmaf(to_float(qrow[i]), qs, -qm)) * q_inv : 0.f;
-      offer(pick.score, pick.idx, fmaxf(p - q, 0.f) * weight[b][e], lo + i);
-      offer(pick.fb_score, pick.fb_idx, p * weight[b][e], lo + i);
+      const float weight = s_weight[b * kResidentEntries + e][threadIdx.x];
+      offer(pick.score, pick.idx, fmaxf(p - q, 0.f) * weight, lo + i);
+      offer(pick.fb_score, pick.fb_idx, p * weight, lo + i);
     }
     pick = block_best<kResidentThreads>(pick);
     if (threadIdx.x == 0) a.picks[static_cast<int64_t>(b) * C + c] = pick;
   }
 
   // The last CTA reduces every request's picks (a warp per request) and writes the outputs.
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) s_last = atomicAdd(a.final_count, 1u) == static_cast<unsigned>(C - 1);
+  if (threadIdx.x == 0) {  // (thread 0 wrote this CTA's picks)
+    __threadfence();
+    s_last = atomicAdd(a.final_count, 1u) == static_cast<unsigned>(C - 1);
+  }
   __syncthreads();
   if (!s_last) return;
   __threadfence();
