@@ -45,7 +45,7 @@ def main() -> None:
     args = parse_args(__doc__)
     fi_sampling = optional_module("flashinfer.sampling")
     if args.quick:
-        chain_grid = [(b, 6, 128256, torch.bfloat16) for b in (1, 16, 64)] + [(64, 6, 151936, torch.float32)]
+        chain_grid = [(b, 6, 128256, torch.bfloat16) for b in (1, 2, 4, 16, 64)] + [(64, 6, 151936, torch.float32)]
     else:
         chain_grid = [(b, k, v, torch.bfloat16) for b in (1, 4, 16, 64) for k in (4, 6, 8) for v in (128256, 151936)]
         chain_grid += [(b, 6, 128256, torch.float32) for b in (1, 16, 64)]

@@ -311,7 +311,7 @@ bool launch_chain_resident(VerifyArgs<T>& a, const at::Tensor& ref, Workspace& w
   a.S = a.S2 = ctas;
   a.chunk = a.chunk2 = chunk;
   const int64_t tokens = static_cast<int64_t>(a.batch) * a.map.K;
-  ws = make_workspace(ref, static_cast<int64_t>(a.num_rows) * ctas, static_cast<int64_t>(a.batch) * ctas, 0, 0,
+  ws = make_workspace(ref, 2 * static_cast<int64_t>(a.num_rows) * ctas, static_cast<int64_t>(a.batch) * ctas, 0, 0,
                       2 * static_cast<int64_t>(a.batch), 2 * tokens);
   a.partials = ws.partials;
   a.picks = ws.picks;
