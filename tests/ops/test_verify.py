@@ -226,19 +226,20 @@ def cuda_kernel_names(fn) -> set[str]:
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype,vocab", [(torch.bfloat16, 128256), (torch.float32, 32000), (torch.float16, 4000)])
-def test_verify_chain_small_batch_one_launch(dtype, vocab):
-    """Small stochastic batches with draft logits take one launch (every row's vocabulary slice resident in
-    shared memory, a grid barrier between statistics and decisions): B = 1 and 2 sampled and B = 3 with a
-    greedy request, 48 offsets each against the reference; greedy rows exact; deterministic per offset."""
-    for batch, k in [(1, 6), (2, 6), (3, 3)]:
-        target, draft, ids = chain_inputs("cuda", batch, k, vocab, dtype, seed=20 + batch)
-        temperature = torch.tensor([0.8, 1.3, 0.0][:batch], device="cuda")
+def test_verify_chain_single_request_one_launch(dtype, vocab):
+    """A single stochastic request with draft logits takes one launch (every row's vocabulary slice resident
+    in shared memory, a grid barrier between statistics and decisions): K = 6 and 3 sampled, K = 4 greedy,
+    48 offsets each against the reference; greedy rows exact; deterministic per offset."""
+    batch = 1
+    for k, t in [(6, 0.8), (3, 1.3), (4, 0.0)]:
+        target, draft, ids = chain_inputs("cuda", batch, k, vocab, dtype, seed=20 + k)
+        temperature = torch.tensor([t], device="cuda")
 
         def call(offset):
             return verify_chain(target, ids, temperature, draft_logits=draft, seed=5, offset=offset)
 
         assert any("chain_resident_kernel" in name for name in cuda_kernel_names(lambda: call(0))), \
-            f"B={batch} K={k} {dtype} V={vocab} did not take the one-launch path"
+            f"K={k} {dtype} V={vocab} did not take the one-launch path"
         got, expected = [], []
         for offset in range(48):
             tokens, length = call(offset)
@@ -254,11 +255,11 @@ def test_verify_chain_small_batch_one_launch(dtype, vocab):
 
 
 @pytest.mark.cuda
-def test_verify_chain_small_batch_distribution():
-    """The one-launch path's emitted tokens follow the target: 4096 calls of 2 requests (K = 3, 128k vocab,
+def test_verify_chain_single_request_distribution():
+    """The one-launch path's emitted tokens follow the target: 8192 single-request calls (K = 3, 128k vocab,
     bf16, fresh offsets): out[0] ~ p_0, and out[1] ~ p_1 given that the first draft token was accepted."""
     vocab, n, bound = stat_cases("cuda")
-    k, batch, temperature = 3, 2, 0.9
+    k, batch, temperature = 3, 1, 0.9
     gen = torch.Generator().manual_seed(71)
     target_rows = concentrated_logits(k + 1, vocab, gen, "cuda").to(torch.bfloat16)
     draft_rows = (target_rows[:k].float().cpu() + torch.randn(k, vocab, generator=gen) * 1.5).to("cuda", torch.bfloat16)

@@ -1,34 +1,35 @@
-// verify_chain for a few requests in one launch (stochastic with draft logits, no top-k / top-p / Saguaro):
+// verify_chain for a single request in one launch (stochastic with draft logits, no top-k / top-p / Saguaro):
 // CTA c copies its vocabulary slice [c * chunk2, (c + 1) * chunk2) of every target and draft row into
 // shared memory once, and everything after that reads the copy:
 //   0. before the dependency wait (inputs only): the slices in flight, the draft tokens, temperatures,
 //      the acceptance draws and this thread's race weights 1 / E_v (they depend on (seed, offset, request,
 //      v) only, not on the decision);
-//   1. each row's partial statistics over the slice (two warps per row) -> partials[row][2c, 2c + 1], and the
+//   1. each row's partial statistics over the slice (a warp per row) -> partials[row * C + c], and the
 //      target / draft logits of the draft tokens that fall in the slice -> token_logits;
 //   2. a grid barrier (a counter in the call's workspace, zeroed by zero_kernel; the grid is at most one
-//      CTA per SM, so every CTA is resident), then every CTA merges every row's 2C partials in the same
+//      CTA per SM, so every CTA is resident), then every CTA merges every row's C partials in the same
 //      order and decides every request (the acceptance tests of decide_chain, same draws);
 //   3. the exponential race r_v / E_v over the slice of each stochastic request's final row (r = max(p -
 //      q, 0), p / E as the fallback, every entry drawn) -> picks; the last CTA reduces them and writes the
 //      outputs.
 // Against stats_kernel + verify_kernel this drops a launch, one of the two global hand-offs, the final
-// row's second read, the dependent token loads and the race bounds: small batches pay in latency, not bytes.
+// row's second read, the dependent token loads and the race bounds: one request pays in latency, not bytes.
+// The kernel is written for up to kResidentMaxBatch requests; the launcher enables it for B = 1.
 #pragma once
 #include "ssdk/verify.cuh"
 
 namespace ssdk::sampling {
 
-constexpr int kResidentThreads = 1024;
+constexpr int kResidentThreads = 512;
 constexpr int kResidentWarps = kResidentThreads / 32;
-constexpr int kResidentMaxBatch = 4;
+constexpr int kResidentMaxBatch = 1;  // B = 2 ran 21.6 us here vs 20.9 for B = 3 on the two-launch path
 constexpr int kResidentMaxRows = 64;                        // B * (2K + 1)
 constexpr int kResidentMaxChunk = 2048;                     // slice entries per CTA
 constexpr int kResidentEntries = kResidentMaxChunk / kResidentThreads;  // race entries per thread and request
-constexpr int kResidentMaxCtas = 160;  // one per SM on H100 / H200 (132) and B200 (148)
-constexpr int kResidentPartsPerLane = 2 * kResidentMaxCtas / 32;  // two partials per (row, CTA)
+constexpr int kResidentMaxCtas = 256;
+constexpr int kResidentPartsPerLane = kResidentMaxCtas / 32;
 
-// Merge of one row's partials by a warp (every lane gets the result): the row max first, then each
+// Merge of one row's C partials by a warp (every lane gets the result): the row max first, then each
 // partial's sum rescaled once. Every CTA runs the same order on the same partials, so every CTA gets the
 // same bits and the same decisions.
 __device__ __forceinline__ Stat warp_merge_partials(const Stat* parts, int count, float scale) {
@@ -106,13 +107,11 @@ __global__ void __launch_bounds__(kResidentThreads, 1) chain_resident_kernel(Ver
   asm volatile("cp.async.wait_group 0;" ::: "memory");
   __syncthreads();
 
-  // 1. Partial statistics over the slice, two warps per row (each over every other 32 vectors, its own
-  // partial: half the chain per lane); the draft tokens' logits from their owner CTA.
-  for (int item = warp; item < 2 * R; item += kResidentWarps) {
-    const int r = item >> 1, half = item & 1;
+  // 1. Partial statistics over the slice, a warp per row; the draft tokens' logits from their owner CTA.
+  for (int r = warp; r < R; r += kResidentWarps) {
     const float scale = s_scale[r / rpr];
     Stat st = empty_stat();
-    for (int j = 32 * half + lane; j < nvec; j += 64) {
+    for (int j = lane; j < nvec; j += 32) {
       const Vec<T, VEC> d = slice[r * stride + j];
       float x[VEC];
 #pragma unroll
@@ -122,7 +121,7 @@ __global__ void __launch_bounds__(kResidentThreads, 1) chain_resident_kernel(Ver
     }
     st = warp_merge(st, scale);
     if (lane == 0) {
-      a.partials[static_cast<int64_t>(r) * 2 * C + 2 * c + half] = st;
+      a.partials[static_cast<int64_t>(r) * C + c] = st;
       __threadfence();  // before the barrier's count
     }
   }
@@ -157,7 +156,7 @@ __global__ void __launch_bounds__(kResidentThreads, 1) chain_resident_kernel(Ver
   }
   for (int r = warp; r < R; r += kResidentWarps) {
     const int b = r / rpr;
-    const Stat st = warp_merge_partials(a.partials + static_cast<int64_t>(r) * 2 * C, 2 * C, s_scale[b]);
+    const Stat st = warp_merge_partials(a.partials + static_cast<int64_t>(r) * C, C, s_scale[b]);
     if (lane == 0) s_dist[r] = {st.m, st.s, st.idx, 0u, 0xffffffffu, 1.f, s_scale[b], s_inv_t[b]};
   }
   __syncthreads();

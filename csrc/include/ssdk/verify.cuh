@@ -21,8 +21,8 @@
 // first batch), so the picks are identical to drawing everywhere (with logits that are not flat, a few
 // percent of the entries are drawn).
 //
-// Small stochastic verify_chain calls (draft logits, no filters) take one launch instead of the two above:
-// chain_resident.cuh.
+// Single-request stochastic verify_chain calls (draft logits, no filters) take one launch instead of the
+// two above: chain_resident.cuh.
 //
 // With top-k / top-p / Saguaro, a filter kernel (one CTA per row, radix selects) precomputes each row's
 // distribution instead of the statistics kernel (no race bounds: every entry is drawn), and verify_kernel
