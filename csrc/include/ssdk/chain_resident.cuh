@@ -15,6 +15,8 @@
 // Against stats_kernel + verify_kernel this drops a launch, one of the two global hand-offs, the final
 // row's second read, the dependent token loads and the race bounds: one request pays in latency, not bytes.
 // The kernel is written for up to kResidentMaxBatch requests; the launcher enables it for B = 1.
+// The grid barrier needs every CTA resident at once: the launcher sizes the grid to at most the device's SM
+// count (one CTA per SM always fits), which a context confined to fewer SMs (green contexts) would break.
 #pragma once
 #include "ssdk/verify.cuh"
 
