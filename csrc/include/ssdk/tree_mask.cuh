@@ -112,10 +112,9 @@ struct Segment {
     return make_uint4(o[0], o[1], o[2], o[3]);
   }
 
-  // bits128 for rows of fewer than 32 columns: piece by piece (a word may span many rows). Out of line:
-  // such rows are rare, and inlined this path doubled the kernel's code on the common path.
+  // bits128 for rows of fewer than 32 columns: piece by piece (a word may span many rows).
   template <typename I>
-  __device__ __noinline__ uint4 bits128_narrow(int64_t k0) const {
+  __device__ __forceinline__ uint4 bits128_narrow(int64_t k0) const {
     uint32_t o0 = 0u, o1 = 0u, o2 = 0u, o3 = 0u;  // named, not an array: stays in registers
     const I k = static_cast<I>(k0 > 0 ? k0 : 0);
     const I R = static_cast<I>(rows), C = static_cast<I>(cols);
@@ -140,9 +139,6 @@ struct Segment {
     return make_uint4(o0, o1, o2, o3);
   }
 };
-
-// bits128 of segments of 2^31 bits or more (64-bit positions), out of line for the same reason.
-__device__ __noinline__ uint4 bits128_huge(Segment seg, int64_t k0) { return seg.bits128<int64_t>(k0); }
 
 __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   extern __shared__ uint32_t smem[];  // [Np] parents, then [W][Np] ancestor table (transposed)
@@ -227,7 +223,7 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   const bool small = seg.rows * seg.cols < (int64_t{1} << 31);  // 32-bit positions suffice
   for (int64_t q = vec_lo + threadIdx.x; q < vec_hi; q += blockDim.x) {
     const int64_t rel = q * 16 - head;  // segment byte of the vector's first byte
-    const uint4 v = small ? seg.bits128<int>(rel * 8) : bits128_huge(seg, rel * 8);
+    const uint4 v = small ? seg.bits128<int>(rel * 8) : seg.bits128<int64_t>(rel * 8);
     if (rel >= 0 && rel + 16 <= bytes) {
       *reinterpret_cast<uint4*>(out + rel) = v;
     } else {
