@@ -273,16 +273,7 @@ def test_verify_chain_single_request_distribution():
                for name in cuda_kernel_names(lambda: verify_chain(target, ids[:batch], temp, draft_logits=draft)))
     outs = [verify_chain(target, ids[i:i + batch], temp, draft_logits=draft, seed=9, offset=i)
             for i in range(0, n, batch)]
-    tokens = torch.cat([t for t, _ in outs])
-    length = torch.cat([n_ for _, n_ in outs])
-    first = tokens[:, 0]
-    assert (p[0][first] > 0).all(), "a zero-probability token was emitted"
-    s, pp = bucketed(first, p[0])
-    assert total_variation(s, pp) < bound
-    second = tokens[length >= 1, 1]
-    assert second.numel() > n // 10
-    s, pp = bucketed(second, p[1])
-    assert total_variation(s, pp) < bound * (n / second.numel()) ** 0.5
+    assert_chain_follows_target(outs, p, n, bound)
 
 
 @pytest.mark.cuda
@@ -519,6 +510,20 @@ def test_sample_tokens_distribution(backend, device, temperature, variant):
     assert total_variation(s, p) < bound
 
 
+def assert_chain_follows_target(outs, p, n, bound):
+    """outs: verify_chain results; out[0] ~ p_0, and out[1] ~ p_1 where the first draft token was accepted."""
+    tokens = torch.cat([t for t, _ in outs])
+    length = torch.cat([n_ for _, n_ in outs])
+    first = tokens[:, 0]
+    assert (p[0][first] > 0).all(), "a zero-probability token was emitted"
+    s, pp = bucketed(first, p[0])
+    assert total_variation(s, pp) < bound
+    second = tokens[length >= 1, 1]
+    assert second.numel() > n // 10
+    s, pp = bucketed(second, p[1])
+    assert total_variation(s, pp) < bound * (n / second.numel()) ** 0.5
+
+
 @pytest.mark.parametrize("backend,device", stat_backends())
 @pytest.mark.parametrize("temperature,variant", [(0.7, "logits"), (1.0, "probs"), (1.4, "saguaro"),
                                                  (0.9, "filters")])
@@ -555,16 +560,7 @@ def test_verify_chain_distribution(backend, device, temperature, variant):
             tokens, length = verify_chain(target, ids.contiguous(), temp1.expand(batch).contiguous(), seed=9,
                                           offset=rep, **kwargs)
         outs.append((tokens, length))
-    tokens = torch.cat([t for t, _ in outs])
-    length = torch.cat([n_ for _, n_ in outs])
-    first = tokens[:, 0]
-    assert (p[0][first] > 0).all(), "a zero-probability token was emitted"
-    s, pp = bucketed(first, p[0])
-    assert total_variation(s, pp) < bound
-    second = tokens[length >= 1, 1]
-    assert second.numel() > n // 10
-    s, pp = bucketed(second, p[1])
-    assert total_variation(s, pp) < bound * (n / second.numel()) ** 0.5
+    assert_chain_follows_target(outs, p, n, bound)
 
 
 @pytest.mark.parametrize("backend,device", stat_backends())
