@@ -3,12 +3,14 @@
 //
 // Grid (chunks, B), one kernel, no host sync. CTA x of request b owns node slice x of ceil(n / chunks)
 // nodes (depth, positions, compact rows) and the x-th contiguous range of the packed segment's 16-byte
-// vectors. It loads the request's parents into shared memory and builds the ancestor rows of the nodes it
-// needs (its slice and the packed rows its range covers), transposed (word w of node i at anc[w * Np + i],
-// so the threads' read-modify-writes hit distinct banks): one thread walks one node's parent chain. Each
-// vector is assembled from funnel-shifted ancestor words (all ones inside the prefix) and stored with one
-// 16-byte store (byte stores only where a vector straddles the segment's ends). Segment offsets are the byte sizes of the
-// earlier requests, summed by each CTA. Launched as a programmatic dependent (waits before any access).
+// vectors. Two round trips: the request bounds with the earlier segments' sizes (this segment's offset),
+// then the parents into shared memory; while those are in flight the CTA stores its all-ones vectors (inside
+// one row's prefix: no ancestor bits needed). It then builds the ancestor rows of the nodes it needs (its
+// slice and the packed rows its range covers), transposed (word w of node i at anc[w * Np + i], so the
+// threads' read-modify-writes hit distinct banks): one thread walks one node's parent chain. The remaining
+// vectors are compacted and assembled from funnel-shifted ancestor words as 32-bit words, four threads per
+// vector (byte stores only where a word straddles the segment's ends). Launched as a programmatic dependent
+// (waits before any access).
 #pragma once
 #include "ssdk/common.cuh"
 
@@ -76,59 +78,18 @@ struct Segment {
     return bits;
   }
 
-  // 128 bits of the stream starting at bit k0 (may be negative: those bits are 0, as are bits past the
-  // end). I = int when rows * cols < 2^31 (32-bit division and arithmetic), else int64_t. Rows of >= 32
-  // columns take four independent 32-bit words (one division per vector, the same few steps in every
-  // lane); narrower rows walk the stream piece by piece.
+  // Bits [k, k + 32) of the stream for k >= 0 (bits past the end are 0). I = int when rows * cols < 2^31
+  // (32-bit division and arithmetic), else int64_t. Rows of >= 32 columns: one division, at most two
+  // rows; narrower rows walk the word piece by piece (a word may span many rows).
   template <typename I>
-  __device__ __forceinline__ uint4 bits128(int64_t k0) const {
+  __device__ __forceinline__ uint32_t word_from(I k) const {
     const I C = static_cast<I>(cols);
-    if (C < 32) return bits128_narrow<I>(k0);
-    if (k0 >= 0) {
-      I r = static_cast<I>(k0) / C, c = static_cast<I>(k0) - r * C;
-      if (r < static_cast<I>(rows) && c + 128 <= prefix) return make_uint4(~0u, ~0u, ~0u, ~0u);  // one row's prefix
-      uint32_t o[4];
-#pragma unroll
-      for (int t = 0; t < 4; ++t) {
-        o[t] = word_at<I>(r, c);
-        c += 32;  // C >= 32: at most one row boundary per word
-        if (c >= C) {
-          c -= C;
-          ++r;
-        }
-      }
-      return make_uint4(o[0], o[1], o[2], o[3]);
-    }
-    // The segment's first vector when it starts mid-vector: word t covers bits [k0 + 32t, k0 + 32t + 32).
-    uint32_t o[4];
-#pragma unroll
-    for (int t = 0; t < 4; ++t) {
-      const int64_t ws = k0 + 32 * t;
-      const I s = static_cast<I>(ws > 0 ? ws : 0);
-      const I r = s / C;
-      const uint32_t w = ws <= -32 ? 0u : word_at<I>(r, s - r * C);
-      o[t] = ws >= 0 ? w : ws <= -32 ? 0u : w << static_cast<int>(-ws);
-    }
-    return make_uint4(o[0], o[1], o[2], o[3]);
-  }
-
-  // bits128 for rows of fewer than 32 columns: piece by piece (a word may span many rows).
-  template <typename I>
-  __device__ __forceinline__ uint4 bits128_narrow(int64_t k0) const {
-    uint32_t o0 = 0u, o1 = 0u, o2 = 0u, o3 = 0u;  // named, not an array: stays in registers
-    const I k = static_cast<I>(k0 > 0 ? k0 : 0);
-    const I R = static_cast<I>(rows), C = static_cast<I>(cols);
-    int pos = static_cast<int>(k - k0);
     I r = k / C, c = k - r * C;
-    while (pos < 128 && r < R) {
-      const int off = pos & 31;
-      const int len = static_cast<int>(min(static_cast<I>(32 - off), C - c));
-      const uint32_t v = row_bits<I>(r, c, len) << off;
-      const int t = pos >> 5;
-      o0 |= t == 0 ? v : 0u;
-      o1 |= t == 1 ? v : 0u;
-      o2 |= t == 2 ? v : 0u;
-      o3 |= t == 3 ? v : 0u;
+    if (C >= 32) return word_at<I>(r, c);
+    uint32_t o = 0u;
+    for (int pos = 0; pos < 32 && r < static_cast<I>(rows);) {
+      const int len = static_cast<int>(min(static_cast<I>(32 - pos), C - c));
+      o |= row_bits<I>(r, c, len) << pos;
       pos += len;
       c += len;
       if (c == C) {
@@ -136,40 +97,73 @@ struct Segment {
         ++r;
       }
     }
-    return make_uint4(o0, o1, o2, o3);
+    return o;
+  }
+
+  // Bits [k, k + 32) for any k: bits before the stream's start (k < 0) are 0.
+  template <typename I>
+  __device__ __forceinline__ uint32_t word(int64_t k) const {
+    if (k >= 0) return word_from<I>(static_cast<I>(k));
+    return k <= -32 ? 0u : word_from<I>(I{0}) << static_cast<int>(-k);
+  }
+
+  // Whether the 128 bits from k0 >= 0 lie inside one row's prefix (all ones).
+  template <typename I>
+  __device__ __forceinline__ bool prefix_only(I k0) const {
+    const I C = static_cast<I>(cols);
+    const I r = k0 / C;
+    return r < static_cast<I>(rows) && k0 - r * C + 128 <= prefix;
   }
 };
 
+// x / y for 0 <= x, 0 < y: the 32-bit division whenever both fit (the 64-bit one is a long subroutine).
+__device__ __forceinline__ int64_t div_nonneg(int64_t x, int64_t y) {
+  return ((x | y) >> 31) == 0 ? static_cast<int64_t>(static_cast<uint32_t>(x) / static_cast<uint32_t>(y)) : x / y;
+}
+
 __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
+  constexpr int kWarps = kThreads / 32;
+  constexpr int kParentsPerThread = 32 * kMaxMaskWords / kThreads;
   extern __shared__ uint32_t smem[];  // [Np] parents, then [W][Np] ancestor table (transposed)
-  __shared__ long long partial[kThreads / 32];
+  __shared__ long long partial[kWarps];
+  __shared__ int warp_count[2][kWarps];  // per round, double-buffered
+  // This round's vectors that are not all ones (offsets from the round's first). A thread reaches the next
+  // round's writes only past its first barrier, so after every thread's reads of this round.
+  __shared__ int mixed[kThreads];
   pdl_wait();
   pdl_launch_dependents();
   const int b = blockIdx.y, chunks = gridDim.x, x = blockIdx.x;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int W = a.words, Np = 32 * W;
+
+  // Round trip 1: this request's bounds and the earlier segments' sizes (this segment's offset).
+  long long before = 0;
+  if (a.packed != nullptr)
+    for (int r = tid; r < b; r += kThreads) before += segment_bytes(a, r);
   const int start = a.qo_indptr[b];
   const int n_all = a.qo_indptr[b + 1] - start;
   const int n = min(n_all, Np);  // nodes past 32 * W have no ancestor bits (documented limit)
   const int prefix = a.prefix_lens[b];
-  int* par = reinterpret_cast<int*>(smem);
-  uint32_t* anc = smem + Np;
-
-  // Offset of this request's segment: the earlier segments' sizes (block reduction).
-  long long before = 0;
-  if (a.packed != nullptr)
-    for (int r = threadIdx.x; r < b; r += blockDim.x) before += segment_bytes(a, r);
-  for (int i = threadIdx.x; i < n; i += blockDim.x) par[i] = a.parents[start + i];
+  // Round trip 2, in flight while the offset and this CTA's ranges are computed: the parents.
+  int parent[kParentsPerThread];
+#pragma unroll
+  for (int k = 0; k < kParentsPerThread; ++k) {
+    const int i = tid + k * kThreads;
+    parent[k] = i < n ? a.parents[start + i] : 0;
+  }
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) before += __shfl_xor_sync(0xffffffffu, before, o);
-  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = before;
+  if (lane == 0) partial[warp] = before;
   __syncthreads();
   int64_t offset = 0;
-  for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w) offset += partial[w];
+  for (int w = 0; w < kWarps; ++w) offset += partial[w];
 
   // This CTA's work: node slice [node_lo, node_hi) (depth, positions, compact rows) and a contiguous
   // range of the packed segment's 16-byte vectors, which covers packed rows [row_lo, row_hi).
   const int per = (n + chunks - 1) / chunks;
   const int node_lo = min(n, x * per), node_hi = min(n, node_lo + per);
+  int* par = reinterpret_cast<int*>(smem);
+  uint32_t* anc = smem + Np;
   Segment seg{anc, Np, W, n, prefix, 0, 0, 0};
   const int64_t bytes = a.packed != nullptr ? segment_bytes(a, b) : 0;
   seg.rows = a.packed_rows > 0 ? min(a.packed_rows, n_all) : n_all;
@@ -179,19 +173,33 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   const uintptr_t base = reinterpret_cast<uintptr_t>(out) & ~static_cast<uintptr_t>(15);
   const int64_t head = static_cast<int64_t>(reinterpret_cast<uintptr_t>(out) - base);  // 0..15
   const int64_t num_vec = bytes > 0 ? (head + bytes + 15) / 16 : 0;
-  const int64_t per_vec = (num_vec + chunks - 1) / chunks;
+  const int64_t per_vec = div_nonneg(num_vec + chunks - 1, chunks);
   const int64_t vec_lo = min(num_vec, x * per_vec), vec_hi = min(num_vec, vec_lo + per_vec);
   int row_lo = 0, row_hi = 0;  // nodes first_row + [row_lo, row_hi) (clamped to the table)
   if (vec_lo < vec_hi) {
     const int64_t bit_lo = max(int64_t{0}, vec_lo * 16 - head) * 8, bit_hi = min(bytes, vec_hi * 16 - head) * 8;
-    row_lo = min(n, seg.first_row + static_cast<int>(bit_lo / seg.cols));
-    row_hi = min(n, seg.first_row + static_cast<int>(min(seg.rows, (bit_hi - 1) / seg.cols + 1)));
+    row_lo = min(n, seg.first_row + static_cast<int>(div_nonneg(bit_lo, seg.cols)));
+    row_hi = min(n, seg.first_row + static_cast<int>(min(seg.rows, div_nonneg(bit_hi - 1, seg.cols) + 1)));
   }
+  // A vector inside one row's prefix is all ones and needs no ancestor bits (most vectors when the prefix is
+  // long): stored now, while the parents are in flight.
+  const bool small = seg.rows * seg.cols < (int64_t{1} << 31);  // 32-bit stream positions suffice
+  auto all_ones = [&](int64_t q) {
+    const int64_t rel = q * 16 - head;  // segment byte of the vector's first byte
+    return rel >= 0 && rel + 16 <= bytes &&
+           (small ? seg.prefix_only<int>(static_cast<int>(rel * 8)) : seg.prefix_only<int64_t>(rel * 8));
+  };
+  for (int64_t q = vec_lo + tid; q < vec_hi; q += kThreads)
+    if (all_ones(q)) *reinterpret_cast<uint4*>(out + q * 16 - head) = make_uint4(~0u, ~0u, ~0u, ~0u);
+#pragma unroll
+  for (int k = 0; k < kParentsPerThread; ++k)
+    if (tid + k * kThreads < n) par[tid + k * kThreads] = parent[k];
+  __syncthreads();
 
   // One thread per needed node (the slice, then the packed rows outside it): walk to the root, setting one
   // bit per ancestor in the node's own column. A parent that is not a smaller local index ends the walk.
   const int slice = node_hi - node_lo;
-  for (int t = threadIdx.x; t < slice + (row_hi - row_lo); t += blockDim.x) {
+  for (int t = tid; t < slice + (row_hi - row_lo); t += kThreads) {
     const int i = t < slice ? node_lo + t : row_lo + (t - slice);
     if (t >= slice && i >= node_lo && i < node_hi) continue;  // already walked as part of the slice
     for (int w = 0; w < W; ++w) anc[w * Np + i] = 0u;
@@ -211,26 +219,43 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
     }
   }
   __syncthreads();
-  for (int k = node_lo * W + threadIdx.x; k < node_hi * W; k += blockDim.x) {  // compact rows, coalesced
+  for (int k = node_lo * W + tid; k < node_hi * W; k += kThreads) {  // compact rows, coalesced
     const int i = k / W, w = k - i * W;
     a.tree_mask[static_cast<int64_t>(start) * W + k] = anc[w * Np + i];
   }
   if (a.packed == nullptr) return;
-  if (x == 0 && threadIdx.x == 0) {
+  if (x == 0 && tid == 0) {
     a.mask_indptr[b + 1] = static_cast<int32_t>(offset + bytes);
     if (b == 0) a.mask_indptr[0] = 0;
   }
-  const bool small = seg.rows * seg.cols < (int64_t{1} << 31);  // 32-bit positions suffice
-  for (int64_t q = vec_lo + threadIdx.x; q < vec_hi; q += blockDim.x) {
-    const int64_t rel = q * 16 - head;  // segment byte of the vector's first byte
-    const uint4 v = small ? seg.bits128<int>(rel * 8) : seg.bits128<int64_t>(rel * 8);
-    if (rel >= 0 && rel + 16 <= bytes) {
-      *reinterpret_cast<uint4*>(out + rel) = v;
-    } else {
+
+  // The other vectors (tree columns, row ends, the segment's ends), kThreads candidates per round: compacted
+  // in order and computed as 32-bit words, four threads per vector, so the long bit-assembly path runs once
+  // per word in parallel instead of serially per vector in a few threads of each warp.
+  for (int64_t round = vec_lo, parity = 0; round < vec_hi; round += kThreads, parity ^= 1) {
+    const int64_t q = round + tid;
+    const bool is_mixed = q < vec_hi && !all_ones(q);
+    const unsigned ballot = __ballot_sync(0xffffffffu, is_mixed);
+    int* counts = warp_count[parity];
+    if (lane == 0) counts[warp] = __popc(ballot);
+    __syncthreads();
+    int slot = __popc(ballot & ((1u << lane) - 1u)), count = 0;
+    for (int w = 0; w < kWarps; ++w) {
+      slot += w < warp ? counts[w] : 0;
+      count += counts[w];
+    }
+    if (count == 0) continue;
+    if (is_mixed) mixed[slot] = tid;
+    __syncthreads();
+    for (int e = tid; e < 4 * count; e += kThreads) {
+      const int64_t rel = (round + mixed[e >> 2]) * 16 - head + 4 * (e & 3);  // the word's first segment byte
+      const uint32_t v = small ? seg.word<int>(rel * 8) : seg.word<int64_t>(rel * 8);
+      if (rel >= 0 && rel + 4 <= bytes) {
+        *reinterpret_cast<uint32_t*>(out + rel) = v;
+      } else {
 #pragma unroll
-      for (int e = 0; e < 16; ++e) {
-        const uint32_t word = e < 4 ? v.x : e < 8 ? v.y : e < 12 ? v.z : v.w;
-        if (rel + e >= 0 && rel + e < bytes) out[rel + e] = static_cast<uint8_t>(word >> (8 * (e & 3)));
+        for (int k = 0; k < 4; ++k)
+          if (rel + k >= 0 && rel + k < bytes) out[rel + k] = static_cast<uint8_t>(v >> (8 * k));
       }
     }
   }
