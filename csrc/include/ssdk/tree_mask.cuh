@@ -18,7 +18,6 @@ namespace ssdk::tree {
 
 constexpr int kMaxMaskWords = 32;  // 1024 nodes per request
 constexpr int kThreads = 256;
-constexpr int kMixedCapacity = 4 * kThreads;
 
 struct TreeMaskArgs {
   const int32_t* parents;      // [N_total]
@@ -128,9 +127,9 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   extern __shared__ uint32_t smem[];  // [Np] parents, then [W][Np] ancestor table (transposed)
   __shared__ long long partial[kWarps];
   __shared__ int warp_count[2][kWarps];  // per round, double-buffered
-  // Vectors that are not all ones, listed in order (offsets from vec_lo) until computed. A round writes the
-  // list only past its first barrier, so after every thread's reads of an earlier flush.
-  __shared__ int mixed[kMixedCapacity];
+  // This round's vectors that are not all ones (offsets from the round's first). A thread reaches the next
+  // round's writes only past its first barrier, so after every thread's reads of this round.
+  __shared__ int mixed[kThreads];
   pdl_wait();
   pdl_launch_dependents();
   const int b = blockIdx.y, chunks = gridDim.x, x = blockIdx.x;
@@ -204,20 +203,13 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
     const int i = t < slice ? node_lo + t : row_lo + (t - slice);
     if (t >= slice && i >= node_lo && i < node_hi) continue;  // already walked as part of the slice
     for (int w = 0; w < W; ++w) anc[w * Np + i] = 0u;
-    int d = -1, word = i >> 5;  // ancestors come in decreasing order: one word collects in a register
-    uint32_t bits = 0u;
+    int d = -1;
     for (int j = i; j >= 0;) {
-      if ((j >> 5) != word) {
-        anc[word * Np + i] = bits;
-        bits = 0u;
-        word = j >> 5;
-      }
-      bits |= 1u << (j & 31);
+      anc[(j >> 5) * Np + i] |= 1u << (j & 31);
       ++d;
       const int p = par[j];
       j = p < j ? p : -1;
     }
-    anc[word * Np + i] = bits;
     if (t < slice) {
       a.depth[start + i] = d;
       if (a.positions_int64)
@@ -237,10 +229,9 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
     if (b == 0) a.mask_indptr[0] = 0;
   }
 
-  // The other vectors (tree columns, row ends, the segment's ends): classified kThreads per round and listed
-  // in order; once the list is nearly full or complete, computed as 32-bit words, four threads per vector,
-  // so the long bit-assembly path runs once per word in parallel instead of serially per vector.
-  int listed = 0;  // the same in every thread
+  // The other vectors (tree columns, row ends, the segment's ends), kThreads candidates per round: compacted
+  // in order and computed as 32-bit words, four threads per vector, so the long bit-assembly path runs once
+  // per word in parallel instead of serially per vector in a few threads of each warp.
   for (int64_t round = vec_lo, parity = 0; round < vec_hi; round += kThreads, parity ^= 1) {
     const int64_t q = round + tid;
     const bool is_mixed = q < vec_hi && !all_ones(q);
@@ -248,16 +239,16 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
     int* counts = warp_count[parity];
     if (lane == 0) counts[warp] = __popc(ballot);
     __syncthreads();
-    int slot = listed + __popc(ballot & ((1u << lane) - 1u));
+    int slot = __popc(ballot & ((1u << lane) - 1u)), count = 0;
     for (int w = 0; w < kWarps; ++w) {
       slot += w < warp ? counts[w] : 0;
-      listed += counts[w];
+      count += counts[w];
     }
-    if (is_mixed) mixed[slot] = static_cast<int>(q - vec_lo);
-    if (listed == 0 || (round + kThreads < vec_hi && listed + kThreads <= kMixedCapacity)) continue;
+    if (count == 0) continue;
+    if (is_mixed) mixed[slot] = tid;
     __syncthreads();
-    for (int e = tid; e < 4 * listed; e += kThreads) {
-      const int64_t rel = (vec_lo + mixed[e >> 2]) * 16 - head + 4 * (e & 3);  // the word's first segment byte
+    for (int e = tid; e < 4 * count; e += kThreads) {
+      const int64_t rel = (round + mixed[e >> 2]) * 16 - head + 4 * (e & 3);  // the word's first segment byte
       const uint32_t v = small ? seg.word<int>(rel * 8) : seg.word<int64_t>(rel * 8);
       if (rel >= 0 && rel + 4 <= bytes) {
         *reinterpret_cast<uint32_t*>(out + rel) = v;
@@ -267,7 +258,6 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
           if (rel + k >= 0 && rel + k < bytes) out[rel + k] = static_cast<uint8_t>(v >> (8 * k));
       }
     }
-    listed = 0;
   }
 }
 
