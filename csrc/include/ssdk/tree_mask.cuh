@@ -9,9 +9,8 @@
 // slice and the packed rows its range covers), transposed (word w of node i at anc[w * Np + i], so the
 // threads' read-modify-writes hit distinct banks): one thread walks one node's parent chain. The remaining
 // vectors are compacted and assembled from funnel-shifted ancestor words as 32-bit words, four threads per
-// vector, and stored with one 16-byte store (byte stores only at the segment's partial ends). 64 registers:
-// 4 CTAs per SM, so the next call's CTAs (programmatic dependents) fit beside a grid of 2 per SM. Launched
-// as a programmatic dependent (waits before any access).
+// vector (byte stores only where a word straddles the segment's ends). Launched as a programmatic dependent
+// (waits before any access).
 #pragma once
 #include "ssdk/common.cuh"
 
@@ -122,7 +121,7 @@ __device__ __forceinline__ int64_t div_nonneg(int64_t x, int64_t y) {
   return ((x | y) >> 31) == 0 ? static_cast<int64_t>(static_cast<uint32_t>(x) / static_cast<uint32_t>(y)) : x / y;
 }
 
-__global__ void __launch_bounds__(kThreads, 4) tree_mask_kernel(TreeMaskArgs a) {
+__global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   constexpr int kWarps = kThreads / 32;
   constexpr int kParentsPerThread = 32 * kMaxMaskWords / kThreads;
   extern __shared__ uint32_t smem[];  // [Np] parents, then [W][Np] ancestor table (transposed)
@@ -190,11 +189,8 @@ __global__ void __launch_bounds__(kThreads, 4) tree_mask_kernel(TreeMaskArgs a) 
     return rel >= 0 && rel + 16 <= bytes &&
            (small ? seg.prefix_only<int>(static_cast<int>(rel * 8)) : seg.prefix_only<int64_t>(rel * 8));
   };
-  uint64_t pending = 0;  // bit k: this thread's vector of round k is not all ones (rounds past 63 re-test)
-  for (int64_t q = vec_lo + tid, k = 0; q < vec_hi; q += kThreads, ++k) {
+  for (int64_t q = vec_lo + tid; q < vec_hi; q += kThreads)
     if (all_ones(q)) *reinterpret_cast<uint4*>(out + q * 16 - head) = make_uint4(~0u, ~0u, ~0u, ~0u);
-    else if (k < 64) pending |= uint64_t{1} << k;
-  }
 #pragma unroll
   for (int k = 0; k < kParentsPerThread; ++k)
     if (tid + k * kThreads < n) par[tid + k * kThreads] = parent[k];
@@ -236,11 +232,11 @@ __global__ void __launch_bounds__(kThreads, 4) tree_mask_kernel(TreeMaskArgs a) 
   // The other vectors (tree columns, row ends, the segment's ends), kThreads candidates per round: compacted
   // in order and computed as 32-bit words, four threads per vector, so the long bit-assembly path runs once
   // per word in parallel instead of serially per vector in a few threads of each warp.
-  for (int64_t round = vec_lo, k = 0; round < vec_hi; round += kThreads, ++k) {
+  for (int64_t round = vec_lo, parity = 0; round < vec_hi; round += kThreads, parity ^= 1) {
     const int64_t q = round + tid;
-    const bool is_mixed = q < vec_hi && (k < 64 ? (pending >> k) & 1 : !all_ones(q));
+    const bool is_mixed = q < vec_hi && !all_ones(q);
     const unsigned ballot = __ballot_sync(0xffffffffu, is_mixed);
-    int* counts = warp_count[k & 1];
+    int* counts = warp_count[parity];
     if (lane == 0) counts[warp] = __popc(ballot);
     __syncthreads();
     int slot = __popc(ballot & ((1u << lane) - 1u)), count = 0;
@@ -251,24 +247,15 @@ __global__ void __launch_bounds__(kThreads, 4) tree_mask_kernel(TreeMaskArgs a) 
     if (count == 0) continue;
     if (is_mixed) mixed[slot] = tid;
     __syncthreads();
-    // Lanes 4v .. 4v + 3 hold the words of one vector (kThreads is a multiple of 4): whole vectors are
-    // stored by their first lane with one 16-byte store, the segment's partial ends byte by byte.
-    for (int first = 0; first < 4 * count; first += kThreads) {
-      const int e = first + tid;
-      const bool active = e < 4 * count;
-      const int64_t rel = (round + mixed[active ? e >> 2 : 0]) * 16 - head;  // the vector's first segment byte
-      const int64_t word_rel = rel + 4 * (e & 3);
-      const uint32_t v = !active ? 0u : small ? seg.word<int>(word_rel * 8) : seg.word<int64_t>(word_rel * 8);
-      const int lead = lane & ~3;
-      const uint4 vec = make_uint4(__shfl_sync(0xffffffffu, v, lead), __shfl_sync(0xffffffffu, v, lead + 1),
-                                   __shfl_sync(0xffffffffu, v, lead + 2), __shfl_sync(0xffffffffu, v, lead + 3));
-      if (!active) continue;
-      if (rel >= 0 && rel + 16 <= bytes) {
-        if ((e & 3) == 0) *reinterpret_cast<uint4*>(out + rel) = vec;
+    for (int e = tid; e < 4 * count; e += kThreads) {
+      const int64_t rel = (round + mixed[e >> 2]) * 16 - head + 4 * (e & 3);  // the word's first segment byte
+      const uint32_t v = small ? seg.word<int>(rel * 8) : seg.word<int64_t>(rel * 8);
+      if (rel >= 0 && rel + 4 <= bytes) {
+        *reinterpret_cast<uint32_t*>(out + rel) = v;
       } else {
 #pragma unroll
-        for (int c = 0; c < 4; ++c)
-          if (word_rel + c >= 0 && word_rel + c < bytes) out[word_rel + c] = static_cast<uint8_t>(v >> (8 * c));
+        for (int k = 0; k < 4; ++k)
+          if (rel + k >= 0 && rel + k < bytes) out[rel + k] = static_cast<uint8_t>(v >> (8 * k));
       }
     }
   }
