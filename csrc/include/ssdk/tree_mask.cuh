@@ -39,12 +39,33 @@ __device__ __forceinline__ int64_t segment_bytes(const TreeMaskArgs& a, int b) {
   return (static_cast<int64_t>(rows) * (a.prefix_lens[b] + n) + 7) / 8;
 }
 
+// n / d for 0 <= n < 2^31 by a multiply-high and a shift (Granlund-Montgomery), d in [1, 2^31) fixed per
+// CTA: the runtime 32-bit division is a ~25-instruction dependent chain, on the critical path here.
+struct FastDiv {
+  uint32_t mul = 1, shift = 0;
+  FastDiv() = default;
+  __device__ explicit FastDiv(uint32_t d) {
+    shift = 32 - __clz(d - 1);  // ceil(log2 d)
+    mul = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << shift) - d)) / d + 1);
+  }
+  __device__ __forceinline__ int operator()(int n) const {
+    return static_cast<int>((__umulhi(static_cast<uint32_t>(n), mul) + static_cast<uint32_t>(n)) >> shift);
+  }
+};
+
 // The packed segment of one request, seen as a bit stream of rows x cols bits.
 struct Segment {
   const uint32_t* anc;  // transposed ancestor table [W][Np]
   int Np, W, n;         // table stride, words, nodes in the table
   int prefix, first_row;
   int64_t rows, cols;
+  FastDiv by_cols;  // set when rows * cols < 2^31 (the 32-bit path)
+
+  template <typename I>
+  __device__ __forceinline__ I row_of(I k) const {
+    if constexpr (sizeof(I) == 4) return by_cols(k);
+    else return k / static_cast<I>(cols);
+  }
 
   __device__ __forceinline__ uint32_t anc_word(int node, int w) const {
     return node < n && w < W ? anc[w * Np + node] : 0u;
@@ -84,7 +105,7 @@ struct Segment {
   template <typename I>
   __device__ __forceinline__ uint32_t word_from(I k) const {
     const I C = static_cast<I>(cols);
-    I r = k / C, c = k - r * C;
+    I r = row_of(k), c = k - r * C;
     if (C >= 32) return word_at<I>(r, c);
     uint32_t o = 0u;
     for (int pos = 0; pos < 32 && r < static_cast<I>(rows);) {
@@ -111,7 +132,7 @@ struct Segment {
   template <typename I>
   __device__ __forceinline__ bool prefix_only(I k0) const {
     const I C = static_cast<I>(cols);
-    const I r = k0 / C;
+    const I r = row_of(k0);
     return r < static_cast<I>(rows) && k0 - r * C + 128 <= prefix;
   }
 };
@@ -184,6 +205,7 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   // A vector inside one row's prefix is all ones and needs no ancestor bits (most vectors when the prefix is
   // long): stored now, while the parents are in flight.
   const bool small = seg.rows * seg.cols < (int64_t{1} << 31);  // 32-bit stream positions suffice
+  if (small && seg.cols > 0) seg.by_cols = FastDiv(static_cast<uint32_t>(seg.cols));
   auto all_ones = [&](int64_t q) {
     const int64_t rel = q * 16 - head;  // segment byte of the vector's first byte
     return rel >= 0 && rel + 16 <= bytes &&
