@@ -18,6 +18,7 @@ namespace ssdk::tree {
 
 constexpr int kMaxMaskWords = 32;  // 1024 nodes per request
 constexpr int kThreads = 256;
+constexpr int kRoundVectors = 2;  // candidate vectors per thread in one round of the mixed pass
 
 struct TreeMaskArgs {
   const int32_t* parents;      // [N_total]
@@ -147,10 +148,10 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   constexpr int kParentsPerThread = 32 * kMaxMaskWords / kThreads;
   extern __shared__ uint32_t smem[];  // [Np] parents, then [W][Np] ancestor table (transposed)
   __shared__ long long partial[kWarps];
-  __shared__ int warp_count[2][kWarps];  // per round, double-buffered
+  __shared__ int warp_count[2][kRoundVectors * kWarps];  // per round, double-buffered
   // This round's vectors that are not all ones (offsets from the round's first). A thread reaches the next
   // round's writes only past its first barrier, so after every thread's reads of this round.
-  __shared__ int mixed[kThreads];
+  __shared__ int mixed[kRoundVectors * kThreads];
   pdl_wait();
   pdl_launch_dependents();
   const int b = blockIdx.y, chunks = gridDim.x, x = blockIdx.x;
@@ -251,23 +252,41 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
     if (b == 0) a.mask_indptr[0] = 0;
   }
 
-  // The other vectors (tree columns, row ends, the segment's ends), kThreads candidates per round: compacted
-  // in order and computed as 32-bit words, four threads per vector, so the long bit-assembly path runs once
-  // per word in parallel instead of serially per vector in a few threads of each warp.
-  for (int64_t round = vec_lo, parity = 0; round < vec_hi; round += kThreads, parity ^= 1) {
-    const int64_t q = round + tid;
-    const bool is_mixed = q < vec_hi && !all_ones(q);
-    const unsigned ballot = __ballot_sync(0xffffffffu, is_mixed);
-    int* counts = warp_count[parity];
-    if (lane == 0) counts[warp] = __popc(ballot);
+  // The other vectors (tree columns, row ends, the segment's ends), kRoundVectors * kThreads candidates per
+  // round: compacted in order and computed as 32-bit words, four threads per vector, so the long bit-assembly
+  // path runs once per word in parallel instead of serially per vector in a few threads of each warp.
+  constexpr int kRound = kRoundVectors * kThreads;
+  for (int64_t round = vec_lo, parity = 0; round < vec_hi; round += kRound, parity ^= 1) {
+    bool is_mixed[kRoundVectors];
+    unsigned ballot[kRoundVectors];
+    int* counts = warp_count[parity];  // [j][warp]: candidate j * kThreads + tid of the round
+#pragma unroll
+    for (int j = 0; j < kRoundVectors; ++j) {
+      const int64_t q = round + j * kThreads + tid;
+      is_mixed[j] = q < vec_hi && !all_ones(q);
+      ballot[j] = __ballot_sync(0xffffffffu, is_mixed[j]);
+      if (lane == 0) counts[j * kWarps + warp] = __popc(ballot[j]);
+    }
     __syncthreads();
-    int slot = __popc(ballot & ((1u << lane) - 1u)), count = 0;
-    for (int w = 0; w < kWarps; ++w) {
-      slot += w < warp ? counts[w] : 0;
-      count += counts[w];
+    int count = 0, slot[kRoundVectors];
+#pragma unroll
+    for (int j = 0; j < kRoundVectors; ++j) {
+      slot[j] = __popc(ballot[j] & ((1u << lane) - 1u));
+      for (int w = 0; w < kWarps; ++w) {
+        slot[j] += w < warp ? counts[j * kWarps + w] : 0;
+        count += counts[j * kWarps + w];
+      }
+    }
+#pragma unroll
+    for (int j = 1; j < kRoundVectors; ++j) {  // candidates j come after every candidate j - 1 (vector order)
+      int before = 0;
+      for (int i = 0; i < j * kWarps; ++i) before += counts[i];
+      slot[j] += before;
     }
     if (count == 0) continue;
-    if (is_mixed) mixed[slot] = tid;
+#pragma unroll
+    for (int j = 0; j < kRoundVectors; ++j)
+      if (is_mixed[j]) mixed[slot[j]] = j * kThreads + tid;
     __syncthreads();
     for (int e = tid; e < 4 * count; e += kThreads) {
       const int64_t rel = (round + mixed[e >> 2]) * 16 - head + 4 * (e & 3);  // the word's first segment byte
