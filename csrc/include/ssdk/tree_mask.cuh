@@ -18,7 +18,6 @@ namespace ssdk::tree {
 
 constexpr int kMaxMaskWords = 32;  // 1024 nodes per request
 constexpr int kThreads = 256;
-constexpr int kRoundVectors = 2;  // candidate vectors per thread in one round of the mixed pass
 
 struct TreeMaskArgs {
   const int32_t* parents;      // [N_total]
@@ -148,10 +147,6 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   constexpr int kParentsPerThread = 32 * kMaxMaskWords / kThreads;
   extern __shared__ uint32_t smem[];  // [Np] parents, then [W][Np] ancestor table (transposed)
   __shared__ long long partial[kWarps];
-  __shared__ int warp_count[2][kRoundVectors * kWarps];  // per round, double-buffered
-  // This round's vectors that are not all ones (offsets from the round's first). A thread reaches the next
-  // round's writes only past its first barrier, so after every thread's reads of this round.
-  __shared__ int mixed[kRoundVectors * kThreads];
   pdl_wait();
   pdl_launch_dependents();
   const int b = blockIdx.y, chunks = gridDim.x, x = blockIdx.x;
@@ -197,12 +192,14 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   const int64_t num_vec = bytes > 0 ? (head + bytes + 15) / 16 : 0;
   const int64_t per_vec = div_nonneg(num_vec + chunks - 1, chunks);
   const int64_t vec_lo = min(num_vec, x * per_vec), vec_hi = min(num_vec, vec_lo + per_vec);
-  int row_lo = 0, row_hi = 0;  // nodes first_row + [row_lo, row_hi) (clamped to the table)
+  int pr_lo = 0, pr_hi = 0;  // packed rows [pr_lo, pr_hi) meet the range
   if (vec_lo < vec_hi) {
     const int64_t bit_lo = max(int64_t{0}, vec_lo * 16 - head) * 8, bit_hi = min(bytes, vec_hi * 16 - head) * 8;
-    row_lo = min(n, seg.first_row + static_cast<int>(div_nonneg(bit_lo, seg.cols)));
-    row_hi = min(n, seg.first_row + static_cast<int>(min(seg.rows, div_nonneg(bit_hi - 1, seg.cols) + 1)));
+    pr_lo = static_cast<int>(div_nonneg(bit_lo, seg.cols));
+    pr_hi = static_cast<int>(min(seg.rows, div_nonneg(bit_hi - 1, seg.cols) + 1));
   }
+  // Their nodes first_row + [row_lo, row_hi), clamped to the table.
+  const int row_lo = min(n, seg.first_row + pr_lo), row_hi = min(n, seg.first_row + pr_hi);
   // A vector inside one row's prefix is all ones and needs no ancestor bits (most vectors when the prefix is
   // long): stored now, while the parents are in flight.
   const bool small = seg.rows * seg.cols < (int64_t{1} << 31);  // 32-bit stream positions suffice
@@ -252,52 +249,41 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
     if (b == 0) a.mask_indptr[0] = 0;
   }
 
-  // The other vectors (tree columns, row ends, the segment's ends), kRoundVectors * kThreads candidates per
-  // round: compacted in order and computed as 32-bit words, four threads per vector, so the long bit-assembly
-  // path runs once per word in parallel instead of serially per vector in a few threads of each warp.
-  constexpr int kRound = kRoundVectors * kThreads;
-  for (int64_t round = vec_lo, parity = 0; round < vec_hi; round += kRound, parity ^= 1) {
-    bool is_mixed[kRoundVectors];
-    unsigned ballot[kRoundVectors];
-    int* counts = warp_count[parity];  // [j][warp]: candidate j * kThreads + tid of the round
-#pragma unroll
-    for (int j = 0; j < kRoundVectors; ++j) {
-      const int64_t q = round + j * kThreads + tid;
-      is_mixed[j] = q < vec_hi && !all_ones(q);
-      ballot[j] = __ballot_sync(0xffffffffu, is_mixed[j]);
-      if (lane == 0) counts[j * kWarps + warp] = __popc(ballot[j]);
+  // The other vectors, found from the geometry (no test per vector): a vector is all ones unless it meets a
+  // row's tree columns [r C + prefix, (r + 1) C) of the stream (every row ends with them, so that covers
+  // vectors across row boundaries and the segment's last one) or is the segment's partial first vector. Row
+  // r's vectors start after row r - 1's last one (rows shorter than a vector share it). They are built as
+  // 32-bit words, four threads per vector (items e = (row, vector of the row, word)), in one pass.
+  const int64_t head_bits = head * 8, C = seg.cols;
+  const int per_row = (n_all + 127) / 128 + 1;  // vectors one row's tree columns can meet
+  const int64_t items = static_cast<int64_t>(pr_hi - pr_lo) * per_row;
+  // item / per_row by a multiply-high (exact for item, per_row < 2^16; per_row >= 2), else a division.
+  const uint32_t per_row_inv = 0xffffffffu / static_cast<uint32_t>(per_row) + 1;
+  const bool quick_div = items < (1 << 16);
+  auto last_vector = [&](int64_t r) { return (head_bits + (r + 1) * C - 1) >> 7; };
+  for (int64_t e = tid; e < 4 * (items + 1); e += kThreads) {
+    const int64_t item = e >> 2;
+    int64_t q;
+    if (item < items) {
+      const int64_t row_off = quick_div ? __umulhi(static_cast<uint32_t>(item), per_row_inv) : item / per_row;
+      const int64_t r = pr_lo + row_off;
+      int64_t first = (head_bits + r * C + prefix) >> 7;
+      if (r > 0) first = max(first, last_vector(r - 1) + 1);
+      q = first + (item - row_off * per_row);
+      if (q > last_vector(r)) continue;
+    } else {
+      q = 0;  // the segment's first vector when it starts mid-vector, unless row 0's tree columns meet it
+      if (head == 0 || (head_bits + prefix) >> 7 == 0) continue;
     }
-    __syncthreads();
-    int count = 0, slot[kRoundVectors];
+    if (q < vec_lo || q >= vec_hi) continue;
+    const int64_t rel = q * 16 - head + 4 * (e & 3);  // the word's first segment byte
+    const uint32_t v = small ? seg.word<int>(rel * 8) : seg.word<int64_t>(rel * 8);
+    if (rel >= 0 && rel + 4 <= bytes) {
+      *reinterpret_cast<uint32_t*>(out + rel) = v;
+    } else {
 #pragma unroll
-    for (int j = 0; j < kRoundVectors; ++j) {
-      slot[j] = __popc(ballot[j] & ((1u << lane) - 1u));
-      for (int w = 0; w < kWarps; ++w) {
-        slot[j] += w < warp ? counts[j * kWarps + w] : 0;
-        count += counts[j * kWarps + w];
-      }
-    }
-#pragma unroll
-    for (int j = 1; j < kRoundVectors; ++j) {  // candidates j come after every candidate j - 1 (vector order)
-      int before = 0;
-      for (int i = 0; i < j * kWarps; ++i) before += counts[i];
-      slot[j] += before;
-    }
-    if (count == 0) continue;
-#pragma unroll
-    for (int j = 0; j < kRoundVectors; ++j)
-      if (is_mixed[j]) mixed[slot[j]] = j * kThreads + tid;
-    __syncthreads();
-    for (int e = tid; e < 4 * count; e += kThreads) {
-      const int64_t rel = (round + mixed[e >> 2]) * 16 - head + 4 * (e & 3);  // the word's first segment byte
-      const uint32_t v = small ? seg.word<int>(rel * 8) : seg.word<int64_t>(rel * 8);
-      if (rel >= 0 && rel + 4 <= bytes) {
-        *reinterpret_cast<uint32_t*>(out + rel) = v;
-      } else {
-#pragma unroll
-        for (int k = 0; k < 4; ++k)
-          if (rel + k >= 0 && rel + k < bytes) out[rel + k] = static_cast<uint8_t>(v >> (8 * k));
-      }
+      for (int k = 0; k < 4; ++k)
+        if (rel + k >= 0 && rel + k < bytes) out[rel + k] = static_cast<uint8_t>(v >> (8 * k));
     }
   }
 }
