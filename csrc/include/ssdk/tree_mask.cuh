@@ -8,9 +8,10 @@
 // one row's prefix: no ancestor bits needed). It then builds the ancestor rows of the nodes it needs (its
 // slice and the packed rows its range covers), transposed (word w of node i at anc[w * Np + i], so the
 // threads' read-modify-writes hit distinct banks): one thread walks one node's parent chain. The remaining
-// vectors are compacted and assembled from funnel-shifted ancestor words as 32-bit words, four threads per
-// vector (byte stores only where a word straddles the segment's ends). Launched as a programmatic dependent
-// (waits before any access).
+// vectors (found from the row geometry) are assembled from funnel-shifted ancestor words as 32-bit words,
+// 1-4 per thread (byte stores only where a word straddles the segment's ends). 64 registers, so 4 CTAs fit
+// an SM: the next call's CTAs (programmatic dependents) fit beside a grid of 2 per SM. Launched as a
+// programmatic dependent (waits before any access).
 #pragma once
 #include "ssdk/common.cuh"
 
@@ -142,7 +143,7 @@ __device__ __forceinline__ int64_t div_nonneg(int64_t x, int64_t y) {
   return ((x | y) >> 31) == 0 ? static_cast<int64_t>(static_cast<uint32_t>(x) / static_cast<uint32_t>(y)) : x / y;
 }
 
-__global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
+__global__ void __launch_bounds__(kThreads, 4) tree_mask_kernel(TreeMaskArgs a) {
   constexpr int kWarps = kThreads / 32;
   constexpr int kParentsPerThread = 32 * kMaxMaskWords / kThreads;
   extern __shared__ uint32_t smem[];  // [Np] parents, then [W][Np] ancestor table (transposed)
@@ -253,7 +254,8 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   // row's tree columns [r C + prefix, (r + 1) C) of the stream (every row ends with them, so that covers
   // vectors across row boundaries and the segment's last one) or is the segment's partial first vector. Row
   // r's vectors start after row r - 1's last one (rows shorter than a vector share it). They are built as
-  // 32-bit words, four threads per vector (items e = (row, vector of the row, word)), in one pass.
+  // 32-bit words in one pass over items (row, vector slot of the row), each split over as many threads (4,
+  // 2 or 1, words per thread 1, 2 or 4) as keep every item in the pass's first kThreads threads.
   const int64_t head_bits = head * 8, C = seg.cols;
   const int per_row = (n_all + 127) / 128 + 1;  // vectors one row's tree columns can meet
   const int64_t items = static_cast<int64_t>(pr_hi - pr_lo) * per_row;
@@ -261,8 +263,10 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   const uint32_t per_row_inv = 0xffffffffu / static_cast<uint32_t>(per_row) + 1;
   const bool quick_div = items < (1 << 16);
   auto last_vector = [&](int64_t r) { return (head_bits + (r + 1) * C - 1) >> 7; };
-  for (int64_t e = tid; e < 4 * (items + 1); e += kThreads) {
-    const int64_t item = e >> 2;
+  const int split_log2 = 4 * (items + 1) <= kThreads ? 2 : 2 * (items + 1) <= kThreads ? 1 : 0;
+  const int words_per_thread = 4 >> split_log2;
+  for (int64_t e = tid; e < ((items + 1) << split_log2); e += kThreads) {
+    const int64_t item = e >> split_log2;
     int64_t q;
     if (item < items) {
       const int64_t row_off = quick_div ? __umulhi(static_cast<uint32_t>(item), per_row_inv) : item / per_row;
@@ -276,14 +280,17 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
       if (head == 0 || (head_bits + prefix) >> 7 == 0) continue;
     }
     if (q < vec_lo || q >= vec_hi) continue;
-    const int64_t rel = q * 16 - head + 4 * (e & 3);  // the word's first segment byte
-    const uint32_t v = small ? seg.word<int>(rel * 8) : seg.word<int64_t>(rel * 8);
-    if (rel >= 0 && rel + 4 <= bytes) {
-      *reinterpret_cast<uint32_t*>(out + rel) = v;
-    } else {
+    const int first_word = static_cast<int>(e & ((1 << split_log2) - 1)) * words_per_thread;
+    for (int w = first_word; w < first_word + words_per_thread; ++w) {
+      const int64_t rel = q * 16 - head + 4 * w;  // the word's first segment byte
+      const uint32_t v = small ? seg.word<int>(rel * 8) : seg.word<int64_t>(rel * 8);
+      if (rel >= 0 && rel + 4 <= bytes) {
+        *reinterpret_cast<uint32_t*>(out + rel) = v;
+      } else {
 #pragma unroll
-      for (int k = 0; k < 4; ++k)
-        if (rel + k >= 0 && rel + k < bytes) out[rel + k] = static_cast<uint8_t>(v >> (8 * k));
+        for (int k = 0; k < 4; ++k)
+          if (rel + k >= 0 && rel + k < bytes) out[rel + k] = static_cast<uint8_t>(v >> (8 * k));
+      }
     }
   }
 }
