@@ -148,6 +148,8 @@ __global__ void __launch_bounds__(kThreads, 4) tree_mask_kernel(TreeMaskArgs a) 
   constexpr int kParentsPerThread = 32 * kMaxMaskWords / kThreads;
   extern __shared__ uint32_t smem[];  // [Np] parents, then [W][Np] ancestor table (transposed)
   __shared__ long long partial[kWarps];
+  __shared__ int warp_count[kWarps];
+  __shared__ int mixed[kThreads];  // the one-round path's vectors that are not all ones, in order
   pdl_wait();
   pdl_launch_dependents();
   const int b = blockIdx.y, chunks = gridDim.x, x = blockIdx.x;
@@ -250,12 +252,42 @@ __global__ void __launch_bounds__(kThreads, 4) tree_mask_kernel(TreeMaskArgs a) 
     if (b == 0) a.mask_indptr[0] = 0;
   }
 
-  // The other vectors, found from the geometry (no test per vector): a vector is all ones unless it meets a
-  // row's tree columns [r C + prefix, (r + 1) C) of the stream (every row ends with them, so that covers
-  // vectors across row boundaries and the segment's last one) or is the segment's partial first vector. Row
-  // r's vectors start after row r - 1's last one (rows shorter than a vector share it). They are built as
-  // 32-bit words in one pass over items (row, vector slot of the row), each split over as many threads (4,
-  // 2 or 1, words per thread 1, 2 or 4) as keep every item in the pass's first kThreads threads.
+  // The vectors that are not all ones (tree columns, row ends, the segment's ends), as 32-bit words.
+  auto store_word = [&](int64_t rel) {  // rel: the word's first segment byte
+    const uint32_t v = small ? seg.word<int>(rel * 8) : seg.word<int64_t>(rel * 8);
+    if (rel >= 0 && rel + 4 <= bytes) {
+      *reinterpret_cast<uint32_t*>(out + rel) = v;
+    } else {
+#pragma unroll
+      for (int k = 0; k < 4; ++k)
+        if (rel + k >= 0 && rel + k < bytes) out[rel + k] = static_cast<uint8_t>(v >> (8 * k));
+    }
+  };
+  // A range of at most kThreads vectors (most calls): each thread tests its vector again, the others are
+  // compacted in order and built four threads per vector.
+  if (vec_hi - vec_lo <= kThreads) {
+    const int64_t q = vec_lo + tid;
+    const bool is_mixed = q < vec_hi && !all_ones(q);
+    const unsigned ballot = __ballot_sync(0xffffffffu, is_mixed);
+    if (lane == 0) warp_count[warp] = __popc(ballot);
+    __syncthreads();
+    int slot = __popc(ballot & ((1u << lane) - 1u)), count = 0;
+    for (int w = 0; w < kWarps; ++w) {
+      slot += w < warp ? warp_count[w] : 0;
+      count += warp_count[w];
+    }
+    if (count == 0) return;
+    if (is_mixed) mixed[slot] = tid;
+    __syncthreads();
+    for (int e = tid; e < 4 * count; e += kThreads) store_word((vec_lo + mixed[e >> 2]) * 16 - head + 4 * (e & 3));
+    return;
+  }
+  // Longer ranges (long prefixes at large B): found from the geometry, no test per vector. A vector is all
+  // ones unless it meets a row's tree columns [r C + prefix, (r + 1) C) of the stream (every row ends with
+  // them, so that covers vectors across row boundaries and the segment's last one) or is the segment's
+  // partial first vector. Row r's vectors start after row r - 1's last one (rows shorter than a vector
+  // share it). Built in one pass over items (row, vector slot of the row), each split over as many threads
+  // (4, 2 or 1: 1, 2 or 4 words per thread) as keep every item in the pass's first kThreads threads.
   const int64_t head_bits = head * 8, C = seg.cols;
   const int per_row = (n_all + 127) / 128 + 1;  // vectors one row's tree columns can meet
   const int64_t items = static_cast<int64_t>(pr_hi - pr_lo) * per_row;
@@ -281,17 +313,7 @@ __global__ void __launch_bounds__(kThreads, 4) tree_mask_kernel(TreeMaskArgs a) 
     }
     if (q < vec_lo || q >= vec_hi) continue;
     const int first_word = static_cast<int>(e & ((1 << split_log2) - 1)) * words_per_thread;
-    for (int w = first_word; w < first_word + words_per_thread; ++w) {
-      const int64_t rel = q * 16 - head + 4 * w;  // the word's first segment byte
-      const uint32_t v = small ? seg.word<int>(rel * 8) : seg.word<int64_t>(rel * 8);
-      if (rel >= 0 && rel + 4 <= bytes) {
-        *reinterpret_cast<uint32_t*>(out + rel) = v;
-      } else {
-#pragma unroll
-        for (int k = 0; k < 4; ++k)
-          if (rel + k >= 0 && rel + k < bytes) out[rel + k] = static_cast<uint8_t>(v >> (8 * k));
-      }
-    }
+    for (int w = first_word; w < first_word + words_per_thread; ++w) store_word(q * 16 - head + 4 * w);
   }
 }
 
