@@ -8,10 +8,9 @@
 // one row's prefix: no ancestor bits needed). It then builds the ancestor rows of the nodes it needs (its
 // slice and the packed rows its range covers), transposed (word w of node i at anc[w * Np + i], so the
 // threads' read-modify-writes hit distinct banks): one thread walks one node's parent chain. The remaining
-// vectors (found from the row geometry) are assembled from funnel-shifted ancestor words as 32-bit words,
-// 1-4 per thread (byte stores only where a word straddles the segment's ends). 64 registers, so 4 CTAs fit
-// an SM: the next call's CTAs (programmatic dependents) fit beside a grid of 2 per SM. Launched as a
-// programmatic dependent (waits before any access).
+// vectors are compacted and assembled from funnel-shifted ancestor words as 32-bit words, four threads per
+// vector (byte stores only where a word straddles the segment's ends). Launched as a programmatic dependent
+// (waits before any access).
 #pragma once
 #include "ssdk/common.cuh"
 
@@ -143,13 +142,15 @@ __device__ __forceinline__ int64_t div_nonneg(int64_t x, int64_t y) {
   return ((x | y) >> 31) == 0 ? static_cast<int64_t>(static_cast<uint32_t>(x) / static_cast<uint32_t>(y)) : x / y;
 }
 
-__global__ void __launch_bounds__(kThreads, 4) tree_mask_kernel(TreeMaskArgs a) {
+__global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   constexpr int kWarps = kThreads / 32;
   constexpr int kParentsPerThread = 32 * kMaxMaskWords / kThreads;
   extern __shared__ uint32_t smem[];  // [Np] parents, then [W][Np] ancestor table (transposed)
   __shared__ long long partial[kWarps];
-  __shared__ int warp_count[kWarps];
-  __shared__ int mixed[kThreads];  // the one-round path's vectors that are not all ones, in order
+  __shared__ int warp_count[2][kWarps];  // per round, double-buffered
+  // This round's vectors that are not all ones (offsets from the round's first). A thread reaches the next
+  // round's writes only past its first barrier, so after every thread's reads of this round.
+  __shared__ int mixed[kThreads];
   pdl_wait();
   pdl_launch_dependents();
   const int b = blockIdx.y, chunks = gridDim.x, x = blockIdx.x;
@@ -195,14 +196,12 @@ __global__ void __launch_bounds__(kThreads, 4) tree_mask_kernel(TreeMaskArgs a) 
   const int64_t num_vec = bytes > 0 ? (head + bytes + 15) / 16 : 0;
   const int64_t per_vec = div_nonneg(num_vec + chunks - 1, chunks);
   const int64_t vec_lo = min(num_vec, x * per_vec), vec_hi = min(num_vec, vec_lo + per_vec);
-  int pr_lo = 0, pr_hi = 0;  // packed rows [pr_lo, pr_hi) meet the range
+  int row_lo = 0, row_hi = 0;  // nodes first_row + [row_lo, row_hi) (clamped to the table)
   if (vec_lo < vec_hi) {
     const int64_t bit_lo = max(int64_t{0}, vec_lo * 16 - head) * 8, bit_hi = min(bytes, vec_hi * 16 - head) * 8;
-    pr_lo = static_cast<int>(div_nonneg(bit_lo, seg.cols));
-    pr_hi = static_cast<int>(min(seg.rows, div_nonneg(bit_hi - 1, seg.cols) + 1));
+    row_lo = min(n, seg.first_row + static_cast<int>(div_nonneg(bit_lo, seg.cols)));
+    row_hi = min(n, seg.first_row + static_cast<int>(min(seg.rows, div_nonneg(bit_hi - 1, seg.cols) + 1)));
   }
-  // Their nodes first_row + [row_lo, row_hi), clamped to the table.
-  const int row_lo = min(n, seg.first_row + pr_lo), row_hi = min(n, seg.first_row + pr_hi);
   // A vector inside one row's prefix is all ones and needs no ancestor bits (most vectors when the prefix is
   // long): stored now, while the parents are in flight.
   const bool small = seg.rows * seg.cols < (int64_t{1} << 31);  // 32-bit stream positions suffice
@@ -252,68 +251,35 @@ __global__ void __launch_bounds__(kThreads, 4) tree_mask_kernel(TreeMaskArgs a) 
     if (b == 0) a.mask_indptr[0] = 0;
   }
 
-  // The vectors that are not all ones (tree columns, row ends, the segment's ends), as 32-bit words.
-  auto store_word = [&](int64_t rel) {  // rel: the word's first segment byte
-    const uint32_t v = small ? seg.word<int>(rel * 8) : seg.word<int64_t>(rel * 8);
-    if (rel >= 0 && rel + 4 <= bytes) {
-      *reinterpret_cast<uint32_t*>(out + rel) = v;
-    } else {
-#pragma unroll
-      for (int k = 0; k < 4; ++k)
-        if (rel + k >= 0 && rel + k < bytes) out[rel + k] = static_cast<uint8_t>(v >> (8 * k));
-    }
-  };
-  // A range of at most kThreads vectors (most calls): each thread tests its vector again, the others are
-  // compacted in order and built four threads per vector.
-  if (vec_hi - vec_lo <= kThreads) {
-    const int64_t q = vec_lo + tid;
+  // The other vectors (tree columns, row ends, the segment's ends), kThreads candidates per round: compacted
+  // in order and computed as 32-bit words, four threads per vector, so the long bit-assembly path runs once
+  // per word in parallel instead of serially per vector in a few threads of each warp.
+  for (int64_t round = vec_lo, parity = 0; round < vec_hi; round += kThreads, parity ^= 1) {
+    const int64_t q = round + tid;
     const bool is_mixed = q < vec_hi && !all_ones(q);
     const unsigned ballot = __ballot_sync(0xffffffffu, is_mixed);
-    if (lane == 0) warp_count[warp] = __popc(ballot);
+    int* counts = warp_count[parity];
+    if (lane == 0) counts[warp] = __popc(ballot);
     __syncthreads();
     int slot = __popc(ballot & ((1u << lane) - 1u)), count = 0;
     for (int w = 0; w < kWarps; ++w) {
-      slot += w < warp ? warp_count[w] : 0;
-      count += warp_count[w];
+      slot += w < warp ? counts[w] : 0;
+      count += counts[w];
     }
-    if (count == 0) return;
+    if (count == 0) continue;
     if (is_mixed) mixed[slot] = tid;
     __syncthreads();
-    for (int e = tid; e < 4 * count; e += kThreads) store_word((vec_lo + mixed[e >> 2]) * 16 - head + 4 * (e & 3));
-    return;
-  }
-  // Longer ranges (long prefixes at large B): found from the geometry, no test per vector. A vector is all
-  // ones unless it meets a row's tree columns [r C + prefix, (r + 1) C) of the stream (every row ends with
-  // them, so that covers vectors across row boundaries and the segment's last one) or is the segment's
-  // partial first vector. Row r's vectors start after row r - 1's last one (rows shorter than a vector
-  // share it). Built in one pass over items (row, vector slot of the row), each split over as many threads
-  // (4, 2 or 1: 1, 2 or 4 words per thread) as keep every item in the pass's first kThreads threads.
-  const int64_t head_bits = head * 8, C = seg.cols;
-  const int per_row = (n_all + 127) / 128 + 1;  // vectors one row's tree columns can meet
-  const int64_t items = static_cast<int64_t>(pr_hi - pr_lo) * per_row;
-  // item / per_row by a multiply-high (exact for item, per_row < 2^16; per_row >= 2), else a division.
-  const uint32_t per_row_inv = 0xffffffffu / static_cast<uint32_t>(per_row) + 1;
-  const bool quick_div = items < (1 << 16);
-  auto last_vector = [&](int64_t r) { return (head_bits + (r + 1) * C - 1) >> 7; };
-  const int split_log2 = 4 * (items + 1) <= kThreads ? 2 : 2 * (items + 1) <= kThreads ? 1 : 0;
-  const int words_per_thread = 4 >> split_log2;
-  for (int64_t e = tid; e < ((items + 1) << split_log2); e += kThreads) {
-    const int64_t item = e >> split_log2;
-    int64_t q;
-    if (item < items) {
-      const int64_t row_off = quick_div ? __umulhi(static_cast<uint32_t>(item), per_row_inv) : item / per_row;
-      const int64_t r = pr_lo + row_off;
-      int64_t first = (head_bits + r * C + prefix) >> 7;
-      if (r > 0) first = max(first, last_vector(r - 1) + 1);
-      q = first + (item - row_off * per_row);
-      if (q > last_vector(r)) continue;
-    } else {
-      q = 0;  // the segment's first vector when it starts mid-vector, unless row 0's tree columns meet it
-      if (head == 0 || (head_bits + prefix) >> 7 == 0) continue;
+    for (int e = tid; e < 4 * count; e += kThreads) {
+      const int64_t rel = (round + mixed[e >> 2]) * 16 - head + 4 * (e & 3);  // the word's first segment byte
+      const uint32_t v = small ? seg.word<int>(rel * 8) : seg.word<int64_t>(rel * 8);
+      if (rel >= 0 && rel + 4 <= bytes) {
+        *reinterpret_cast<uint32_t*>(out + rel) = v;
+      } else {
+#pragma unroll
+        for (int k = 0; k < 4; ++k)
+          if (rel + k >= 0 && rel + k < bytes) out[rel + k] = static_cast<uint8_t>(v >> (8 * k));
+      }
     }
-    if (q < vec_lo || q >= vec_hi) continue;
-    const int first_word = static_cast<int>(e & ((1 << split_log2) - 1)) * words_per_thread;
-    for (int w = first_word; w < first_word + words_per_thread; ++w) store_word(q * 16 - head + 4 * w);
   }
 }
 
