@@ -77,10 +77,10 @@ void build_tree_mask(const at::Tensor& parents, const at::Tensor& qo_indptr, con
   args.words = static_cast<int>(tree_mask.size(1));
   args.packed_rows = static_cast<int>(packed_rows);
   // CTAs per request: about one 16-byte vector per thread of the average segment (the buffer's
-  // capacity is the only size known without a host sync), at most 2 per SM over the batch: on the H100
-  // the times stepped up by ~3 µs once a grid exceeded ~3 CTAs per SM (B=16, n=225, prefix 4096: 480 CTAs,
-  // 7.8 µs vs 5.2-5.7 µs at 288-384 CTAs), and a few more vectors per thread should cost far less than that
-  // second wave (cap not yet measured: kernel notes, tree mask round 5b).
+  // capacity is the only size known without a host sync), at most 2 per SM over the batch. H100 (kernel
+  // notes, tree mask rounds 5b and 12): allowing 4 per SM (the kernel's 64 registers fit 4) made B=64,
+  // n=225, prefix 4096 faster (12.4 -> 10.7 µs) but B=16 at that shape (5.85 -> 6.55) and B=64, n=133,
+  // prefix 1024 (5.9 -> 6.6) slower.
   int chunks = 1;
   if (packed_mask.has_value() && batch > 0) {
     const int64_t per_request = packed_mask->numel() / batch;
