@@ -10,7 +10,8 @@
 #   source .carry/gpu_env.sh && bash scripts/ab_bench.sh --bench tree_mask \
 #     [--providers ssdk-cuda] [--passes 3] [--tests "tests/ops/test_tree_mask.py"] [--full]
 # Without --providers the passes interleave every provider (the benchmark protocol); with it, only those.
-# Prints one line of µs per build and pass; each pass's JSON lands in $OUT/<bench>_<sha>_<pass>.json.
+# Prints one line of µs per build and pass; $OUT/ab_results.tgz holds each pass's JSON (<bench>_<sha>_<pass>.json)
+# and the build logs (the device tool brings back only a few files).
 set -euo pipefail
 
 if [ "${1:-}" = "--prepare" ]; then
@@ -41,16 +42,16 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$BENCH" ] || { echo "--bench is required"; exit 2; }
 OUT=${OUT:-/tmp/ssdk_out}
-WHEELS=/tmp/ab_wheels
-mkdir -p "$OUT" "$WHEELS"
+WHEELS=/tmp/ab_wheels RESULTS=/tmp/ab_results
+mkdir -p "$OUT" "$WHEELS" "$RESULTS"
 snaps=$(ls -d "$(pwd)"/.snap_ab_* 2>/dev/null || true)
 [ -n "$snaps" ] || { echo "no .snap_ab_* folders here (run --prepare, carry them, run from the repository root)"; exit 2; }
 
 for dir in $snaps; do
   sha=$(cat "$dir/SNAPSHOT_SHA")
   mkdir -p "$WHEELS/$sha"
-  (cd "$dir" && python3 -m pip wheel --no-build-isolation --no-deps -q -w "$WHEELS/$sha" . > "$OUT/build_$sha.log" 2>&1 ||
-    { echo "build of $sha failed:"; tail -20 "$OUT/build_$sha.log"; }) &
+  (cd "$dir" && python3 -m pip wheel --no-build-isolation --no-deps -q -w "$WHEELS/$sha" . > "$RESULTS/build_$sha.log" 2>&1 ||
+    { echo "build of $sha failed:"; tail -20 "$RESULTS/build_$sha.log"; }) &
 done
 wait
 
@@ -66,9 +67,10 @@ for pass in $(seq 1 "$PASSES"); do
   for dir in $snaps; do
     sha=$(cat "$dir/SNAPSHOT_SHA")
     install "$sha"
-    line=$(cd "$dir/bench_kernels" && python3 "bench_$BENCH.py" $QUICK $PROVIDERS --out "$OUT/${BENCH}_${sha}_$pass.json" |
+    line=$(cd "$dir/bench_kernels" && python3 "bench_$BENCH.py" $QUICK $PROVIDERS --out "$RESULTS/${BENCH}_${sha}_$pass.json" |
       awk -F'|' '/ us |µs/ {next} NF >= 3 {gsub(/ /, "", $1); gsub(/ /, "", $2); gsub(/ /, "", $3); printf "%s %s %s; ", $1, $2, $3}') ||
       line="$line (the benchmark failed)"
     echo "== $sha pass $pass: $line"
   done
 done
+tar czf "$OUT/ab_results.tgz" -C "$RESULTS" .
