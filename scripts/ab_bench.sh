@@ -4,7 +4,7 @@
 # same machine in the same state. Run-to-run spread on the H100 is ~0.2-1 µs for few-µs kernels, more
 # than many changes being judged (kernel notes, tree mask rounds 8 and 13): compare builds inside one call.
 #
-# Here (exports each commit with git archive into .snap_ab_<sha>, the folders to carry):
+# Here (exports each commit with scripts/snapshot.sh into .snap_ab_<sha>, the folders to carry):
 #   bash scripts/ab_bench.sh --prepare 6dd7b80 HEAD
 # On the device, from the repository root (carry [".carry", ".snap_ab_<sha>", ...]):
 #   source .carry/gpu_env.sh && bash scripts/ab_bench.sh --bench tree_mask \
@@ -16,15 +16,9 @@ set -euo pipefail
 
 if [ "${1:-}" = "--prepare" ]; then
   shift
-  root=$(git rev-parse --show-toplevel)
   for rev in "$@"; do
-    sha=$(git -C "$root" rev-parse --short=7 "$rev")
-    dir="$root/.snap_ab_$sha"
-    grep -qx "/.snap_ab_$sha/" "$root/.git/info/exclude" 2>/dev/null || echo "/.snap_ab_$sha/" >> "$root/.git/info/exclude"
-    rm -rf "$dir" && mkdir "$dir"
-    git -C "$root" archive --format=tar "$sha" | tar -x -C "$dir"
-    echo "$sha" > "$dir/SNAPSHOT_SHA"
-    echo "carry .snap_ab_$sha"
+    dir=.snap_ab_$(git rev-parse --short=7 "$rev")
+    bash "$(dirname "$0")/snapshot.sh" "$dir" "$rev" && echo "carry $dir"
   done
   exit 0
 fi
