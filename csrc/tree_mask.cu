@@ -82,13 +82,15 @@ void build_tree_mask(const at::Tensor& parents, const at::Tensor& qo_indptr, con
   // n=225, prefix 4096 faster (12.4 -> 10.7 µs) but B=16 at that shape (5.85 -> 6.55) and B=64, n=133,
   // prefix 1024 (5.9 -> 6.6) slower.
   int chunks = 1;
+  bool geometry = false;  // a CTA's share of the capacity exceeds one round of vectors
   if (packed_mask.has_value() && batch > 0) {
     const int64_t per_request = packed_mask->numel() / batch;
     const int64_t want = (per_request + 16 * tree::kThreads - 1) / (16 * tree::kThreads);
     chunks = static_cast<int>(std::clamp<int64_t>(want, 1, std::max<int64_t>(1, 2 * sm_count(parents.get_device()) / batch)));
+    geometry = per_request > int64_t{16} * tree::kThreads * chunks;
   }
   const c10::cuda::CUDAGuard guard(parents.device());
-  check_cuda_call(tree::launch_tree_mask(args, chunks, c10::cuda::getCurrentCUDAStream()),
+  check_cuda_call(tree::launch_tree_mask(args, chunks, geometry, c10::cuda::getCurrentCUDAStream()),
                   "build_tree_mask kernel launch");
 }
 

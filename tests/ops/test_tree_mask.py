@@ -25,14 +25,14 @@ def batch_of(trees: list[list[int]], prefixes: list[int], device: str):
     return parents, qo_indptr, torch.tensor(prefixes, dtype=torch.int32, device=device)
 
 
-def run(parents, qo_indptr, prefix_lens, words, backend, packed_rows=0, positions_dtype=torch.int32):
+def run(parents, qo_indptr, prefix_lens, words, backend, packed_rows=0, positions_dtype=torch.int32, spare=16):
     n_total, batch = parents.numel(), qo_indptr.numel() - 1
     device = parents.device
     size = packed_mask_bytes(qo_indptr, prefix_lens, packed_rows)
     outs = dict(positions=torch.full((n_total,), -7, dtype=positions_dtype, device=device),
                 depth=torch.full((n_total,), -7, dtype=torch.int32, device=device),
                 tree_mask=torch.full((n_total, words), -7, dtype=torch.int32, device=device),
-                packed_mask=torch.full((size + 16,), 0xAB, dtype=torch.uint8, device=device),
+                packed_mask=torch.full((size + spare,), 0xAB, dtype=torch.uint8, device=device),
                 mask_indptr=torch.full((batch + 1,), -7, dtype=torch.int32, device=device))
     with use_backend(backend):
         result = build_tree_mask(parents, qo_indptr, prefix_lens, words, packed_rows=packed_rows, **outs)
@@ -41,8 +41,8 @@ def run(parents, qo_indptr, prefix_lens, words, backend, packed_rows=0, position
     return result, size
 
 
-def assert_matches_reference(parents, qo_indptr, prefix_lens, words, backend, packed_rows=0):
-    got, size = run(parents, qo_indptr, prefix_lens, words, backend, packed_rows)
+def assert_matches_reference(parents, qo_indptr, prefix_lens, words, backend, packed_rows=0, spare=16):
+    got, size = run(parents, qo_indptr, prefix_lens, words, backend, packed_rows, spare=spare)
     positions, depth, tree_mask, packed, mask_indptr = ref.build_tree_mask(parents.cpu(), qo_indptr.cpu(),
                                                                            prefix_lens.cpu(), words, packed_rows)
     torch.testing.assert_close(got.positions.cpu(), positions, atol=0, rtol=0)
@@ -91,6 +91,19 @@ def test_random_trees_match_reference(backend, device):
         trees = [random_parents(n, gen) for n in sizes]
         parents, qo_indptr, prefix_lens = batch_of(trees, prefixes, device)
         assert_matches_reference(parents, qo_indptr, prefix_lens, words, backend, packed_rows)
+
+
+@pytest.mark.parametrize("spare", [16, 1 << 20])
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
+def test_oversized_packed_buffer(backend, device, spare):
+    """The CUDA launcher sizes its grid from the buffer's capacity: a buffer far larger than the segments
+    gives each CTA a range of many vectors (the geometry pass) and leaves the bytes past the segments."""
+    gen = torch.Generator().manual_seed(6)
+    sizes, prefixes = ([45, 7, 133], [256, 3, 1500]) if device == "cpu" else ([45, 7, 133, 1, 64], [256, 3, 1500, 0, 97])
+    trees = [random_parents(n, gen) for n in sizes]
+    parents, qo_indptr, prefix_lens = batch_of(trees, prefixes, device)
+    for packed_rows in (0, 5):
+        assert_matches_reference(parents, qo_indptr, prefix_lens, 5, backend, packed_rows, spare=spare)
 
 
 @pytest.mark.parametrize("backend,device", BACKEND_DEVICES)

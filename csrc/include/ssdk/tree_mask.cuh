@@ -142,6 +142,9 @@ __device__ __forceinline__ int64_t div_nonneg(int64_t x, int64_t y) {
   return ((x | y) >> 31) == 0 ? static_cast<int64_t>(static_cast<uint32_t>(x) / static_cast<uint32_t>(y)) : x / y;
 }
 
+// kGeometry: find the vectors that are not all ones from the rows' geometry (CTAs of many vectors) instead
+// of testing each vector in rounds of kThreads (kernel notes, tree mask round 13).
+template <bool kGeometry>
 __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   constexpr int kWarps = kThreads / 32;
   constexpr int kParentsPerThread = 32 * kMaxMaskWords / kThreads;
@@ -196,12 +199,14 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   const int64_t num_vec = bytes > 0 ? (head + bytes + 15) / 16 : 0;
   const int64_t per_vec = div_nonneg(num_vec + chunks - 1, chunks);
   const int64_t vec_lo = min(num_vec, x * per_vec), vec_hi = min(num_vec, vec_lo + per_vec);
-  int row_lo = 0, row_hi = 0;  // nodes first_row + [row_lo, row_hi) (clamped to the table)
+  int pr_lo = 0, pr_hi = 0;  // packed rows [pr_lo, pr_hi) meet the range
   if (vec_lo < vec_hi) {
     const int64_t bit_lo = max(int64_t{0}, vec_lo * 16 - head) * 8, bit_hi = min(bytes, vec_hi * 16 - head) * 8;
-    row_lo = min(n, seg.first_row + static_cast<int>(div_nonneg(bit_lo, seg.cols)));
-    row_hi = min(n, seg.first_row + static_cast<int>(min(seg.rows, div_nonneg(bit_hi - 1, seg.cols) + 1)));
+    pr_lo = static_cast<int>(div_nonneg(bit_lo, seg.cols));
+    pr_hi = static_cast<int>(min(seg.rows, div_nonneg(bit_hi - 1, seg.cols) + 1));
   }
+  // Their nodes first_row + [row_lo, row_hi), clamped to the table.
+  const int row_lo = min(n, seg.first_row + pr_lo), row_hi = min(n, seg.first_row + pr_hi);
   // A vector inside one row's prefix is all ones and needs no ancestor bits (most vectors when the prefix is
   // long): stored now, while the parents are in flight.
   const bool small = seg.rows * seg.cols < (int64_t{1} << 31);  // 32-bit stream positions suffice
@@ -251,34 +256,71 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
     if (b == 0) a.mask_indptr[0] = 0;
   }
 
-  // The other vectors (tree columns, row ends, the segment's ends), kThreads candidates per round: compacted
-  // in order and computed as 32-bit words, four threads per vector, so the long bit-assembly path runs once
-  // per word in parallel instead of serially per vector in a few threads of each warp.
-  for (int64_t round = vec_lo, parity = 0; round < vec_hi; round += kThreads, parity ^= 1) {
-    const int64_t q = round + tid;
-    const bool is_mixed = q < vec_hi && !all_ones(q);
-    const unsigned ballot = __ballot_sync(0xffffffffu, is_mixed);
-    int* counts = warp_count[parity];
-    if (lane == 0) counts[warp] = __popc(ballot);
-    __syncthreads();
-    int slot = __popc(ballot & ((1u << lane) - 1u)), count = 0;
-    for (int w = 0; w < kWarps; ++w) {
-      slot += w < warp ? counts[w] : 0;
-      count += counts[w];
-    }
-    if (count == 0) continue;
-    if (is_mixed) mixed[slot] = tid;
-    __syncthreads();
-    for (int e = tid; e < 4 * count; e += kThreads) {
-      const int64_t rel = (round + mixed[e >> 2]) * 16 - head + 4 * (e & 3);  // the word's first segment byte
-      const uint32_t v = small ? seg.word<int>(rel * 8) : seg.word<int64_t>(rel * 8);
-      if (rel >= 0 && rel + 4 <= bytes) {
-        *reinterpret_cast<uint32_t*>(out + rel) = v;
-      } else {
+  // The vectors that are not all ones (tree columns, row ends, the segment's ends), as 32-bit words.
+  auto store_word = [&](int64_t rel) {  // rel: the word's first segment byte
+    const uint32_t v = small ? seg.word<int>(rel * 8) : seg.word<int64_t>(rel * 8);
+    if (rel >= 0 && rel + 4 <= bytes) {
+      *reinterpret_cast<uint32_t*>(out + rel) = v;
+    } else {
 #pragma unroll
-        for (int k = 0; k < 4; ++k)
-          if (rel + k >= 0 && rel + k < bytes) out[rel + k] = static_cast<uint8_t>(v >> (8 * k));
+      for (int k = 0; k < 4; ++k)
+        if (rel + k >= 0 && rel + k < bytes) out[rel + k] = static_cast<uint8_t>(v >> (8 * k));
+    }
+  };
+  if constexpr (!kGeometry) {
+    // The other vectors (tree columns, row ends, the segment's ends), kThreads candidates per round: compacted
+    // in order and computed as 32-bit words, four threads per vector, so the long bit-assembly path runs once
+    // per word in parallel instead of serially per vector in a few threads of each warp.
+    for (int64_t round = vec_lo, parity = 0; round < vec_hi; round += kThreads, parity ^= 1) {
+      const int64_t q = round + tid;
+      const bool is_mixed = q < vec_hi && !all_ones(q);
+      const unsigned ballot = __ballot_sync(0xffffffffu, is_mixed);
+      int* counts = warp_count[parity];
+      if (lane == 0) counts[warp] = __popc(ballot);
+      __syncthreads();
+      int slot = __popc(ballot & ((1u << lane) - 1u)), count = 0;
+      for (int w = 0; w < kWarps; ++w) {
+        slot += w < warp ? counts[w] : 0;
+        count += counts[w];
       }
+      if (count == 0) continue;
+      if (is_mixed) mixed[slot] = tid;
+      __syncthreads();
+      for (int e = tid; e < 4 * count; e += kThreads) store_word((round + mixed[e >> 2]) * 16 - head + 4 * (e & 3));
+    }
+  } else {
+    // kGeometry (long prefixes at large B): found from the geometry, no test per vector. A vector is all
+    // ones unless it meets a row's tree columns [r C + prefix, (r + 1) C) of the stream (every row ends with
+    // them, so that covers vectors across row boundaries and the segment's last one) or is the segment's
+    // partial first vector. Row r's vectors start after row r - 1's last one (rows shorter than a vector
+    // share it). Built in one pass over items (row, vector slot of the row), each split over as many threads
+    // (4, 2 or 1: 1, 2 or 4 words per thread) as keep every item in the pass's first kThreads threads.
+    const int64_t head_bits = head * 8, C = seg.cols;
+    const int per_row = (n_all + 127) / 128 + 1;  // vectors one row's tree columns can meet
+    const int64_t items = static_cast<int64_t>(pr_hi - pr_lo) * per_row;
+    // item / per_row by a multiply-high (exact for item, per_row < 2^16; per_row >= 2), else a division.
+    const uint32_t per_row_inv = 0xffffffffu / static_cast<uint32_t>(per_row) + 1;
+    const bool quick_div = items < (1 << 16);
+    auto last_vector = [&](int64_t r) { return (head_bits + (r + 1) * C - 1) >> 7; };
+    const int split_log2 = 4 * (items + 1) <= kThreads ? 2 : 2 * (items + 1) <= kThreads ? 1 : 0;
+    const int words_per_thread = 4 >> split_log2;
+    for (int64_t e = tid; e < ((items + 1) << split_log2); e += kThreads) {
+      const int64_t item = e >> split_log2;
+      int64_t q;
+      if (item < items) {
+        const int64_t row_off = quick_div ? __umulhi(static_cast<uint32_t>(item), per_row_inv) : item / per_row;
+        const int64_t r = pr_lo + row_off;
+        int64_t first = (head_bits + r * C + prefix) >> 7;
+        if (r > 0) first = max(first, last_vector(r - 1) + 1);
+        q = first + (item - row_off * per_row);
+        if (q > last_vector(r)) continue;
+      } else {
+        q = 0;  // the segment's first vector when it starts mid-vector, unless row 0's tree columns meet it
+        if (head == 0 || (head_bits + prefix) >> 7 == 0) continue;
+      }
+      if (q < vec_lo || q >= vec_hi) continue;
+      const int first_word = static_cast<int>(e & ((1 << split_log2) - 1)) * words_per_thread;
+      for (int w = first_word; w < first_word + words_per_thread; ++w) store_word(q * 16 - head + 4 * w);
     }
   }
 }
@@ -287,19 +329,21 @@ inline size_t tree_mask_smem_bytes(int words) {
   return static_cast<size_t>(32 * words) * (1 + words) * sizeof(uint32_t);
 }
 
-// chunks: CTAs per request (the launcher sizes it from the packed buffer's capacity per request).
-inline cudaError_t launch_tree_mask(const TreeMaskArgs& a, int chunks, cudaStream_t stream) {
+// chunks: CTAs per request (the launcher sizes it from the packed buffer's capacity per request);
+// geometry: the kGeometry instantiation (the launcher picks it when a CTA's share of the capacity exceeds
+// one round of kThreads vectors).
+inline cudaError_t launch_tree_mask(const TreeMaskArgs& a, int chunks, bool geometry, cudaStream_t stream) {
   if (a.batch == 0) {
     if (a.packed) return cudaMemsetAsync(a.mask_indptr, 0, sizeof(int32_t), stream);
     return cudaSuccess;
   }
+  void (*kernel)(TreeMaskArgs) = geometry ? tree_mask_kernel<true> : tree_mask_kernel<false>;
   const size_t smem = tree_mask_smem_bytes(a.words);
   if (smem > 48 * 1024) {
-    cudaError_t err = cudaFuncSetAttribute(tree_mask_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(smem));
+    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
     if (err != cudaSuccess) return err;
   }
-  return launch_pdl(tree_mask_kernel, dim3(chunks, a.batch), dim3(kThreads), smem, stream, a);
+  return launch_pdl(kernel, dim3(chunks, a.batch), dim3(kThreads), smem, stream, a);
 }
 
 }  // namespace ssdk::tree
