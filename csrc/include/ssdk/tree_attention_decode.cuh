@@ -29,9 +29,12 @@ struct DecodeConfig {
   static constexpr int kWarps = 4;
   static constexpr int kWarpN = kBlockN / kWarps;  // 16 columns of a tile per warp
   static constexpr int kStages = 3;
-  static constexpr int kChunks = D / 8;                      // 16-byte chunks per row
-  static constexpr int kRowStep = kThreads / kChunks;        // tile rows one copy pass covers
-  static constexpr int kRowsPerThread = kBlockN / kRowStep;  // rows (page ids) one thread copies per tile
+  static constexpr int kChunks = D / 8;  // 16-byte chunks per row
+  // K/V copies as in the general kernel: kThreadsPerRow threads per tile row, each copying the chunks
+  // chunk0, chunk0 + kThreadsPerRow, ... (one copy instruction of a row's threads covers whole 32-byte
+  // sectors), so a thread resolves one page id and one row address per tile.
+  static constexpr int kThreadsPerRow = kThreads / kBlockN;
+  static constexpr int kCopyChunks = kChunks / kThreadsPerRow;
   static constexpr int kTileElems = kBlockN * D;
   static constexpr int kSmemQ = 16 * D * int(sizeof(T));
   static constexpr int kSmemKV = kStages * 2 * kTileElems * int(sizeof(T));
@@ -40,39 +43,37 @@ struct DecodeConfig {
   static constexpr int kSmem = kSmemQ + (kSmemKV > kSmemEpi ? kSmemKV : kSmemEpi);
   // D = 64: 50 KB, 4 CTAs per SM (512 CTAs of B = 64 fit one wave); D = 128: 98 KB, 2 per SM.
   static constexpr int kMinBlocks = D == 64 ? 4 : 2;
+  static_assert(kThreadsPerRow == 2 && kChunks % kThreadsPerRow == 0, "issue_tile's XOR offsets assume 2 threads per row");
 };
 
 template <typename T, int D>
 __global__ void __launch_bounds__(DecodeConfig<T, D>::kThreads, DecodeConfig<T, D>::kMinBlocks)
     decode_attention_kernel(const __grid_constant__ DecodeParams p) {
   using Cfg = DecodeConfig<T, D>;
-  constexpr int kStages = Cfg::kStages, kChunks = Cfg::kChunks, kRowStep = Cfg::kRowStep;
-  constexpr int kRowsPerThread = Cfg::kRowsPerThread;
+  constexpr int kStages = Cfg::kStages, kChunks = Cfg::kChunks, kCopyChunks = Cfg::kCopyChunks;
   constexpr float kNegInf = -__builtin_huge_valf();
 
   const int split = blockIdx.x, kv_head = blockIdx.y, b = blockIdx.z;
   const int num_splits = gridDim.x;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int copy_chunk = tid % kChunks, copy_row = tid / kChunks;
+  const int copy_row = tid / Cfg::kThreadsPerRow, chunk0 = tid % Cfg::kThreadsPerRow;
   const int32_t* page_table = p.block_tables + b * p.block_table_stride;
   const int table_tokens = p.table_pages * p.page_size;  // positions block_tables can map
-  // Page ids of this split's local tile `tile` (global tile split + tile * num_splits), -1 past `end`.
-  auto fetch_pages = [&](int tile, int end, int (&pages)[kRowsPerThread]) {
-    const int pos0 = (split + tile * num_splits) * kBlockN + copy_row;
-#pragma unroll
-    for (int i = 0; i < kRowsPerThread; ++i) {
-      const int pos = pos0 + i * kRowStep;
-      pages[i] = pos < end ? __ldg(page_table + p.page_index(pos)) : -1;
-    }
+  // Position of this thread's row of the split's local tile `tile` (global tile split + tile * num_splits).
+  auto row_pos = [&](int tile) { return (split + tile * num_splits) * kBlockN + copy_row; };
+  // Page id of that row, -1 at or past `end`.
+  auto fetch_page = [&](int tile, int end) {
+    const int pos = row_pos(tile);
+    return pos < end ? __ldg(page_table + p.page_index(pos)) : -1;
   };
 
   pdl_wait();  // q, the cache and the index tensors may be written by the previous kernel
   if (num_splits > 1) pdl_launch_dependents();  // the merge kernel: launched now, it waits for our completion
   // Round trip 1: the request bounds and, speculatively, the first tiles' page ids.
   const int q_start = p.qo_indptr[b], q_end = p.qo_indptr[b + 1], prefix = p.prefix_lens[b];
-  int pages[kStages - 1][kRowsPerThread];
+  int pages[kStages - 1];
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) fetch_pages(s, table_tokens, pages[s]);
+  for (int s = 0; s < kStages - 1; ++s) pages[s] = fetch_page(s, table_tokens);
 
   if (q_end <= q_start) return;  // no new token: no output row (every split of the pair leaves)
   const int kv_len = prefix + 1;  // the prefix and the new token (visible unless tree_mask says not)
@@ -93,20 +94,27 @@ __global__ void __launch_bounds__(DecodeConfig<T, D>::kThreads, DecodeConfig<T, 
     cp_async16(s_q + swz<D>(r, chunk), q + (r < p.group ? r * p.q_stride_h + chunk * 8 : 0), r < p.group);
   }
 
-  const T* k_head = static_cast<const T*>(p.k_cache) + kv_head * p.k_stride_head + copy_chunk * 8;
-  const T* v_head = static_cast<const T*>(p.v_cache) + kv_head * p.v_stride_head + copy_chunk * 8;
-  auto issue_tile = [&](int tile, int stage, const int (&tile_pages)[kRowsPerThread]) {
-    const int pos0 = (split + tile * num_splits) * kBlockN + copy_row;
+  // What does not change with the tile is computed here: a tile costs one slot and one IMAD.WIDE per K
+  // and V row address (strides < 2^31, checked on the host), then the copies at immediate offsets. Chunk
+  // chunk0 + 2c of row r lands at swz(r, chunk0) ^ 16c: the XOR with r % 8 touches bits 0-2 of the chunk
+  // and chunk0 only bit 0, so 2c's bits pass through.
+  const T* k_row = static_cast<const T*>(p.k_cache) + kv_head * p.k_stride_head + chunk0 * 8;
+  const T* v_row = static_cast<const T*>(p.v_cache) + kv_head * p.v_stride_head + chunk0 * 8;
+  const uint32_t k_stride_page = uint32_t(p.k_stride_page), k_stride_tok = uint32_t(p.k_stride_tok);
+  const uint32_t v_stride_page = uint32_t(p.v_stride_page), v_stride_tok = uint32_t(p.v_stride_tok);
+  const int copy_dst = swz<D>(copy_row, chunk0);
+  auto issue_tile = [&](int tile, int stage, int page) {
+    const int pos = row_pos(tile);
+    const bool ok = pos < kv_len;  // zero-fill past the request (masked below, never read)
+    const uint32_t slot = ok ? p.page_slot(pos) : 0u, pg = ok ? page : 0u;
+    const T* src_k = k_row + (uint64_t(pg) * k_stride_page + slot * k_stride_tok);
+    const T* src_v = v_row + (uint64_t(pg) * v_stride_page + slot * v_stride_tok);
     T* dst_k = s_k + stage * Cfg::kTileElems;
     T* dst_v = s_v + stage * Cfg::kTileElems;
 #pragma unroll
-    for (int i = 0; i < kRowsPerThread; ++i) {
-      const int pos = pos0 + i * kRowStep, r = copy_row + i * kRowStep;
-      const bool ok = pos < kv_len;  // zero-fill past the request (masked below, never read)
-      const int64_t page = ok ? tile_pages[i] : 0;
-      const int64_t slot = ok ? p.page_slot(pos) : 0;
-      cp_async16(dst_k + swz<D>(r, copy_chunk), k_head + page * p.k_stride_page + slot * p.k_stride_tok, ok);
-      cp_async16(dst_v + swz<D>(r, copy_chunk), v_head + page * p.v_stride_page + slot * p.v_stride_tok, ok);
+    for (int c = 0; c < kCopyChunks; ++c) {
+      cp_async16(dst_k + (copy_dst ^ (c << 4)), src_k + c * Cfg::kThreadsPerRow * 8, ok);
+      cp_async16(dst_v + (copy_dst ^ (c << 4)), src_v + c * Cfg::kThreadsPerRow * 8, ok);
     }
   };
 
@@ -117,8 +125,7 @@ __global__ void __launch_bounds__(DecodeConfig<T, D>::kThreads, DecodeConfig<T, 
     cute::cp_async_fence();
   }
   const bool sees_self = p.tree_mask == nullptr || (__ldg(p.tree_mask + int64_t(q_start) * p.mask_stride) & 1);
-  int next_pages[kRowsPerThread];
-  fetch_pages(kStages - 1, kv_len, next_pages);
+  int next_page = fetch_page(kStages - 1, kv_len);
 
   const int g = lane >> 2, t4 = lane & 3;
   const int col0 = warp * Cfg::kWarpN;  // this warp's first column of every tile
@@ -131,9 +138,9 @@ __global__ void __launch_bounds__(DecodeConfig<T, D>::kThreads, DecodeConfig<T, 
   for (int tile = 0; tile < num_tiles; ++tile) {
     cute::cp_async_wait<kStages - 2>();
     __syncthreads();
-    if (tile + kStages - 1 < num_tiles) issue_tile(tile + kStages - 1, (tile + kStages - 1) % kStages, next_pages);
+    if (tile + kStages - 1 < num_tiles) issue_tile(tile + kStages - 1, (tile + kStages - 1) % kStages, next_page);
     cute::cp_async_fence();
-    fetch_pages(tile + kStages, kv_len, next_pages);  // consumed by the next iteration's copies
+    next_page = fetch_page(tile + kStages, kv_len);  // consumed by the next iteration's copies
     if (tile == 0) {
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) ldsm(s_q + swz<D>(lane & 15, kk * 2 + (lane >> 4)), q_frag[kk]);
