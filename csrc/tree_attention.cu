@@ -123,11 +123,20 @@ void set_paged_args(tree_attn::PagedAttentionArgs& p, const at::Tensor& q, const
   p.scale_log2 = static_cast<float>(sm_scale * 1.4426950408889634);
 }
 
+// Copy layout of the decode kernel: whole rows per copy instruction once the call holds >= 1024 tiles (all
+// requests and kv heads), two threads per row below. H100 A/B of the two layouts (kernel notes, decode round
+// 3): the narrow one is 15-30 % faster on latency-bound calls (1B B1 L128 5.3 -> 4.0 µs, 8B B1 L1024 9.1 ->
+// 6.4) and 5-8 % slower on long streaming ones (1B B64 L4096 186 -> 200, 8B 364 -> 389, 1B B16 L1024 14.3
+// -> 16.6); the threshold separates every quick n = 1 shape but 8B B64 L128 (1536 tiles, narrow 1 µs faster).
+constexpr int64_t kDecodeWideCopyTiles = 1024;
+
 template <typename T, int D>
 void run_decode(tree_attn::DecodeParams& p, int64_t requested_splits, int64_t max_tiles, const at::Tensor& q) {
   constexpr int64_t kTileBytes = int64_t{tree_attn::kBlockN} * D * 2 * sizeof(T);  // K and V of one tile
-  p.num_splits = choose_decode_splits(int64_t{p.batch} * p.num_kv_heads, max_tiles, kTileBytes, requested_splits,
+  const int64_t pairs = int64_t{p.batch} * p.num_kv_heads;
+  p.num_splits = choose_decode_splits(pairs, max_tiles, kTileBytes, requested_splits,
                                       tree_attn::decode_ctas_per_sm<T, D>(), sm_count(q.get_device()));
+  p.wide_copies = pairs * max_tiles >= kDecodeWideCopyTiles;
   at::Tensor workspace;
   if (p.num_splits > 1) {
     const int64_t states = int64_t{p.batch} * p.num_kv_heads * p.num_splits * p.group;

@@ -249,7 +249,8 @@ def test_kv_splits_agree(head_dim):
 
 
 # The decode kernel (max_q_len == 1, group <= 16): (batch, prefix) grid, with group / head dim / dtype /
-# page size varied across cases; prefixes are ragged around L (page boundaries, prefix 0 where L = 1).
+# page size varied across cases; prefixes are ragged around L (page boundaries, prefix 0 where L = 1). B = 64
+# at L >= 1000 (>= 1024 tiles over requests and kv heads) takes the kernel's wide copy layout, the rest the narrow.
 DECODE_GRID = [(batch, length) for batch in (1, 3, 64) for length in (1, 17, 1000, 4096)]
 
 

@@ -74,6 +74,7 @@ struct DecodeParams : PagedAttentionArgs {
   float* partial_lse;  // [batch * Hkv, num_splits, group] log2 domain
   int table_pages;     // block_tables width: the page ids a split may read before it knows the length
   int num_splits;      // grid.x
+  bool wide_copies;    // copy layout of the split kernel (tree_attention_decode.cuh), chosen on the host
 };
 
 // Launches the split kernel and, when params.num_splits > 1, the merge kernel (both with PDL).

@@ -23,18 +23,20 @@
 
 namespace ssdk::tree_attn {
 
-template <typename T, int D>
+// kRowThreads: threads that copy one K/V tile row (see issue_tile); 2 or D / 8 (DecodeParams::wide_copies).
+template <typename T, int D, int kRowThreads>
 struct DecodeConfig {
   static constexpr int kThreads = 128;
   static constexpr int kWarps = 4;
   static constexpr int kWarpN = kBlockN / kWarps;  // 16 columns of a tile per warp
   static constexpr int kStages = 3;
   static constexpr int kChunks = D / 8;  // 16-byte chunks per row
-  // K/V copies as in the general kernel: kThreadsPerRow threads per tile row, each copying the chunks
-  // chunk0, chunk0 + kThreadsPerRow, ... (one copy instruction of a row's threads covers whole 32-byte
-  // sectors), so a thread resolves one page id and one row address per tile.
-  static constexpr int kThreadsPerRow = kThreads / kBlockN;
+  // K/V copies: kThreadsPerRow threads per tile row, each copying the row's chunks chunk0, chunk0 +
+  // kThreadsPerRow, ... of kRowsPerThread rows kRowStep apart (one page id and row address per row).
+  static constexpr int kThreadsPerRow = kRowThreads;
   static constexpr int kCopyChunks = kChunks / kThreadsPerRow;
+  static constexpr int kRowStep = kThreads / kThreadsPerRow;
+  static constexpr int kRowsPerThread = kBlockN / kRowStep;
   static constexpr int kTileElems = kBlockN * D;
   static constexpr int kSmemQ = 16 * D * int(sizeof(T));
   static constexpr int kSmemKV = kStages * 2 * kTileElems * int(sizeof(T));
@@ -43,14 +45,16 @@ struct DecodeConfig {
   static constexpr int kSmem = kSmemQ + (kSmemKV > kSmemEpi ? kSmemKV : kSmemEpi);
   // D = 64: 50 KB, 4 CTAs per SM (512 CTAs of B = 64 fit one wave); D = 128: 98 KB, 2 per SM.
   static constexpr int kMinBlocks = D == 64 ? 4 : 2;
-  static_assert(kThreadsPerRow == 2 && kChunks % kThreadsPerRow == 0, "issue_tile's XOR offsets assume 2 threads per row");
+  static_assert((kThreadsPerRow & (kThreadsPerRow - 1)) == 0 && kThreadsPerRow <= kChunks && kRowStep % 8 == 0,
+                "issue_tile's XOR offsets: chunk0 below kThreadsPerRow, every row of a thread at the same r % 8");
 };
 
-template <typename T, int D>
-__global__ void __launch_bounds__(DecodeConfig<T, D>::kThreads, DecodeConfig<T, D>::kMinBlocks)
+template <typename T, int D, int kRowThreads>
+__global__ void __launch_bounds__(DecodeConfig<T, D, kRowThreads>::kThreads, DecodeConfig<T, D, kRowThreads>::kMinBlocks)
     decode_attention_kernel(const __grid_constant__ DecodeParams p) {
-  using Cfg = DecodeConfig<T, D>;
+  using Cfg = DecodeConfig<T, D, kRowThreads>;
   constexpr int kStages = Cfg::kStages, kChunks = Cfg::kChunks, kCopyChunks = Cfg::kCopyChunks;
+  constexpr int kRowStep = Cfg::kRowStep, kRowsPerThread = Cfg::kRowsPerThread;
   constexpr float kNegInf = -__builtin_huge_valf();
 
   const int split = blockIdx.x, kv_head = blockIdx.y, b = blockIdx.z;
@@ -59,21 +63,25 @@ __global__ void __launch_bounds__(DecodeConfig<T, D>::kThreads, DecodeConfig<T, 
   const int copy_row = tid / Cfg::kThreadsPerRow, chunk0 = tid % Cfg::kThreadsPerRow;
   const int32_t* page_table = p.block_tables + b * p.block_table_stride;
   const int table_tokens = p.table_pages * p.page_size;  // positions block_tables can map
-  // Position of this thread's row of the split's local tile `tile` (global tile split + tile * num_splits).
+  // Position of this thread's first row of the split's local tile `tile` (global tile split + tile *
+  // num_splits); its rows are kRowStep apart.
   auto row_pos = [&](int tile) { return (split + tile * num_splits) * kBlockN + copy_row; };
-  // Page id of that row, -1 at or past `end`.
-  auto fetch_page = [&](int tile, int end) {
-    const int pos = row_pos(tile);
-    return pos < end ? __ldg(page_table + p.page_index(pos)) : -1;
+  // Page ids of those rows, -1 at or past `end`.
+  auto fetch_pages = [&](int tile, int end, int (&pages)[kRowsPerThread]) {
+#pragma unroll
+    for (int i = 0; i < kRowsPerThread; ++i) {
+      const int pos = row_pos(tile) + i * kRowStep;
+      pages[i] = pos < end ? __ldg(page_table + p.page_index(pos)) : -1;
+    }
   };
 
   pdl_wait();  // q, the cache and the index tensors may be written by the previous kernel
   if (num_splits > 1) pdl_launch_dependents();  // the merge kernel: launched now, it waits for our completion
   // Round trip 1: the request bounds and, speculatively, the first tiles' page ids.
   const int q_start = p.qo_indptr[b], q_end = p.qo_indptr[b + 1], prefix = p.prefix_lens[b];
-  int pages[kStages - 1];
+  int pages[kStages - 1][kRowsPerThread];
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) pages[s] = fetch_page(s, table_tokens);
+  for (int s = 0; s < kStages - 1; ++s) fetch_pages(s, table_tokens, pages[s]);
 
   if (q_end <= q_start) return;  // no new token: no output row (every split of the pair leaves)
   const int kv_len = prefix + 1;  // the prefix and the new token (visible unless tree_mask says not)
@@ -94,27 +102,32 @@ __global__ void __launch_bounds__(DecodeConfig<T, D>::kThreads, DecodeConfig<T, 
     cp_async16(s_q + swz<D>(r, chunk), q + (r < p.group ? r * p.q_stride_h + chunk * 8 : 0), r < p.group);
   }
 
-  // What does not change with the tile is computed here: a tile costs one slot and one IMAD.WIDE per K
-  // and V row address (strides < 2^31, checked on the host), then the copies at immediate offsets. Chunk
-  // chunk0 + 2c of row r lands at swz(r, chunk0) ^ 16c: the XOR with r % 8 touches bits 0-2 of the chunk
-  // and chunk0 only bit 0, so 2c's bits pass through.
+  // What does not change with the tile is computed here: a row costs one slot and one IMAD.WIDE per K
+  // and V address (strides < 2^31, checked on the host), then the copies at immediate offsets. Chunk
+  // chunk0 + c kThreadsPerRow of row r lands at swz(r, chunk0) ^ 8 c kThreadsPerRow (chunk0 and c
+  // kThreadsPerRow share no bit; the XOR with r % 8 commutes), and rows kRowStep apart (a multiple of 8)
+  // at the same XOR pattern.
   const T* k_row = static_cast<const T*>(p.k_cache) + kv_head * p.k_stride_head + chunk0 * 8;
   const T* v_row = static_cast<const T*>(p.v_cache) + kv_head * p.v_stride_head + chunk0 * 8;
   const uint32_t k_stride_page = uint32_t(p.k_stride_page), k_stride_tok = uint32_t(p.k_stride_tok);
   const uint32_t v_stride_page = uint32_t(p.v_stride_page), v_stride_tok = uint32_t(p.v_stride_tok);
   const int copy_dst = swz<D>(copy_row, chunk0);
-  auto issue_tile = [&](int tile, int stage, int page) {
-    const int pos = row_pos(tile);
-    const bool ok = pos < kv_len;  // zero-fill past the request (masked below, never read)
-    const uint32_t slot = ok ? p.page_slot(pos) : 0u, pg = ok ? page : 0u;
-    const T* src_k = k_row + (uint64_t(pg) * k_stride_page + slot * k_stride_tok);
-    const T* src_v = v_row + (uint64_t(pg) * v_stride_page + slot * v_stride_tok);
-    T* dst_k = s_k + stage * Cfg::kTileElems;
-    T* dst_v = s_v + stage * Cfg::kTileElems;
+  auto issue_tile = [&](int tile, int stage, const int (&tile_pages)[kRowsPerThread]) {
 #pragma unroll
-    for (int c = 0; c < kCopyChunks; ++c) {
-      cp_async16(dst_k + (copy_dst ^ (c << 4)), src_k + c * Cfg::kThreadsPerRow * 8, ok);
-      cp_async16(dst_v + (copy_dst ^ (c << 4)), src_v + c * Cfg::kThreadsPerRow * 8, ok);
+    for (int i = 0; i < kRowsPerThread; ++i) {
+      const int pos = row_pos(tile) + i * kRowStep;
+      const bool ok = pos < kv_len;  // zero-fill past the request (masked below, never read)
+      const uint32_t slot = ok ? p.page_slot(pos) : 0u, pg = ok ? tile_pages[i] : 0u;
+      const T* src_k = k_row + (uint64_t(pg) * k_stride_page + slot * k_stride_tok);
+      const T* src_v = v_row + (uint64_t(pg) * v_stride_page + slot * v_stride_tok);
+      T* dst_k = s_k + stage * Cfg::kTileElems + i * kRowStep * D;
+      T* dst_v = s_v + stage * Cfg::kTileElems + i * kRowStep * D;
+#pragma unroll
+      for (int c = 0; c < kCopyChunks; ++c) {
+        const int dst = copy_dst ^ (c * Cfg::kThreadsPerRow * 8);
+        cp_async16(dst_k + dst, src_k + c * Cfg::kThreadsPerRow * 8, ok);
+        cp_async16(dst_v + dst, src_v + c * Cfg::kThreadsPerRow * 8, ok);
+      }
     }
   };
 
@@ -125,7 +138,8 @@ __global__ void __launch_bounds__(DecodeConfig<T, D>::kThreads, DecodeConfig<T, 
     cute::cp_async_fence();
   }
   const bool sees_self = p.tree_mask == nullptr || (__ldg(p.tree_mask + int64_t(q_start) * p.mask_stride) & 1);
-  int next_page = fetch_page(kStages - 1, kv_len);
+  int next_pages[kRowsPerThread];
+  fetch_pages(kStages - 1, kv_len, next_pages);
 
   const int g = lane >> 2, t4 = lane & 3;
   const int col0 = warp * Cfg::kWarpN;  // this warp's first column of every tile
@@ -138,9 +152,9 @@ __global__ void __launch_bounds__(DecodeConfig<T, D>::kThreads, DecodeConfig<T, 
   for (int tile = 0; tile < num_tiles; ++tile) {
     cute::cp_async_wait<kStages - 2>();
     __syncthreads();
-    if (tile + kStages - 1 < num_tiles) issue_tile(tile + kStages - 1, (tile + kStages - 1) % kStages, next_page);
+    if (tile + kStages - 1 < num_tiles) issue_tile(tile + kStages - 1, (tile + kStages - 1) % kStages, next_pages);
     cute::cp_async_fence();
-    next_page = fetch_page(tile + kStages, kv_len);  // consumed by the next iteration's copies
+    fetch_pages(tile + kStages, kv_len, next_pages);  // consumed by the next iteration's copies
     if (tile == 0) {
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) ldsm(s_q + swz<D>(lane & 15, kk * 2 + (lane >> 4)), q_frag[kk]);
@@ -354,38 +368,53 @@ __global__ void __launch_bounds__(DecodeMergeConfig<D>::kThreads) decode_merge_k
     p.lse[int64_t(q_start) * p.num_qo_heads + head] = natural_lse(mx, sum);
 }
 
-template <typename T, int D>
+// Copy layouts of the split kernel (DecodeParams::wide_copies): two threads per tile row (one page id and row
+// address per thread and tile: the shortest per-tile chain, for latency-bound grids) or a whole row per
+// copy instruction of D / 8 threads (what the long, bandwidth-bound grids stream fastest).
+constexpr int kNarrowRowThreads = 2;
+template <int D> constexpr int kWideRowThreads = D / 8;
+
+template <typename T, int D, int kRowThreads>
 cudaError_t prepare_decode_kernel() {
   constexpr int kMaxDevices = 64;
   static bool ready[kMaxDevices] = {};
   int device = 0;
   if (const cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return err;
   if (device < kMaxDevices && ready[device]) return cudaSuccess;
-  const cudaError_t err = cudaFuncSetAttribute(decode_attention_kernel<T, D>,
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize, DecodeConfig<T, D>::kSmem);
+  const cudaError_t err = cudaFuncSetAttribute(decode_attention_kernel<T, D, kRowThreads>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               DecodeConfig<T, D, kRowThreads>::kSmem);
   if (err == cudaSuccess && device < kMaxDevices) ready[device] = true;
   return err;
 }
 
+template <typename T, int D, int kRowThreads>
+cudaError_t launch_decode_split(const DecodeParams& p, cudaStream_t stream) {
+  using Cfg = DecodeConfig<T, D, kRowThreads>;
+  if (const cudaError_t err = prepare_decode_kernel<T, D, kRowThreads>(); err != cudaSuccess) return err;
+  const dim3 grid(p.num_splits, p.num_kv_heads, p.batch);
+  return launch_pdl(decode_attention_kernel<T, D, kRowThreads>, grid, dim3(Cfg::kThreads), Cfg::kSmem, stream, p);
+}
+
 template <typename T, int D>
 cudaError_t launch_decode(const DecodeParams& p, cudaStream_t stream) {
-  if (const cudaError_t err = prepare_decode_kernel<T, D>(); err != cudaSuccess) return err;
-  const dim3 grid(p.num_splits, p.num_kv_heads, p.batch);
-  const cudaError_t err =
-      launch_pdl(decode_attention_kernel<T, D>, grid, dim3(DecodeConfig<T, D>::kThreads), DecodeConfig<T, D>::kSmem, stream, p);
+  const cudaError_t err = p.wide_copies ? launch_decode_split<T, D, kWideRowThreads<D>>(p, stream)
+                                        : launch_decode_split<T, D, kNarrowRowThreads>(p, stream);
   if (err != cudaSuccess || p.num_splits == 1) return err;
   return launch_pdl(decode_merge_kernel<T, D>, dim3(p.group, p.num_kv_heads, p.batch),
                     dim3(DecodeMergeConfig<D>::kThreads), 0, stream, p);
 }
 
+// Both layouts have the same shared memory and launch bounds; the narrow one is queried.
 template <typename T, int D>
 int decode_ctas_per_sm() {
+  constexpr int kRowThreads = kNarrowRowThreads;
   static const int cached = [] {
     int blocks = 0;
-    if (prepare_decode_kernel<T, D>() != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, decode_attention_kernel<T, D>,
-                                                      DecodeConfig<T, D>::kThreads,
-                                                      DecodeConfig<T, D>::kSmem) != cudaSuccess) {
+    if (prepare_decode_kernel<T, D, kRowThreads>() != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, decode_attention_kernel<T, D, kRowThreads>,
+                                                      DecodeConfig<T, D, kRowThreads>::kThreads,
+                                                      DecodeConfig<T, D, kRowThreads>::kSmem) != cudaSuccess) {
       cudaGetLastError();  // a failed query leaves no sticky error behind
       return 1;
     }
