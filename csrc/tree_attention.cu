@@ -72,10 +72,16 @@ int choose_splits(int64_t base_ctas, int64_t max_tiles, int64_t requested, tree_
 // K/V exceed kDecodeSerialBytes and that many splits fit the wave, else 1: one CTA streams 48 KB as fast
 // as a split call merges. H100, cd98da5, 3-tile rows (L128): D = 64 (48 KB) 1B B1 5.49 us either way, B4
 // 5.53 unsplit vs 5.82 in 3 splits; D = 128 (96 KB) 8B B1 8.63 vs 7.36, B4 8.68 vs 7.71, and B16
-// (3 x 128 CTAs > the 264 of a wave) 8.40 vs 13.81. A requested count is only clamped.
+// (3 x 128 CTAs > the 264 of a wave) 8.40 vs 13.81. Pairs that alone put a CTA on nearly every SM, each CTA
+// keeping >= kDecodeSerialBytes in flight (its two tiles ahead: D = 128), over a table of <= kDecodeOneSplitTiles
+// tiles take one split: no merge kernel, which costs more there than a second CTA per SM gains. H100 (kernel
+// notes, decode round 3): 8B B16 L1024 (17 tiles) S = 1 31.0-31.3 µs vs S = 2 33.3-33.5 (32.3 vs 33.8 in an
+// earlier run); at L4096 (65 tiles) S = 2 stays faster (100.5-101.0 vs 102.9-103.4); D = 64 needs the splits
+// (1B B16 L1024 S = 1 17.5 vs 13.4-13.9). A requested count is only clamped.
 constexpr int64_t kDecodeShortTiles = 3;
 constexpr int64_t kDecodeSerialBytes = 48 << 10;
 constexpr int64_t kDecodeMinSplitTiles = 2;
+constexpr int64_t kDecodeOneSplitTiles = 32;
 int choose_decode_splits(int64_t pairs, int64_t max_tiles, int64_t tile_bytes, int64_t requested, int ctas_per_sm,
                          int sms) {
   max_tiles = std::max<int64_t>(max_tiles, 1);
@@ -84,6 +90,8 @@ int choose_decode_splits(int64_t pairs, int64_t max_tiles, int64_t tile_bytes, i
   const int64_t wave = int64_t{sms} * ctas_per_sm / pairs;
   if (max_tiles <= kDecodeShortTiles)
     return max_tiles * tile_bytes > kDecodeSerialBytes && max_tiles <= wave ? static_cast<int>(max_tiles) : 1;
+  if (10 * pairs >= 9 * int64_t{sms} && 2 * tile_bytes >= kDecodeSerialBytes && max_tiles <= kDecodeOneSplitTiles)
+    return 1;
   const int64_t min_tile_splits = (max_tiles + kDecodeMinSplitTiles - 1) / kDecodeMinSplitTiles;
   return static_cast<int>(std::clamp<int64_t>(std::min(wave, min_tile_splits), 1, cap));
 }
