@@ -203,15 +203,14 @@ void launch_filter(const RowMap<T>& map, int num_rows, int vocab, const Filters&
 constexpr size_t kStatsSmem = sampling::kTileVecs * sampling::kThreads * 16;
 
 template <typename T>
-void prepare_stats_kernel(int device) {
-  static bool done[64] = {};
-  TORCH_CHECK(device >= 0 && device < 64, "ssdk: device index ", device, " out of range");
-  if (!done[device]) {
-    check_cuda_call(cudaFuncSetAttribute(sampling::stats_kernel<T, 16 / sizeof(T)>,
-                                         cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared),
-                    "stats_kernel carveout");
-    done[device] = true;
-  }
+void prepare_stats_kernel() {
+  static bool done[kMaxDevices] = {};
+  check_cuda_call(once_per_device(done, [] {
+                    return cudaFuncSetAttribute(sampling::stats_kernel<T, 16 / sizeof(T)>,
+                                                cudaFuncAttributePreferredSharedMemoryCarveout,
+                                                cudaSharedmemCarveoutMaxShared);
+                  }),
+                  "stats_kernel carveout");
 }
 
 template <typename T, int MODE>
@@ -222,9 +221,7 @@ void launch_verify(VerifyArgs<T>& a, cudaStream_t stream) {
   if (a.stats_pass) {
     const int64_t items = static_cast<int64_t>(a.num_rows) * a.S;
     TORCH_CHECK(items < (int64_t{1} << 30), "ssdk: problem too large (", items, " statistics items)");
-    int device = 0;
-    check_cuda_call(cudaGetDevice(&device), "cudaGetDevice");
-    prepare_stats_kernel<T>(device);
+    prepare_stats_kernel<T>();
     check_cuda_call(launch_pdl(sampling::stats_kernel<T, 16 / sizeof(T)>, dim3(static_cast<unsigned>(items)),
                                dim3(sampling::kThreads), kStatsSmem, stream, a),
                     "stats kernel launch");
@@ -299,16 +296,13 @@ bool launch_chain_resident(VerifyArgs<T>& a, const at::Tensor& ref, Workspace& w
       chunk > sampling::kResidentMaxChunk || a.vocab % kVec != 0 || smem > kResidentSmem ||
       !rows_vectorizable(a.map.target, a.map.target_stride) || !rows_vectorizable(a.map.draft, a.map.draft_stride))
     return false;
-  static bool attribute_set[64] = {};
-  int device = 0;
-  check_cuda_call(cudaGetDevice(&device), "cudaGetDevice");
-  TORCH_CHECK(device >= 0 && device < 64, "ssdk: device index ", device, " out of range");
-  if (!attribute_set[device]) {
-    check_cuda_call(cudaFuncSetAttribute(sampling::chain_resident_kernel<T, kVec>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kResidentSmem)),
-                    "chain_resident_kernel shared memory");
-    attribute_set[device] = true;
-  }
+  static bool done[kMaxDevices] = {};
+  check_cuda_call(once_per_device(done, [] {
+                    return cudaFuncSetAttribute(sampling::chain_resident_kernel<T, kVec>,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                static_cast<int>(kResidentSmem));
+                  }),
+                  "chain_resident_kernel shared memory");
   a.S = a.S2 = ctas;
   a.chunk = a.chunk2 = chunk;
   const int64_t tokens = static_cast<int64_t>(a.batch) * a.map.K;

@@ -123,6 +123,21 @@ cudaError_t launch_pdl(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, siz
   return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
 }
 
+// Kernel function attributes (dynamic shared memory, carveout, cluster opt-ins) are per device: runs
+// set_attributes (a callable returning cudaError_t) once per device for the caller's kernel, `done` being the
+// caller's own static flags; a device index past the table repeats it every call.
+constexpr int kMaxDevices = 64;
+template <typename SetAttributes>
+cudaError_t once_per_device(bool (&done)[kMaxDevices], SetAttributes&& set_attributes) {
+  int device = 0;
+  if (const cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return err;
+  const bool tracked = device >= 0 && device < kMaxDevices;
+  if (tracked && done[device]) return cudaSuccess;
+  const cudaError_t err = set_attributes();
+  if (err == cudaSuccess && tracked) done[device] = true;
+  return err;
+}
+
 __host__ __device__ inline bool is_aligned(const void* ptr, int bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
 
 }  // namespace ssdk

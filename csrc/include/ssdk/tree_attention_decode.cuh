@@ -376,16 +376,11 @@ template <int D> constexpr int kWideRowThreads = D / 8;
 
 template <typename T, int D, int kRowThreads>
 cudaError_t prepare_decode_kernel() {
-  constexpr int kMaxDevices = 64;
-  static bool ready[kMaxDevices] = {};
-  int device = 0;
-  if (const cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return err;
-  if (device < kMaxDevices && ready[device]) return cudaSuccess;
-  const cudaError_t err = cudaFuncSetAttribute(decode_attention_kernel<T, D, kRowThreads>,
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               DecodeConfig<T, D, kRowThreads>::kSmem);
-  if (err == cudaSuccess && device < kMaxDevices) ready[device] = true;
-  return err;
+  static bool done[kMaxDevices] = {};
+  return once_per_device(done, [] {
+    return cudaFuncSetAttribute(decode_attention_kernel<T, D, kRowThreads>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                DecodeConfig<T, D, kRowThreads>::kSmem);
+  });
 }
 
 template <typename T, int D, int kRowThreads>

@@ -619,18 +619,16 @@ __global__ void __launch_bounds__(Config<T, D, kShape>::kThreads, Config<T, D, k
 // > 48 KB of dynamic shared memory and clusters of more than 8 CTAs need a per-kernel opt-in (per device).
 template <typename T, int D, TileShape kShape>
 cudaError_t prepare_kernel() {
-  constexpr int kMaxDevices = 64;
-  static bool ready[kMaxDevices] = {};
-  int device = 0;
-  if (const cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return err;
-  if (device < kMaxDevices && ready[device]) return cudaSuccess;
-  const auto kernel = tree_attention_kernel<T, D, kShape>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Config<T, D, kShape>::kSmem);
-  int major = 0;
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
-  if (err == cudaSuccess && major >= 9) err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-  if (err == cudaSuccess && device < kMaxDevices) ready[device] = true;
-  return err;
+  static bool done[kMaxDevices] = {};
+  return once_per_device(done, [] {
+    const auto kernel = tree_attention_kernel<T, D, kShape>;
+    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Config<T, D, kShape>::kSmem);
+    int device = 0, major = 0;
+    if (err == cudaSuccess) err = cudaGetDevice(&device);
+    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+    if (err == cudaSuccess && major >= 9) err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    return err;
+  });
 }
 
 template <typename T, int D, TileShape kShape>
