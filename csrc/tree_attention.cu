@@ -147,7 +147,7 @@ void run_decode(tree_attn::DecodeParams& p, int64_t requested_splits, int64_t ma
   p.wide_copies = pairs * max_tiles >= kDecodeWideCopyTiles;
   at::Tensor workspace;
   if (p.num_splits > 1) {
-    const int64_t states = int64_t{p.batch} * p.num_kv_heads * p.num_splits * p.group;
+    const int64_t states = pairs * p.num_splits * p.group;
     workspace = at::empty({states * (D + 1)}, q.options().dtype(at::kFloat));
     p.partial_o = workspace.data_ptr<float>();
     p.partial_lse = p.partial_o + states * D;

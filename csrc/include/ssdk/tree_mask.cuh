@@ -12,6 +12,8 @@
 // vector (byte stores only where a word straddles the segment's ends). Launched as a programmatic dependent
 // (waits before any access).
 #pragma once
+#include <algorithm>
+
 #include "ssdk/common.cuh"
 
 namespace ssdk::tree {
@@ -150,10 +152,6 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   constexpr int kParentsPerThread = 32 * kMaxMaskWords / kThreads;
   extern __shared__ uint32_t smem[];  // [Np] parents, then [W][Np] ancestor table (transposed)
   __shared__ long long partial[kWarps];
-  __shared__ int warp_count[2][kWarps];  // per round, double-buffered
-  // This round's vectors that are not all ones (offsets from the round's first). A thread reaches the next
-  // round's writes only past its first barrier, so after every thread's reads of this round.
-  __shared__ int mixed[kThreads];
   pdl_wait();
   pdl_launch_dependents();
   const int b = blockIdx.y, chunks = gridDim.x, x = blockIdx.x;
@@ -211,6 +209,12 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   // long): stored now, while the parents are in flight.
   const bool small = seg.rows * seg.cols < (int64_t{1} << 31);  // 32-bit stream positions suffice
   if (small && seg.cols > 0) seg.by_cols = FastDiv(static_cast<uint32_t>(seg.cols));
+  // kGeometry's pass: the vectors one row's tree columns can meet, and item / per_row in 32 bits (set up here,
+  // beside by_cols: further down, FastDiv's 64-bit division spills). Exact: items < 2^28, as bytes < 2^31
+  // (mask_indptr is int32), so seg.rows * seg.cols < 2^34 with seg.rows <= n_all <= seg.cols, hence
+  // seg.rows < 2^17 and items <= seg.rows * (n_all / 128 + 2) < 2^27 + 2^18.
+  const int per_row = (n_all + 127) / 128 + 1;
+  const FastDiv by_per_row(static_cast<uint32_t>(per_row));
   auto all_ones = [&](int64_t q) {
     const int64_t rel = q * 16 - head;  // segment byte of the vector's first byte
     return rel >= 0 && rel + 16 <= bytes &&
@@ -271,6 +275,10 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
     // The other vectors (tree columns, row ends, the segment's ends), kThreads candidates per round: compacted
     // in order and computed as 32-bit words, four threads per vector, so the long bit-assembly path runs once
     // per word in parallel instead of serially per vector in a few threads of each warp.
+    __shared__ int warp_count[2][kWarps];  // per round, double-buffered
+    // This round's vectors that are not all ones (offsets from the round's first). A thread reaches the next
+    // round's writes only past its first barrier, so after every thread's reads of this round.
+    __shared__ int mixed[kThreads];
     for (int64_t round = vec_lo, parity = 0; round < vec_hi; round += kThreads, parity ^= 1) {
       const int64_t q = round + tid;
       const bool is_mixed = q < vec_hi && !all_ones(q);
@@ -296,11 +304,7 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
     // share it). Built in one pass over items (row, vector slot of the row), each split over as many threads
     // (4, 2 or 1: 1, 2 or 4 words per thread) as keep every item in the pass's first kThreads threads.
     const int64_t head_bits = head * 8, C = seg.cols;
-    const int per_row = (n_all + 127) / 128 + 1;  // vectors one row's tree columns can meet
-    const int64_t items = static_cast<int64_t>(pr_hi - pr_lo) * per_row;
-    // item / per_row by a multiply-high (exact for item, per_row < 2^16; per_row >= 2), else a division.
-    const uint32_t per_row_inv = 0xffffffffu / static_cast<uint32_t>(per_row) + 1;
-    const bool quick_div = items < (1 << 16);
+    const int64_t items = static_cast<int64_t>(pr_hi - pr_lo) * per_row;  // per_row, by_per_row: above
     auto last_vector = [&](int64_t r) { return (head_bits + (r + 1) * C - 1) >> 7; };
     const int split_log2 = 4 * (items + 1) <= kThreads ? 2 : 2 * (items + 1) <= kThreads ? 1 : 0;
     const int words_per_thread = 4 >> split_log2;
@@ -308,7 +312,7 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
       const int64_t item = e >> split_log2;
       int64_t q;
       if (item < items) {
-        const int64_t row_off = quick_div ? __umulhi(static_cast<uint32_t>(item), per_row_inv) : item / per_row;
+        const int64_t row_off = by_per_row(static_cast<int>(item));
         const int64_t r = pr_lo + row_off;
         int64_t first = (head_bits + r * C + prefix) >> 7;
         if (r > 0) first = max(first, last_vector(r - 1) + 1);
@@ -329,6 +333,25 @@ inline size_t tree_mask_smem_bytes(int words) {
   return static_cast<size_t>(32 * words) * (1 + words) * sizeof(uint32_t);
 }
 
+// > 48 KB of dynamic shared memory needs a per-kernel opt-in (per device): set once, to the most any launch
+// asks (kMaxMaskWords words) or, where less, the most the device allows (a larger launch then fails).
+template <bool kGeometry>
+cudaError_t prepare_tree_mask_kernel() {
+  static bool done[kMaxDevices] = {};
+  return once_per_device(done, [] {
+    const auto kernel = tree_mask_kernel<kGeometry>;
+    int device = 0, optin = 0;
+    cudaFuncAttributes attr{};
+    cudaError_t err = cudaGetDevice(&device);
+    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    if (err == cudaSuccess) err = cudaFuncGetAttributes(&attr, kernel);
+    if (err != cudaSuccess) return err;
+    const int smem = std::min(static_cast<int>(tree_mask_smem_bytes(kMaxMaskWords)),
+                              optin - static_cast<int>(attr.sharedSizeBytes));  // static + dynamic <= opt-in
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  });
+}
+
 // chunks: CTAs per request (the launcher sizes it from the packed buffer's capacity per request);
 // geometry: the kGeometry instantiation (the launcher picks it when a CTA's share of the capacity exceeds
 // one round of kThreads vectors).
@@ -340,7 +363,7 @@ inline cudaError_t launch_tree_mask(const TreeMaskArgs& a, int chunks, bool geom
   void (*kernel)(TreeMaskArgs) = geometry ? tree_mask_kernel<true> : tree_mask_kernel<false>;
   const size_t smem = tree_mask_smem_bytes(a.words);
   if (smem > 48 * 1024) {
-    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    const cudaError_t err = geometry ? prepare_tree_mask_kernel<true>() : prepare_tree_mask_kernel<false>();
     if (err != cudaSuccess) return err;
   }
   return launch_pdl(kernel, dim3(chunks, a.batch), dim3(kThreads), smem, stream, a);
