@@ -1,5 +1,5 @@
 // Launchers for sampling and speculative verification (device code: include/ssdk/verify.cuh,
-// include/ssdk/chain_resident.cuh, include/ssdk/sampling.cuh). Logits fp32/fp16/bf16 with rows strided
+// include/ssdk/chain_resident.cuh, include/ssdk/chain_cluster.cuh, include/ssdk/sampling.cuh). Logits fp32/fp16/bf16 with rows strided
 // (last dim contiguous); probabilities fp32; token ids int32/int64; outputs int32 (sample_tokens: int64).
 // Any arch >= sm_70.
 // Semantics and reference: ssdk/ops/verify.py, ssdk/ref/verify.py (Philox streams bit-identical).
@@ -11,6 +11,7 @@
 #include <algorithm>
 
 #include "ops.h"
+#include "ssdk/chain_cluster.cuh"
 #include "ssdk/chain_resident.cuh"
 #include "ssdk/verify.cuh"
 #include "torch_utils.h"
@@ -322,6 +323,72 @@ bool launch_chain_resident(VerifyArgs<T>& a, const at::Tensor& ref, Workspace& w
   return true;
 }
 
+// verify_chain's one-launch path for batches (include/ssdk/chain_cluster.cuh): from logits without filters,
+// rows 16-byte aligned, sm_90+ (thread-block clusters). One cluster per request: 16 CTAs while the batch
+// leaves two CTAs per SM for them (B <= 16 on an H100) and the device can hold such a cluster (a non-portable
+// size), else 8; never slices under 2048 entries (split). Returns false, having launched
+// nothing, when the call does not qualify.
+constexpr size_t kClusterSmem = sampling::kClusterStages * kStatsSmem;
+
+template <typename T>
+bool launch_chain_cluster(VerifyArgs<T>& a, bool stochastic, const at::Tensor& ref, Workspace& ws, int sms,
+                          cudaStream_t stream) {
+  constexpr int kVec = 16 / sizeof(T);
+  const auto kernel = sampling::chain_cluster_kernel<T, kVec>;
+  const bool draft_ok = a.map.draft == nullptr || rows_vectorizable(a.map.draft, a.map.draft_stride);
+  if (a.batch < 2 || a.map.rows_per_req > sampling::kClusterMaxRows || a.num_rows == 0 ||
+      device_attribute<cudaDevAttrComputeCapabilityMajor>(ref.get_device()) < 9 ||
+      !rows_vectorizable(a.map.target, a.map.target_stride) || !draft_ok)
+    return false;
+  static bool done[kMaxDevices] = {};
+  static bool wide_ok[kMaxDevices] = {};  // a 16-CTA cluster fits the device
+  check_cuda_call(once_per_device(done, [&] {
+                    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                           static_cast<int>(kClusterSmem));
+                    if (err == cudaSuccess) err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+                    cudaLaunchConfig_t config{};
+                    config.gridDim = dim3(16);
+                    config.blockDim = dim3(sampling::kThreads);
+                    config.dynamicSmemBytes = kClusterSmem;
+                    cudaLaunchAttribute attr[1];
+                    attr[0].id = cudaLaunchAttributeClusterDimension;
+                    attr[0].val.clusterDim.x = 16;
+                    attr[0].val.clusterDim.y = attr[0].val.clusterDim.z = 1;
+                    config.attrs = attr;
+                    config.numAttrs = 1;
+                    int clusters = 0;
+                    if (err == cudaSuccess) err = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config);
+                    wide_ok[ref.get_device()] = err == cudaSuccess && clusters > 0;
+                    return err;
+                  }),
+                  "chain_cluster_kernel attributes");
+  const int want = a.batch * 16 <= 2 * sms && wide_ok[ref.get_device()] ? 16 : 8;
+  split(a.vocab, want, a.S, a.chunk);  // (chunks: multiples of 8 entries, at least 2048 unless the row is shorter)
+  a.vec_target = true;
+  a.vec_draft = a.map.draft != nullptr;
+  a.bounds_stride = ceil_div(a.vocab, 4);
+  ws = make_workspace(ref, static_cast<int64_t>(a.num_rows) * a.S, static_cast<int64_t>(a.batch) * a.S, 0,
+                      stochastic ? static_cast<int64_t>(a.batch) * a.bounds_stride : 0);
+  a.partials = ws.partials;
+  a.picks = ws.picks;
+  a.race_bounds = ws.race_bounds;
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(static_cast<unsigned>(a.batch * a.S));
+  config.blockDim = dim3(sampling::kThreads);
+  config.dynamicSmemBytes = kClusterSmem;
+  config.stream = stream;
+  cudaLaunchAttribute attrs[2];
+  attrs[0].id = cudaLaunchAttributeClusterDimension;
+  attrs[0].val.clusterDim.x = static_cast<unsigned>(a.S);
+  attrs[0].val.clusterDim.y = attrs[0].val.clusterDim.z = 1;
+  attrs[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attrs[1].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attrs;
+  config.numAttrs = 2;
+  check_cuda_call(cudaLaunchKernelEx(&config, kernel, a), "chain_cluster kernel launch");
+  return true;
+}
+
 }  // namespace
 
 void sample_tokens(at::Tensor& out, const at::Tensor& logits, const at::Tensor& temperature, const OptTensor& top_k,
@@ -506,6 +573,7 @@ void verify_chain(at::Tensor& out_tokens, at::Tensor& accept_len, const at::Tens
                                    /*sag_target=*/false);
     Workspace ws;
     if (with_draft_logits && !f.any() && launch_chain_resident<T>(a, target_logits, ws, sms, stream)) return;
+    if (!f.any() && launch_chain_cluster<T>(a, temperature.has_value(), target_logits, ws, sms, stream)) return;
     prepare(a, f, temperature.has_value(), /*long_chunks=*/true, target_logits, ws, sms, stream);
     launch_verify<T, sampling::kChain>(a, stream);
   });

@@ -721,6 +721,15 @@ __device__ Pick race_chunk(const VerifyArgs<T>& a, const Decision& dec, int b, i
   return block_best(pick);
 }
 
+// Race bound of Philox group g (entries 4g .. 4g+3) of request req's final sample: the exponent e of the
+// smallest 2^e >= max 1 / E over the group. 1 / E grows with the word (to_unit and -log are monotone; logf is
+// within 1 ulp of it, hence the 2^-20 margin): one logarithm per group, at the group's largest word.
+__device__ __forceinline__ int8_t race_bound(uint64_t seed, uint64_t offset, int req, int g) {
+  const uint4 w = philox_draws(seed, offset, req, kTagSample, static_cast<uint32_t>(g));
+  const uint32_t top = max(max(w.x >> 9, w.y >> 9), max(w.z >> 9, w.w >> 9)) << 9;
+  return pow2_ceil_exponent(race_weight(top) * (1.f + 0x1p-20f));
+}
+
 // Statistics of one (row, tile) item per CTA -> partials[row * S + tile]; for stochastic requests also the
 // race bounds of the item's share of its tile's Philox groups (the request's rows split them). A plain,
 // non-persistent grid in request-major order: each CTA starts the cp.async copy of its whole tile (32 KB)
@@ -763,13 +772,8 @@ __global__ void __launch_bounds__(kThreads, kStatsCtasPerSm) stats_kernel(Verify
     const int rows = rpr > 0 ? rpr : a.map.qo_indptr[req + 1] - first;
     const int g_hi = min(a.bounds_stride, (lo + a.chunk) / 4);
     int8_t* bounds = a.race_bounds + static_cast<int64_t>(req) * a.bounds_stride;
-    for (int g = lo / 4 + (row - first) * kThreads + threadIdx.x; g < g_hi; g += rows * kThreads) {
-      // 1 / E grows with the word (to_unit and -log are monotone; logf is within 1 ulp of it, hence the
-      // 2^-20 margin): one logarithm per group, at the group's largest word.
-      const uint4 w = philox_draws(a.seed, offset, req, kTagSample, g);
-      const uint32_t top = max(max(w.x >> 9, w.y >> 9), max(w.z >> 9, w.w >> 9)) << 9;
-      bounds[g] = pow2_ceil_exponent(race_weight(top) * (1.f + 0x1p-20f));
-    }
+    for (int g = lo / 4 + (row - first) * kThreads + threadIdx.x; g < g_hi; g += rows * kThreads)
+      bounds[g] = race_bound(a.seed, offset, req, g);
   }
   __threadfence();  // this thread's partial / bounds before the count
   __syncthreads();
