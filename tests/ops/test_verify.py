@@ -261,9 +261,13 @@ def test_verify_chain_batch_one_launch(dtype, vocab, batch):
     """Batches take one launch, a thread-block cluster per request (16 or 8 CTAs, each streaming its
     vocabulary slice of every row, decisions after the cluster barrier): greedy and sampled requests mixed,
     draft logits and draft probabilities, K = 6, 3 and 0, 8 offsets each against the reference; greedy rows
-    exact; deterministic per offset. V = 4099 leaves a tail past the last 16-byte vector."""
+    exact; deterministic per offset. V = 4099 (rows padded to 4104, so still 16-byte aligned) leaves a tail past
+    the last 16-byte vector."""
+    padded = (vocab + 7) // 8 * 8
     for k, draft_kind in [(6, "logits"), (3, "probs"), (0, "logits")]:
-        target, draft, ids = chain_inputs("cuda", batch, k, vocab, dtype, seed=30 + k)
+        target, draft, ids = chain_inputs("cuda", batch, k, padded, dtype, seed=30 + k)
+        target, draft = target[..., :vocab], draft[..., :vocab]
+        ids = ids.remainder(vocab)
         temperature = torch.tensor([0.0, 0.6, 1.0, 1.5] * (batch // 4 + 1), device="cuda")[:batch]
         kwargs = {"draft_probs": torch.softmax(draft.float(), -1)} if draft_kind == "probs" else {"draft_logits": draft}
 
