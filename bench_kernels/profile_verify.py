@@ -1,7 +1,7 @@
 """Per-kernel GPU times of verify_chain (K=6, V=128256, bf16), from torch.profiler over eager calls.
 
 Splits the op's time into its launches (zero_kernel, stats_kernel, verify_kernel; small stochastic batches
-take chain_resident_kernel, batches chain_cluster_kernel, instead) so that a change can be judged per launch: stats_kernel's time against
+take chain_resident_kernel instead) so that a change can be judged per launch: stats_kernel's time against
 its bytes (every target and draft row once) is its streaming efficiency; verify_kernel starts as a
 programmatic dependent of stats_kernel, so its span includes the statistics' tail, and its end minus
 stats_kernel's end is what it adds. Prints one line per (B, mode).
@@ -44,8 +44,8 @@ def main() -> None:
             events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
             spans: dict[str, list[tuple[float, float]]] = {}
             for e in events:
-                name = next((n for n in ("zero_kernel", "stats_kernel", "verify_kernel", "chain_resident_kernel",
-                                         "chain_cluster_kernel") if n in e.name), None)
+                name = next((n for n in ("zero_kernel", "stats_kernel", "verify_kernel", "chain_resident_kernel")
+                             if n in e.name), None)
                 if name:
                     spans.setdefault(name, []).append((e.time_range.start, e.time_range.end))
             floor = batch * rows * vocab * 2 / (gbps * 1e3)

@@ -1,5 +1,5 @@
 // Launchers for sampling and speculative verification (device code: include/ssdk/verify.cuh,
-// include/ssdk/chain_resident.cuh, include/ssdk/chain_cluster.cuh, include/ssdk/sampling.cuh). Logits fp32/fp16/bf16 with rows strided
+// include/ssdk/chain_resident.cuh, include/ssdk/sampling.cuh). Logits fp32/fp16/bf16 with rows strided
 // (last dim contiguous); probabilities fp32; token ids int32/int64; outputs int32 (sample_tokens: int64).
 // Any arch >= sm_70.
 // Semantics and reference: ssdk/ops/verify.py, ssdk/ref/verify.py (Philox streams bit-identical).
@@ -11,7 +11,6 @@
 #include <algorithm>
 
 #include "ops.h"
-#include "ssdk/chain_cluster.cuh"
 #include "ssdk/chain_resident.cuh"
 #include "ssdk/verify.cuh"
 #include "torch_utils.h"
@@ -323,86 +322,6 @@ bool launch_chain_resident(VerifyArgs<T>& a, const at::Tensor& ref, Workspace& w
   return true;
 }
 
-// verify_chain's one-launch path for batches (include/ssdk/chain_cluster.cuh): from logits without filters,
-// rows 16-byte aligned, sm_90+ (thread-block clusters). One cluster per request: 16 CTAs with 4-vector tiles
-// while the batch leaves two CTAs per SM for them (B <= 16 on an H100) and the device can hold such a cluster
-// (a non-portable size), else 8 CTAs with 8-vector tiles (at V = 128K bf16 a slice is one tile either way);
-// never slices under 2048 entries (split). Returns false, having launched nothing, when the call does not
-// qualify.
-template <typename T, int kVecs>
-cudaError_t prepare_chain_cluster(bool& fits_16) {
-  static bool done[kMaxDevices] = {}, fits[kMaxDevices] = {};
-  const auto kernel = sampling::chain_cluster_kernel<T, 16 / sizeof(T), kVecs>;
-  constexpr int kSmem = static_cast<int>(sampling::cluster_smem_bytes<kVecs>());
-  int device = 0;
-  if (const cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return err;
-  const cudaError_t err = once_per_device(done, [&] {
-    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-    cudaLaunchConfig_t config{};
-    config.gridDim = dim3(16);
-    config.blockDim = dim3(sampling::kThreads);
-    config.dynamicSmemBytes = kSmem;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = 16;
-    attr[0].val.clusterDim.y = attr[0].val.clusterDim.z = 1;
-    config.attrs = attr;
-    config.numAttrs = 1;
-    int clusters = 0;
-    if (e == cudaSuccess) e = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config);
-    if (device < kMaxDevices) fits[device] = e == cudaSuccess && clusters > 0;
-    return e;
-  });
-  fits_16 = device < kMaxDevices && fits[device];
-  return err;
-}
-
-template <typename T, int kVecs>
-void launch_cluster_kernel(const VerifyArgs<T>& a, cudaStream_t stream) {
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(static_cast<unsigned>(a.batch * a.S));
-  config.blockDim = dim3(sampling::kThreads);
-  config.dynamicSmemBytes = sampling::cluster_smem_bytes<kVecs>();
-  config.stream = stream;
-  cudaLaunchAttribute attrs[2];
-  attrs[0].id = cudaLaunchAttributeClusterDimension;
-  attrs[0].val.clusterDim.x = static_cast<unsigned>(a.S);
-  attrs[0].val.clusterDim.y = attrs[0].val.clusterDim.z = 1;
-  attrs[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attrs[1].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = attrs;
-  config.numAttrs = 2;
-  check_cuda_call(cudaLaunchKernelEx(&config, sampling::chain_cluster_kernel<T, 16 / sizeof(T), kVecs>, a),
-                  "chain_cluster kernel launch");
-}
-
-template <typename T>
-bool launch_chain_cluster(VerifyArgs<T>& a, bool stochastic, const at::Tensor& ref, Workspace& ws, int sms,
-                          cudaStream_t stream) {
-  const bool draft_ok = a.map.draft == nullptr || rows_vectorizable(a.map.draft, a.map.draft_stride);
-  if (a.batch < 2 || a.map.rows_per_req > sampling::kClusterMaxRows || a.num_rows == 0 ||
-      device_attribute<cudaDevAttrComputeCapabilityMajor>(ref.get_device()) < 9 ||
-      !rows_vectorizable(a.map.target, a.map.target_stride) || !draft_ok)
-    return false;
-  bool fits_16 = false, unused = false;
-  check_cuda_call(prepare_chain_cluster<T, 4>(fits_16), "chain_cluster_kernel attributes");
-  check_cuda_call(prepare_chain_cluster<T, 8>(unused), "chain_cluster_kernel attributes");
-  const bool wide = a.batch * 16 <= 2 * sms && fits_16;
-  split(a.vocab, wide ? 16 : 8, a.S, a.chunk);  // (chunks: multiples of 8 entries, >= 2048 unless the row is shorter)
-  a.vec_target = true;
-  a.vec_draft = a.map.draft != nullptr;
-  a.bounds_stride = ceil_div(a.vocab, 4);
-  ws = make_workspace(ref, static_cast<int64_t>(a.num_rows) * a.S, static_cast<int64_t>(a.batch) * a.S, 0,
-                      stochastic ? static_cast<int64_t>(a.batch) * a.bounds_stride : 0);
-  a.partials = ws.partials;
-  a.picks = ws.picks;
-  a.race_bounds = ws.race_bounds;
-  if (wide) launch_cluster_kernel<T, 4>(a, stream);
-  else launch_cluster_kernel<T, 8>(a, stream);
-  return true;
-}
-
 }  // namespace
 
 void sample_tokens(at::Tensor& out, const at::Tensor& logits, const at::Tensor& temperature, const OptTensor& top_k,
@@ -587,7 +506,6 @@ void verify_chain(at::Tensor& out_tokens, at::Tensor& accept_len, const at::Tens
                                    /*sag_target=*/false);
     Workspace ws;
     if (with_draft_logits && !f.any() && launch_chain_resident<T>(a, target_logits, ws, sms, stream)) return;
-    if (!f.any() && launch_chain_cluster<T>(a, temperature.has_value(), target_logits, ws, sms, stream)) return;
     prepare(a, f, temperature.has_value(), /*long_chunks=*/true, target_logits, ws, sms, stream);
     launch_verify<T, sampling::kChain>(a, stream);
   });

@@ -5,6 +5,7 @@
 #pragma once
 #include <cfloat>
 #include <climits>
+#include <type_traits>
 
 #include "ssdk/common.cuh"
 
@@ -318,13 +319,25 @@ __device__ __forceinline__ void for_each_pair(const T* row, const T* row2, int l
   for (int s = tail; s < hi; s += blockDim.x) f(s, to_float(row[s]), to_float(row2[s]));
 }
 
+// Max of a 16-byte vector (16-bit types: packed two-way maxima).
+template <typename T, int VEC>
+__device__ __forceinline__ float vec_max(const Vec<T, VEC>& d) {
+  if constexpr (std::is_same_v<T, float>) {
+    return fmaxf(fmaxf(d.data[0], d.data[1]), fmaxf(d.data[2], d.data[3]));
+  } else {
+    using T2 = std::conditional_t<std::is_same_v<T, __half>, __half2, __nv_bfloat162>;
+    const T2* h = reinterpret_cast<const T2*>(d.data);
+    const T2 m = __hmax2(__hmax2(h[0], h[1]), __hmax2(h[2], h[3]));
+    return fmaxf(to_float(m.x), to_float(m.y));
+  }
+}
+
 // ---- statistics tiles: kTileVecs 16-byte vectors per thread, vector u of thread t at base + (t + u * kThreads)
 // * VEC (kThreads * kTileVecs * VEC entries per CTA: 16384 for 16-bit logits), loaded in one go (128 bytes
-// in flight per thread) and folded in as four accumulate_blocks of 2 vectors (few live registers). Every
+// in flight per thread) and folded in two passes over the thread's vectors (max, then sums). Every
 // statistics pass folds tiles this way, so partials agree across kernels. Vectors past `hi` are not loaded
 // and count as -inf.
 constexpr int kTileVecs = 8;
-constexpr int kFoldVecs = 2;  // vectors per accumulate_block
 
 template <typename T, int VEC>
 struct StatTile {
@@ -332,21 +345,43 @@ struct StatTile {
 
   __device__ __forceinline__ static int vec_index(int base, int u) { return base + (threadIdx.x + u * kThreads) * VEC; }
 
-  // Folds the tile at base into st; vec_at(u) returns this thread's vector u.
+  // Folds the tile at base into st; vec_at(u) returns this thread's vector u. The tile's max first (16-bit
+  // types: packed two-way maxima), then for sampled rows one rescale of the running sum and one FMA + one
+  // MUFU.EX2 + one add per entry in four chains; greedy rows (scale 0) take the lowest index of a new max
+  // (a thread's entries ascend across its vectors and tiles).
   template <typename VecAt>
   __device__ __forceinline__ static void accumulate(Stat& st, int base, int hi, float scale, VecAt&& vec_at) {
+    float tm = -INFINITY;
 #pragma unroll
-    for (int part = 0; part < kTileVecs / kFoldVecs; ++part) {
-      float x[kFoldVecs * VEC];
-#pragma unroll
-      for (int u = 0; u < kFoldVecs; ++u) {
-        const bool valid = vec_index(base, kFoldVecs * part + u) + VEC <= hi;
-        const Vec<T, VEC> d = vec_at(kFoldVecs * part + u);  // (stale past hi: masked below)
-#pragma unroll
-        for (int j = 0; j < VEC; ++j) x[u * VEC + j] = valid ? to_float(d.data[j]) : -INFINITY;
+    for (int u = 0; u < kTileVecs; ++u)
+      if (vec_index(base, u) + VEC <= hi) tm = fmaxf(tm, vec_max(vec_at(u)));
+    if (!(tm > -INFINITY)) return;
+    if (scale > 0.f) {
+      if (tm > st.m) {
+        st.s = st.s == 0.f ? 0.f : st.s * exp2f((st.m - tm) * scale);
+        st.m = tm;
       }
-      const int first = vec_index(base, kFoldVecs * part);
-      accumulate_block(st, x, [&](int k) { return first + (k / VEC) * kThreads * VEC + k % VEC; }, scale);
+      const float ms = st.m * scale;
+      float sum[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+      for (int u = 0; u < kTileVecs; ++u) {
+        if (vec_index(base, u) + VEC > hi) continue;
+        const Vec<T, VEC> d = vec_at(u);
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) sum[j % 4] += fast_exp2(fmaf(to_float(d.data[j]), scale, -ms));
+      }
+      st.s += (sum[0] + sum[1]) + (sum[2] + sum[3]);
+    } else if (tm > st.m) {
+      int idx = INT_MAX;
+#pragma unroll
+      for (int u = kTileVecs - 1; u >= 0; --u) {
+        if (vec_index(base, u) + VEC > hi) continue;
+        const Vec<T, VEC> d = vec_at(u);
+#pragma unroll
+        for (int j = VEC - 1; j >= 0; --j) idx = to_float(d.data[j]) == tm ? vec_index(base, u) + j : idx;
+      }
+      st.m = tm;
+      st.idx = idx;
     }
   }
 };

@@ -71,6 +71,44 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool pr
                                                               *reinterpret_cast<cute::uint128_t*>(smem), pred);
 }
 
+// Thread-block cluster primitives (sm_90, the extension's target; compiled for an older target they
+// reduce to a CTA barrier and local shared-memory loads, right for the one-split launches it gets).
+__device__ __forceinline__ void cluster_sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+#else
+  __syncthreads();
+#endif
+}
+// Address of this CTA's shared-memory object `smem` in CTA `rank` of the cluster.
+__device__ __forceinline__ uint32_t cluster_addr(const void* smem, uint32_t rank) {
+  uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mapa.shared::cluster.u32 %0, %0, %1;" : "+r"(addr) : "r"(rank));
+#endif
+  return addr;
+}
+__device__ __forceinline__ float cluster_load(uint32_t addr) {
+  float v;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(addr) : "memory");
+#else
+  asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(addr) : "memory");
+#endif
+  return v;
+}
+__device__ __forceinline__ float4 cluster_load4(uint32_t addr) {
+  float4 v;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(addr) : "memory");
+#else
+  asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(addr) : "memory");
+#endif
+  return v;
+}
+
 // Element offset of 16-byte chunk `chunk` of row `row` in a [rows][D] tile: chunks XOR-swizzled with
 // row % 8 so that the 8 row addresses of an ldmatrix hit 8 different bank groups.
 template <int D>
