@@ -209,12 +209,6 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
   // long): stored now, while the parents are in flight.
   const bool small = seg.rows * seg.cols < (int64_t{1} << 31);  // 32-bit stream positions suffice
   if (small && seg.cols > 0) seg.by_cols = FastDiv(static_cast<uint32_t>(seg.cols));
-  // kGeometry's pass: the vectors one row's tree columns can meet, and item / per_row in 32 bits (set up here,
-  // beside by_cols: further down, FastDiv's 64-bit division spills). Exact: items < 2^28, as bytes < 2^31
-  // (mask_indptr is int32), so seg.rows * seg.cols < 2^34 with seg.rows <= n_all <= seg.cols, hence
-  // seg.rows < 2^17 and items <= seg.rows * (n_all / 128 + 2) < 2^27 + 2^18.
-  const int per_row = (n_all + 127) / 128 + 1;
-  const FastDiv by_per_row(static_cast<uint32_t>(per_row));
   auto all_ones = [&](int64_t q) {
     const int64_t rel = q * 16 - head;  // segment byte of the vector's first byte
     return rel >= 0 && rel + 16 <= bytes &&
@@ -304,7 +298,13 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
     // share it). Built in one pass over items (row, vector slot of the row), each split over as many threads
     // (4, 2 or 1: 1, 2 or 4 words per thread) as keep every item in the pass's first kThreads threads.
     const int64_t head_bits = head * 8, C = seg.cols;
-    const int64_t items = static_cast<int64_t>(pr_hi - pr_lo) * per_row;  // per_row, by_per_row: above
+    const int per_row = (n_all + 127) / 128 + 1;  // vectors one row's tree columns can meet
+    const int64_t items = static_cast<int64_t>(pr_hi - pr_lo) * per_row;
+    // item / per_row by a multiply-high with a 32-bit reciprocal (exact for item, per_row < 2^16; per_row >= 2),
+    // else a division. Not FastDiv: its constructor's 64-bit division cost this pass 0.4 µs per call at B=16
+    // n225 prefix 4096 (kernel notes, tree mask round 15).
+    const uint32_t per_row_inv = 0xffffffffu / static_cast<uint32_t>(per_row) + 1;
+    const bool quick_div = items < (1 << 16);
     auto last_vector = [&](int64_t r) { return (head_bits + (r + 1) * C - 1) >> 7; };
     const int split_log2 = 4 * (items + 1) <= kThreads ? 2 : 2 * (items + 1) <= kThreads ? 1 : 0;
     const int words_per_thread = 4 >> split_log2;
@@ -312,7 +312,7 @@ __global__ void __launch_bounds__(kThreads) tree_mask_kernel(TreeMaskArgs a) {
       const int64_t item = e >> split_log2;
       int64_t q;
       if (item < items) {
-        const int64_t row_off = by_per_row(static_cast<int>(item));
+        const int64_t row_off = quick_div ? __umulhi(static_cast<uint32_t>(item), per_row_inv) : item / per_row;
         const int64_t r = pr_lo + row_off;
         int64_t first = (head_bits + r * C + prefix) >> 7;
         if (r > 0) first = max(first, last_vector(r - 1) + 1);
