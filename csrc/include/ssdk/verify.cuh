@@ -627,11 +627,11 @@ __device__ __noinline__ uint4 sample_draws(uint64_t seed, uint64_t offset, int b
 // verify_kernel's chain sample pass over a long chunk [lo, hi) of the final row (final_pass keeps short
 // chunks' residuals in registers), for calls without top-k / top-p / Saguaro (the only ones that take
 // long chunks): weights are plain exponentials, one FMA + one ex2.approx each as in the statistics' sums.
-// The race r_v / E_v with r = max(p - q, 0) in two passes: the first finds each thread's largest residual
-// over the whole chunk and scores it exactly; the block's best of those is a score reached in this chunk,
-// so in the second pass an entry with r_v * bound_v below max(that, the thread's best so far) cannot be the
-// chunk's pick and is never drawn (the test runs per Philox group of 4 entries on the group's largest
-// residual; only a handful of groups per CTA pass it). A chunk without residual mass instead runs the fallback race p_v / E_v over every
+// The race r_v / E_v with r = max(p - q, 0): each thread first scores the largest residual of its first
+// batch exactly; the block's best of those is a score reached in this chunk, so an entry with
+// r_v * bound_v below max(that, the thread's best so far) cannot be the chunk's pick and is never drawn
+// (the test runs per Philox group of 4 entries on the group's largest residual; only a handful of groups
+// per CTA pass it). A chunk without residual mass instead runs the fallback race p_v / E_v over every
 // entry (see final_pass). Rows are 16-byte aligned; draft probabilities (fp32) are read one entry at a time.
 template <typename T, int VEC>
 __device__ Pick race_chunk(const VerifyArgs<T>& a, const Decision& dec, int b, int lo, int hi, uint64_t offset) {
@@ -692,21 +692,20 @@ __device__ Pick race_chunk(const VerifyArgs<T>& a, const Decision& dec, int b, i
     }
   };
   const int first = lo + threadIdx.x * VEC;
-  float top_r = 0.f;  // pass 1: this thread's largest residual over the whole chunk, no draws
+  load_batch(first);
+  float top_r = 0.f;
   int top_v = -1;
-  for (int base = first; base < vhi; base += kStride) {
-    load_batch(base);
 #pragma unroll
-    for (int u = 0; u < kBatch; ++u)
+  for (int u = 0; u < kBatch; ++u)
 #pragma unroll
-      for (int j = 0; j < VEC; ++j)
-        if (r[u][j] > top_r) {
-          top_r = r[u][j];
-          top_v = base + u * kThreads * VEC + j;
-        }
-  }
+    for (int j = 0; j < VEC; ++j)
+      if (r[u][j] > top_r) {
+        top_r = r[u][j];
+        top_v = first + u * kThreads * VEC + j;
+      }
   reached = block_max_f(top_v >= 0 ? top_r * race_weight_at(a.seed, offset, b, top_v) : 0.f);
-  for (int base = first; base < vhi; base += kStride) {  // pass 2 (rows re-read from L1 / L2): draws
+  draw_batch(first);
+  for (int base = first + kStride; base < vhi; base += kStride) {
     load_batch(base);
     draw_batch(base);
   }
